@@ -1,0 +1,189 @@
+package dispytch
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+)
+
+// Message is an encoded message on its way to a broker.
+type Message struct {
+	// Topic is the concrete topic (placeholders already filled).
+	Topic string
+	// Key is the message key: Kafka's partition key, the memory broker's
+	// ordering key. May be nil.
+	Key []byte
+	// Value is the encoded envelope.
+	Value []byte
+	// Headers are the message headers. May be nil.
+	Headers Headers
+	// Options are the backend-specific emit options for this message. The
+	// emitter has already checked that they belong to the producer's backend.
+	Options []BackendOption
+}
+
+// Producer sends messages to a broker. Produce returns only after the broker
+// accepted every message (or failed). Errors from a deadline wrap ErrTimeout;
+// when only some messages of a batch fail, the error is a *BatchError.
+// Implementations must be safe for concurrent use.
+type Producer interface {
+	Produce(ctx context.Context, msgs ...*Message) error
+}
+
+// BackendNamer is implemented by producers whose backend defines emit options.
+// The emitter rejects options of any other backend with ErrForeignOption.
+type BackendNamer interface {
+	Backend() string
+}
+
+// BackendOption is a backend-specific emit option, such as a Kafka partition
+// or a RabbitMQ priority. Backends define their own and wrap them with
+// WithBackendOption.
+type BackendOption interface {
+	// Backend names the backend the option belongs to, e.g. "kafka".
+	Backend() string
+}
+
+// BatchError reports the messages of a batch that failed. Errs has one entry
+// per message, nil for those that succeeded.
+type BatchError struct {
+	Errs []error
+}
+
+func (b *BatchError) Error() string {
+	var n int
+	var first error
+	for _, e := range b.Errs {
+		if e != nil {
+			if first == nil {
+				first = e
+			}
+			n++
+		}
+	}
+	if n == 0 {
+		return "dispytch: batch: no error"
+	}
+	if n == 1 {
+		return first.Error()
+	}
+	return first.Error() + " (and " + strconv.Itoa(n-1) + " more of " + strconv.Itoa(len(b.Errs)) + " messages)"
+}
+
+// Unwrap returns the non-nil errors, so errors.Is sees through a batch.
+func (b *BatchError) Unwrap() []error {
+	var out []error
+	for _, e := range b.Errs {
+		if e != nil {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// Acknowledger settles one delivery with the broker. Ack and Nack may be
+// called at most once between them; a call after the consumer's session
+// ended is a no-op that may return an error wrapping ErrClosed.
+type Acknowledger interface {
+	// Ack marks the delivery as done: it will not be delivered again.
+	Ack(ctx context.Context) error
+	// Nack returns the delivery to the broker for redelivery.
+	Nack(ctx context.Context) error
+}
+
+// DeadLetterer may be implemented by an Acknowledger whose broker has its
+// own dead-lettering. The listener then settles a failed delivery by calling
+// DeadLetter instead of publishing the dead letters itself and acking. It must
+// store them durably before returning nil.
+type DeadLetterer interface {
+	DeadLetter(ctx context.Context, failed []*FailedMessage) error
+}
+
+// Delivery is one message handed from a Consumer to the listener.
+type Delivery struct {
+	Topic   string
+	Key     []byte
+	Value   []byte
+	Headers Headers
+	// OrderingKey groups deliveries that must be handled one at a time, in
+	// the order delivered (a Kafka partition, for example). Empty means the
+	// listener orders by Key when it is set, and otherwise not at all.
+	OrderingKey string
+	// Info carries Redelivered, DeliveryCount, Partition, Offset and Raw;
+	// the listener fills in Key and Attempt.
+	Info DeliveryInfo
+	// Acker settles the delivery.
+	Acker Acknowledger
+}
+
+// Subscription is what a listener consumes: literal topics and wildcard
+// patterns, for a consumer group. Backends subscribe natively from it
+// (Kafka: topics and an anchored regex; AMQP: bindings).
+type Subscription struct {
+	// Group names the consumer group (service). Empty when the listener was
+	// given none; each backend documents its default.
+	Group string
+	// Topics are the literal topics, sorted.
+	Topics []string
+	// Patterns are the wildcard patterns, sorted by their text.
+	Patterns []*Pattern
+	// Delimiter separates topic segments.
+	Delimiter string
+}
+
+// Matches reports whether topic is one of the literal topics or matches one
+// of the patterns.
+func (s *Subscription) Matches(topic string) bool {
+	for _, t := range s.Topics {
+		if t == topic {
+			return true
+		}
+	}
+	for _, p := range s.Patterns {
+		if _, ok := p.match(topic, nil); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// String lists the subscription for logs.
+func (s *Subscription) String() string {
+	parts := append([]string(nil), s.Topics...)
+	for _, p := range s.Patterns {
+		parts = append(parts, p.String())
+	}
+	return "group=" + s.Group + " topics=[" + strings.Join(parts, " ") + "]"
+}
+
+// Inbox is the listener side of a consumer: the consumer hands it deliveries.
+type Inbox interface {
+	// Ready tells the listener that the subscription is in place: messages
+	// emitted from now on will be consumed. Call it once.
+	Ready()
+	// Deliver passes one delivery to the listener. It blocks while the
+	// listener is at capacity, which is the consumer's backpressure, and
+	// returns ErrStopping once the listener is shutting down, or the
+	// context's error. Deliveries with the same ordering key must be passed
+	// one after another from one goroutine, in order.
+	Deliver(ctx context.Context, d *Delivery) error
+	// Done is closed when the listener has shut down: every delivery it
+	// accepted was settled through its Acknowledger, or abandoned at the
+	// shutdown timeout. The listener never settles a delivery after Done is
+	// closed; abandoned ones must be left for redelivery.
+	Done() <-chan struct{}
+}
+
+// Consumer consumes messages from a broker for a listener.
+//
+// Consume subscribes to sub, calls inbox.Ready, and passes deliveries to
+// inbox.Deliver until ctx is done. Then it stops fetching, waits for
+// inbox.Done (so that in-flight deliveries can still be acked, and offsets
+// committed), releases what was not settled for redelivery, and returns nil.
+// It returns an error only for a failure it cannot recover from.
+type Consumer interface {
+	Consume(ctx context.Context, sub Subscription, inbox Inbox) error
+}
+
+var errEmptyTopic = errors.New("dispytch: empty topic")

@@ -1,0 +1,413 @@
+package dispytch
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"unicode/utf8"
+)
+
+// Envelope is Dispytch's wire envelope: {"id","type","body","timestamp"}.
+// Body holds the encoded body in the codec's own format.
+type Envelope struct {
+	ID        string
+	Type      string
+	Body      []byte
+	Timestamp int64 // milliseconds since the Unix epoch
+}
+
+// Codec encodes and decodes envelopes and bodies. JSON is the default; the
+// msgpack codec lives in package codec/msgpack. Implementations must be safe
+// for concurrent use.
+type Codec interface {
+	// ContentType names the format, e.g. "application/json". The emitter
+	// writes it into the content-type header.
+	ContentType() string
+	// Marshal encodes an event body.
+	Marshal(v any) ([]byte, error)
+	// Unmarshal decodes a body into v. With strict set, fields of the data
+	// that v has no place for are an error.
+	Unmarshal(data []byte, v any, strict bool) error
+	// AppendEnvelope appends the encoded envelope to dst.
+	AppendEnvelope(dst []byte, e *Envelope) ([]byte, error)
+	// DecodeEnvelope decodes data into e. e.Body may alias data. A payload
+	// missing id, type, body or timestamp, or holding null for one, is an
+	// error.
+	DecodeEnvelope(data []byte, e *Envelope) error
+}
+
+// JSON is the JSON codec, Python Dispytch's default wire format.
+var JSON Codec = jsonCodec{}
+
+type jsonCodec struct{}
+
+func (jsonCodec) ContentType() string { return "application/json" }
+
+func (jsonCodec) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+func (jsonCodec) Unmarshal(data []byte, v any, strict bool) error {
+	if !strict {
+		return json.Unmarshal(data, v)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data after body")
+	}
+	return nil
+}
+
+func (jsonCodec) AppendEnvelope(dst []byte, e *Envelope) ([]byte, error) {
+	if len(e.Body) == 0 {
+		return dst, errors.New("empty body")
+	}
+	dst = append(dst, `{"id":`...)
+	dst = appendJSONString(dst, e.ID)
+	dst = append(dst, `,"type":`...)
+	dst = appendJSONString(dst, e.Type)
+	dst = append(dst, `,"body":`...)
+	dst = append(dst, e.Body...)
+	dst = append(dst, `,"timestamp":`...)
+	dst = strconv.AppendInt(dst, e.Timestamp, 10)
+	return append(dst, '}'), nil
+}
+
+func appendJSONString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(s) // a Go string always marshals
+			return append(dst, b...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
+}
+
+// DecodeEnvelope scans the top-level object once, without building a map,
+// and leaves the body as a sub-slice of data.
+func (jsonCodec) DecodeEnvelope(data []byte, e *Envelope) error {
+	if !utf8.Valid(data) {
+		return errors.New("payload is not valid UTF-8")
+	}
+	s := scanner{data: data}
+	s.ws()
+	if !s.eat('{') {
+		return s.fail("expected an object")
+	}
+	const (
+		hasID = 1 << iota
+		hasType
+		hasBody
+		hasTS
+	)
+	var have int
+	s.ws()
+	if s.eat('}') {
+		return missingKeys(have)
+	}
+	for {
+		s.ws()
+		key, ok := s.str()
+		if !ok {
+			return s.fail("expected a key")
+		}
+		s.ws()
+		if !s.eat(':') {
+			return s.fail("expected ':'")
+		}
+		s.ws()
+		start := s.i
+		isNull := s.peekNull()
+		if err := s.skip(0); err != nil {
+			return err
+		}
+		val := data[start:s.i]
+		switch string(key) {
+		case "id", "type":
+			if isNull {
+				break
+			}
+			str, err := decodeJSONString(val)
+			if err != nil {
+				return fmt.Errorf("envelope %q: %w", key, err)
+			}
+			if string(key) == "id" {
+				e.ID, have = str, have|hasID
+			} else {
+				e.Type, have = str, have|hasType
+			}
+		case "body":
+			if !isNull {
+				e.Body, have = val, have|hasBody
+			}
+		case "timestamp":
+			if isNull {
+				break
+			}
+			ts, err := parseTimestamp(val)
+			if err != nil {
+				return err
+			}
+			e.Timestamp, have = ts, have|hasTS
+		}
+		s.ws()
+		if s.eat(',') {
+			continue
+		}
+		if s.eat('}') {
+			break
+		}
+		return s.fail("expected ',' or '}'")
+	}
+	s.ws()
+	if s.i != len(data) {
+		return s.fail("trailing data after envelope")
+	}
+	if have != hasID|hasType|hasBody|hasTS {
+		return missingKeys(have)
+	}
+	return nil
+}
+
+func missingKeys(have int) error {
+	var miss []string
+	for i, k := range []string{"id", "type", "body", "timestamp"} {
+		if have&(1<<i) == 0 {
+			miss = append(miss, k)
+		}
+	}
+	return fmt.Errorf("envelope is missing %q (or it is null)", miss)
+}
+
+func decodeJSONString(val []byte) (string, error) {
+	if len(val) < 2 || val[0] != '"' {
+		return "", errors.New("not a string")
+	}
+	inner := val[1 : len(val)-1]
+	if bytes.IndexByte(inner, '\\') < 0 {
+		return string(inner), nil
+	}
+	var str string
+	err := json.Unmarshal(val, &str)
+	return str, err
+}
+
+func parseTimestamp(val []byte) (int64, error) {
+	if ts, err := strconv.ParseInt(string(val), 10, 64); err == nil {
+		return ts, nil
+	}
+	f, err := strconv.ParseFloat(string(val), 64)
+	if err != nil || math.IsNaN(f) || f > math.MaxInt64 || f < math.MinInt64 {
+		return 0, fmt.Errorf("envelope timestamp %.40q is not a number of milliseconds", val)
+	}
+	return int64(f), nil
+}
+
+// scanner validates and skips JSON values. It accepts exactly RFC 8259 JSON.
+type scanner struct {
+	data []byte
+	i    int
+}
+
+const maxDepth = 1000
+
+func (s *scanner) fail(msg string) error {
+	return fmt.Errorf("invalid JSON at byte %d: %s", s.i, msg)
+}
+
+func (s *scanner) ws() {
+	for s.i < len(s.data) {
+		switch s.data[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+func (s *scanner) eat(c byte) bool {
+	if s.i < len(s.data) && s.data[s.i] == c {
+		s.i++
+		return true
+	}
+	return false
+}
+
+func (s *scanner) peekNull() bool { return bytes.HasPrefix(s.data[s.i:], []byte("null")) }
+
+// str scans a string and returns its raw contents without the quotes.
+func (s *scanner) str() ([]byte, bool) {
+	start := s.i
+	if !s.eat('"') {
+		return nil, false
+	}
+	for s.i < len(s.data) {
+		c := s.data[s.i]
+		switch {
+		case c == '"':
+			s.i++
+			return s.data[start+1 : s.i-1], true
+		case c == '\\':
+			s.i++
+			if s.i >= len(s.data) {
+				return nil, false
+			}
+			switch s.data[s.i] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				s.i++
+			case 'u':
+				if s.i+5 > len(s.data) {
+					return nil, false
+				}
+				for _, h := range s.data[s.i+1 : s.i+5] {
+					if !isHex(h) {
+						return nil, false
+					}
+				}
+				s.i += 5
+			default:
+				return nil, false
+			}
+		case c < 0x20:
+			return nil, false
+		default:
+			s.i++
+		}
+	}
+	return nil, false
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+func (s *scanner) lit(l string) bool {
+	if bytes.HasPrefix(s.data[s.i:], []byte(l)) {
+		s.i += len(l)
+		return true
+	}
+	return false
+}
+
+func (s *scanner) digits() int {
+	n := 0
+	for s.i < len(s.data) && s.data[s.i] >= '0' && s.data[s.i] <= '9' {
+		s.i++
+		n++
+	}
+	return n
+}
+
+func (s *scanner) num() bool {
+	s.eat('-')
+	if s.eat('0') {
+		// no leading zeros
+	} else if s.digits() == 0 {
+		return false
+	}
+	if s.eat('.') && s.digits() == 0 {
+		return false
+	}
+	if s.i < len(s.data) && (s.data[s.i] == 'e' || s.data[s.i] == 'E') {
+		s.i++
+		if !s.eat('+') {
+			s.eat('-')
+		}
+		if s.digits() == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// skip scans one value.
+func (s *scanner) skip(depth int) error {
+	if depth > maxDepth {
+		return s.fail("nested too deeply")
+	}
+	if s.i >= len(s.data) {
+		return s.fail("unexpected end")
+	}
+	switch c := s.data[s.i]; {
+	case c == '"':
+		if _, ok := s.str(); !ok {
+			return s.fail("bad string")
+		}
+	case c == '{':
+		s.i++
+		s.ws()
+		if s.eat('}') {
+			return nil
+		}
+		for {
+			s.ws()
+			if _, ok := s.str(); !ok {
+				return s.fail("expected a key")
+			}
+			s.ws()
+			if !s.eat(':') {
+				return s.fail("expected ':'")
+			}
+			s.ws()
+			if err := s.skip(depth + 1); err != nil {
+				return err
+			}
+			s.ws()
+			if s.eat(',') {
+				continue
+			}
+			if s.eat('}') {
+				return nil
+			}
+			return s.fail("expected ',' or '}'")
+		}
+	case c == '[':
+		s.i++
+		s.ws()
+		if s.eat(']') {
+			return nil
+		}
+		for {
+			s.ws()
+			if err := s.skip(depth + 1); err != nil {
+				return err
+			}
+			s.ws()
+			if s.eat(',') {
+				continue
+			}
+			if s.eat(']') {
+				return nil
+			}
+			return s.fail("expected ',' or ']'")
+		}
+	case c == 't':
+		if !s.lit("true") {
+			return s.fail("bad literal")
+		}
+	case c == 'f':
+		if !s.lit("false") {
+			return s.fail("bad literal")
+		}
+	case c == 'n':
+		if !s.lit("null") {
+			return s.fail("bad literal")
+		}
+	case c == '-' || c >= '0' && c <= '9':
+		if !s.num() {
+			return s.fail("bad number")
+		}
+	default:
+		return s.fail("unexpected character")
+	}
+	return nil
+}

@@ -1,0 +1,468 @@
+package dispytch
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// AsyncProducer is implemented by producers that can send without waiting,
+// batching many messages per broker round trip. done is called exactly once,
+// when the broker accepted the message or it failed.
+type AsyncProducer interface {
+	Producer
+	ProduceAsync(ctx context.Context, m *Message, done func(error))
+}
+
+// Emitter encodes events into Dispytch envelopes and sends them through a
+// Producer. It is safe for concurrent use.
+type Emitter struct {
+	p       Producer
+	codec   Codec
+	backend string
+	log     *slog.Logger
+	onError func(ctx context.Context, ev Eventer, err error)
+	now     func() time.Time
+
+	templates sync.Map // template string -> *topicTemplate
+	fields    sync.Map // reflect.Type -> map[string][]int
+}
+
+// EmitterOption configures an Emitter.
+type EmitterOption interface{ applyEmitter(*Emitter) }
+
+type emitterOptionFunc func(*Emitter)
+
+func (f emitterOptionFunc) applyEmitter(e *Emitter) { f(e) }
+
+// OnEmitError sets a hook called with every error Emit returns (Python
+// Dispytch's on_timeout callback, generalised). The error is returned
+// regardless.
+func OnEmitError(f func(ctx context.Context, ev Eventer, err error)) EmitterOption {
+	return emitterOptionFunc(func(e *Emitter) { e.onError = f })
+}
+
+// NewEmitter returns an emitter that sends through p, encoding with JSON
+// unless WithCodec says otherwise.
+func NewEmitter(p Producer, opts ...EmitterOption) *Emitter {
+	e := &Emitter{p: p, codec: JSON, log: slog.Default(), now: time.Now}
+	if bn, ok := p.(BackendNamer); ok {
+		e.backend = bn.Backend()
+	}
+	for _, o := range opts {
+		o.applyEmitter(e)
+	}
+	return e
+}
+
+// EmitOption sets a per-emit option.
+type EmitOption func(*emitSettings)
+
+type emitSettings struct {
+	key     []byte
+	keySet  bool
+	id      string
+	headers Headers
+	backend []BackendOption
+}
+
+// Key sets the message key (Kafka's partition key; the memory broker's
+// ordering key). It overrides the event's EventKey method.
+func Key(k string) EmitOption {
+	return func(s *emitSettings) { s.key, s.keySet = []byte(k), true }
+}
+
+// Header sets a message header.
+func Header(key, value string) EmitOption {
+	return func(s *emitSettings) {
+		if s.headers == nil {
+			s.headers = Headers{}
+		}
+		s.headers[key] = value
+	}
+}
+
+// WithHeaders sets several message headers.
+func WithHeaders(h Headers) EmitOption {
+	return func(s *emitSettings) {
+		if s.headers == nil {
+			s.headers = make(Headers, len(h))
+		}
+		for k, v := range h {
+			s.headers[k] = v
+		}
+	}
+}
+
+// EventID sets the envelope's event ID, overriding the event's EventID method
+// and the generated UUID.
+func EventID(id string) EmitOption { return func(s *emitSettings) { s.id = id } }
+
+// WithBackendOption passes a backend-specific option. Backends wrap their own
+// options with it (kafka.Partition, rabbitmq.Priority, ...); the emitter
+// rejects an option of another backend with ErrForeignOption.
+func WithBackendOption(o BackendOption) EmitOption {
+	return func(s *emitSettings) { s.backend = append(s.backend, o) }
+}
+
+// Emit encodes ev and sends it. It returns once the broker accepted the
+// message. Errors wrap ErrTopicField, ErrEncode, ErrForeignOption, ErrTimeout
+// (the ctx deadline passed), ErrClosed or the producer's own errors.
+func (e *Emitter) Emit(ctx context.Context, ev Eventer, opts ...EmitOption) error {
+	m, err := e.Message(ev, opts...)
+	if err == nil {
+		err = e.produceErr(ctx, m, e.p.Produce(ctx, m))
+	}
+	if err != nil && e.onError != nil {
+		e.onError(ctx, ev, err)
+	}
+	return err
+}
+
+// EmitAsync sends ev without waiting for the broker when the producer
+// batches (AsyncProducer), and calls done once with the outcome. With any
+// other producer it sends synchronously before calling done.
+func (e *Emitter) EmitAsync(ctx context.Context, ev Eventer, done func(error), opts ...EmitOption) {
+	m, err := e.Message(ev, opts...)
+	if err != nil {
+		if e.onError != nil {
+			e.onError(ctx, ev, err)
+		}
+		done(err)
+		return
+	}
+	cb := func(err error) {
+		err = e.produceErr(ctx, m, err)
+		if err != nil && e.onError != nil {
+			e.onError(ctx, ev, err)
+		}
+		done(err)
+	}
+	if ap, ok := e.p.(AsyncProducer); ok {
+		ap.ProduceAsync(ctx, m, cb)
+		return
+	}
+	cb(e.p.Produce(ctx, m))
+}
+
+// EmitBatch encodes every event, then sends them all in one Produce call.
+// Nothing is sent when one of them fails to encode. When some messages fail
+// to send, the error is a *BatchError telling which.
+func (e *Emitter) EmitBatch(ctx context.Context, events []Eventer, opts ...EmitOption) error {
+	if len(events) == 0 {
+		return nil
+	}
+	msgs := make([]*Message, len(events))
+	for i, ev := range events {
+		m, err := e.Message(ev, opts...)
+		if err != nil {
+			return fmt.Errorf("event %d: %w", i, err)
+		}
+		msgs[i] = m
+	}
+	err := e.p.Produce(ctx, msgs...)
+	if err == nil {
+		return nil
+	}
+	var be *BatchError
+	if errors.As(err, &be) {
+		for i, m := range msgs {
+			if i < len(be.Errs) && be.Errs[i] != nil {
+				be.Errs[i] = e.produceErr(ctx, m, be.Errs[i])
+			}
+		}
+		return be
+	}
+	return fmt.Errorf("dispytch: emit batch of %d: %w", len(msgs), wrapDeadline(ctx, err))
+}
+
+func (e *Emitter) produceErr(ctx context.Context, m *Message, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("dispytch: emit to %q: %w", m.Topic, wrapDeadline(ctx, err))
+}
+
+// wrapDeadline makes sure a deadline error wraps ErrTimeout.
+func wrapDeadline(ctx context.Context, err error) error {
+	if errors.Is(err, ErrTimeout) {
+		return err
+	}
+	if errors.Is(err, context.DeadlineExceeded) || (ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)) {
+		return fmt.Errorf("%w: %w", ErrTimeout, err)
+	}
+	return err
+}
+
+// Message encodes ev into the message Emit would send, without sending it.
+func (e *Emitter) Message(ev Eventer, opts ...EmitOption) (*Message, error) {
+	var s emitSettings
+	for _, o := range opts {
+		o(&s)
+	}
+	for _, o := range s.backend {
+		if o.Backend() != e.backend {
+			return nil, fmt.Errorf("%w: %s option %T given to a %q producer", ErrForeignOption, o.Backend(), o, e.backendName())
+		}
+	}
+	topic, err := e.topic(ev)
+	if err != nil {
+		return nil, err
+	}
+	body, err := e.codec.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s body: %w", ErrEncode, ev.EventType(), err)
+	}
+	id := s.id
+	if id == "" {
+		if ider, ok := ev.(EventIDer); ok {
+			id = ider.EventID()
+		}
+		if id == "" {
+			id = NewUUID()
+		}
+	}
+	env := Envelope{ID: id, Type: ev.EventType(), Body: body, Timestamp: e.now().UnixMilli()}
+	value, err := e.codec.AppendEnvelope(make([]byte, 0, len(body)+len(id)+len(env.Type)+64), &env)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s envelope: %w", ErrEncode, ev.EventType(), err)
+	}
+	m := &Message{Topic: topic, Value: value, Headers: s.headers, Options: s.backend}
+	if s.keySet {
+		m.Key = s.key
+	} else if k, ok := ev.(EventKeyer); ok {
+		if key := k.EventKey(); key != "" {
+			m.Key = []byte(key)
+		}
+	}
+	return m, nil
+}
+
+func (e *Emitter) backendName() string {
+	if e.backend == "" {
+		return "unnamed"
+	}
+	return e.backend
+}
+
+// topic returns the event's topic with its placeholders filled.
+func (e *Emitter) topic(ev Eventer) (string, error) {
+	raw := ev.Topic()
+	if raw == "" {
+		return "", fmt.Errorf("%w: %s", errEmptyTopic, ev.EventType())
+	}
+	if !strings.Contains(raw, "{") && !strings.Contains(raw, "}") {
+		return raw, nil
+	}
+	var tpl *topicTemplate
+	if v, ok := e.templates.Load(raw); ok {
+		tpl = v.(*topicTemplate)
+	} else {
+		t, err := parseTopicTemplate(raw)
+		if err != nil {
+			return "", err
+		}
+		e.templates.Store(raw, t)
+		tpl = t
+	}
+	rv := reflect.ValueOf(ev)
+	for rv.Kind() == reflect.Pointer {
+		if rv.IsNil() {
+			return "", fmt.Errorf("%w: nil %T", ErrTopicField, ev)
+		}
+		rv = rv.Elem()
+	}
+	if rv.Kind() != reflect.Struct {
+		return "", fmt.Errorf("%w: topic %q has placeholders but %T is not a struct", ErrTopicField, raw, ev)
+	}
+	fields := e.jsonFields(rv.Type())
+	return tpl.render(func(name string) (string, error) {
+		idx, ok := fields[name]
+		if !ok {
+			return "", fmt.Errorf("%w: topic %q: %T has no field %q", ErrTopicField, raw, ev, name)
+		}
+		f, err := rv.FieldByIndexErr(idx)
+		if err != nil {
+			return "", fmt.Errorf("%w: topic %q: field %q: %w", ErrTopicField, raw, name, err)
+		}
+		s, err := formatField(f)
+		if err != nil {
+			return "", fmt.Errorf("%w: topic %q: field %q: %w", ErrTopicField, raw, name, err)
+		}
+		return s, nil
+	})
+}
+
+func (e *Emitter) jsonFields(t reflect.Type) map[string][]int {
+	if v, ok := e.fields.Load(t); ok {
+		return v.(map[string][]int)
+	}
+	m := map[string][]int{}
+	collectJSONFields(t, nil, m)
+	e.fields.Store(t, m)
+	return m
+}
+
+// collectJSONFields maps the JSON names of t's fields (encoding/json's
+// rules, simplified: tags, "-", promoted fields of untagged embedded
+// structs) and their Go names to their index paths.
+func collectJSONFields(t reflect.Type, prefix []int, m map[string][]int) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		idx := append(append([]int(nil), prefix...), i)
+		tag := f.Tag.Get("json")
+		name, _, _ := strings.Cut(tag, ",")
+		if name == "-" && tag == "-" {
+			continue
+		}
+		if f.Anonymous && name == "" {
+			ft := f.Type
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				collectJSONFields(ft, idx, m)
+				continue
+			}
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		m[name] = idx
+		if _, taken := m[f.Name]; !taken {
+			m[f.Name] = idx
+		}
+	}
+}
+
+func formatField(v reflect.Value) (string, error) {
+	for v.Kind() == reflect.Pointer || v.Kind() == reflect.Interface {
+		if v.IsNil() {
+			return "", errors.New("is nil")
+		}
+		v = v.Elem()
+	}
+	if v.CanInterface() {
+		if tm, ok := v.Interface().(encoding.TextMarshaler); ok {
+			b, err := tm.MarshalText()
+			if err != nil {
+				return "", err
+			}
+			return nonEmpty(string(b))
+		}
+	}
+	switch v.Kind() {
+	case reflect.String:
+		return nonEmpty(v.String())
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return strconv.FormatInt(v.Int(), 10), nil
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return strconv.FormatUint(v.Uint(), 10), nil
+	case reflect.Float32, reflect.Float64:
+		return strconv.FormatFloat(v.Float(), 'g', -1, 64), nil
+	case reflect.Bool:
+		return strconv.FormatBool(v.Bool()), nil
+	}
+	if v.CanInterface() {
+		if s, ok := v.Interface().(fmt.Stringer); ok {
+			return nonEmpty(s.String())
+		}
+	}
+	return "", fmt.Errorf("unsupported kind %s", v.Kind())
+}
+
+func nonEmpty(s string) (string, error) {
+	if s == "" {
+		return "", errors.New("is empty")
+	}
+	return s, nil
+}
+
+// topicTemplate is a topic with {field} placeholders.
+type topicTemplate struct {
+	parts []tplPart
+}
+
+type tplPart struct {
+	text  string
+	field bool
+}
+
+// parseTopicTemplate splits "user.{user_id}.notification" into literal text
+// and placeholders. Braces must pair up and a placeholder must be non-empty.
+func parseTopicTemplate(s string) (*topicTemplate, error) {
+	t := &topicTemplate{}
+	rest := s
+	for rest != "" {
+		open := strings.IndexByte(rest, '{')
+		if close := strings.IndexByte(rest, '}'); close >= 0 && (open < 0 || close < open) {
+			return nil, fmt.Errorf("%w: topic %q: unmatched '}'", ErrBadPattern, s)
+		}
+		if open < 0 {
+			t.parts = append(t.parts, tplPart{text: rest})
+			break
+		}
+		if open > 0 {
+			t.parts = append(t.parts, tplPart{text: rest[:open]})
+		}
+		rest = rest[open+1:]
+		end := strings.IndexByte(rest, '}')
+		if end < 0 {
+			return nil, fmt.Errorf("%w: topic %q: unmatched '{'", ErrBadPattern, s)
+		}
+		name := rest[:end]
+		if name == "" || strings.ContainsAny(name, "{") {
+			return nil, fmt.Errorf("%w: topic %q: bad placeholder {%s}", ErrBadPattern, s, name)
+		}
+		t.parts = append(t.parts, tplPart{text: name, field: true})
+		rest = rest[end+1:]
+	}
+	return t, nil
+}
+
+func (t *topicTemplate) render(lookup func(string) (string, error)) (string, error) {
+	var b strings.Builder
+	for _, p := range t.parts {
+		if !p.field {
+			b.WriteString(p.text)
+			continue
+		}
+		v, err := lookup(p.text)
+		if err != nil {
+			return "", err
+		}
+		b.WriteString(v)
+	}
+	return b.String(), nil
+}
+
+// NewUUID returns a random (version 4) UUID in its canonical text form.
+func NewUUID() string {
+	var u [16]byte
+	_, _ = rand.Read(u[:]) // crypto/rand.Read never fails (Go 1.24+)
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	var b [36]byte
+	hex.Encode(b[0:8], u[0:4])
+	b[8] = '-'
+	hex.Encode(b[9:13], u[4:6])
+	b[13] = '-'
+	hex.Encode(b[14:18], u[6:8])
+	b[18] = '-'
+	hex.Encode(b[19:23], u[8:10])
+	b[23] = '-'
+	hex.Encode(b[24:], u[10:])
+	return string(b[:])
+}

@@ -1,0 +1,86 @@
+package dispytch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Errors returned by this package and by the backends wrap
+// them, so callers can test with errors.Is.
+var (
+	// ErrTimeout reports that an operation did not finish before its
+	// context deadline. Errors wrapping it also wrap
+	// context.DeadlineExceeded.
+	ErrTimeout = errors.New("dispytch: timeout")
+	// ErrClosed reports an operation on a closed producer, consumer or broker.
+	ErrClosed = errors.New("dispytch: closed")
+	// ErrTopicField reports a dynamic topic whose {field} placeholder names
+	// no field of the event.
+	ErrTopicField = errors.New("dispytch: topic placeholder has no matching event field")
+	// ErrForeignOption reports a backend-specific emit option passed to a
+	// producer of another backend.
+	ErrForeignOption = errors.New("dispytch: emit option belongs to another backend")
+	// ErrUnroutable reports a message the broker accepted but could not
+	// route to any queue.
+	ErrUnroutable = errors.New("dispytch: message unroutable")
+	// ErrEncode reports an event that could not be encoded.
+	ErrEncode = errors.New("dispytch: encode failed")
+	// ErrDecode reports a payload that is not a valid envelope, or a body
+	// that does not decode into the handler's type.
+	ErrDecode = errors.New("dispytch: decode failed")
+	// ErrValidation reports an event body or topic segment that failed
+	// validation.
+	ErrValidation = errors.New("dispytch: validation failed")
+	// ErrNoHandler reports a message no handler is registered for.
+	ErrNoHandler = errors.New("dispytch: no handler")
+	// ErrPanic reports a handler that panicked. The panic value and stack
+	// are in the error text and the log.
+	ErrPanic = errors.New("dispytch: handler panicked")
+	// ErrInvalidGraph reports handlers or providers whose dependencies cannot
+	// be resolved. Listener.Run returns it, wrapped in a *GraphError, before
+	// consuming anything.
+	ErrInvalidGraph = errors.New("dispytch: invalid dependency graph")
+	// ErrStopping is returned by Inbox.Deliver once the listener is shutting
+	// down and accepts no more deliveries.
+	ErrStopping = errors.New("dispytch: listener stopping")
+	// ErrPermanent marks an error that must not be retried. See Permanent.
+	ErrPermanent = errors.New("dispytch: permanent error")
+)
+
+// ctxErr converts a context error into a dispytch error: a deadline wraps both
+// ErrTimeout and context.DeadlineExceeded, a cancellation is returned as is.
+func ctxErr(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %w", ErrTimeout, err)
+	}
+	return err
+}
+
+// CtxError converts a context error for backends: a deadline becomes an error
+// wrapping both ErrTimeout and context.DeadlineExceeded; other errors are
+// returned unchanged. Backends use it so that every emit deadline satisfies
+// errors.Is(err, ErrTimeout).
+func CtxError(err error) error { return ctxErr(err) }
+
+type permanentError struct{ err error }
+
+func (p *permanentError) Error() string { return p.err.Error() }
+func (p *permanentError) Unwrap() []error {
+	return []error{ErrPermanent, p.err}
+}
+
+// Permanent marks err as permanent: the handler is not retried, and the
+// failure policy applies at once. Permanent(nil) returns nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err: err}
+}
+
+// IsPermanent reports whether err was marked with Permanent, or is a decode
+// or validation error, which retrying cannot fix.
+func IsPermanent(err error) bool {
+	return errors.Is(err, ErrPermanent) || errors.Is(err, ErrDecode) || errors.Is(err, ErrValidation)
+}

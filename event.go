@@ -1,0 +1,91 @@
+package dispytch
+
+import "time"
+
+// Eventer is an event that can be emitted. Topic returns the topic, which may
+// hold {field} placeholders filled from the event's own fields at emit time;
+// EventType returns the event type written into the envelope.
+//
+//	type UserRegistered struct {
+//		User      User  `json:"user" validate:"required"`
+//		Timestamp int64 `json:"timestamp"`
+//	}
+//	func (UserRegistered) Topic() string     { return "user_events" }
+//	func (UserRegistered) EventType() string { return "user_registered" }
+type Eventer interface {
+	Topic() string
+	EventType() string
+}
+
+// EventIDer is implemented by events that supply their own ID. An event
+// without it, or returning "", gets a random UUID v4.
+type EventIDer interface{ EventID() string }
+
+// EventKeyer is implemented by events that carry a message key (Kafka's
+// partition key, the memory broker's ordering key). The Key emit option
+// overrides it.
+type EventKeyer interface{ EventKey() string }
+
+// Headers are message headers.
+type Headers map[string]string
+
+// Get returns the value of key, or "" (nil-safe).
+func (h Headers) Get(key string) string { return h[key] }
+
+// DeliveryInfo describes how a message reached the handler.
+type DeliveryInfo struct {
+	// Attempt is the handler attempt, 1 for the first call and n+1 for the
+	// n-th retry.
+	Attempt int
+	// Redelivered reports that the broker delivered this message before.
+	Redelivered bool
+	// DeliveryCount is the broker's delivery count when it keeps one (1 for a
+	// first delivery), or 0.
+	DeliveryCount int
+	// Partition and Offset are the message's position in a partitioned log
+	// (Kafka); -1 when the backend has none.
+	Partition int32
+	Offset    int64
+	// Key is the message key, if any.
+	Key []byte
+	// Raw is the backend's own message (a *kgo.Record, an amqp091.Delivery,
+	// ...), for what this package does not expose. Nil for the memory broker.
+	Raw any
+}
+
+// Metadata is everything about an event except its body. Handlers and
+// providers can take it as a parameter.
+type Metadata struct {
+	// ID is the envelope's event ID.
+	ID string
+	// Type is the envelope's event type.
+	Type string
+	// Topic is the concrete topic the message was consumed from.
+	Topic string
+	// Timestamp is the envelope's emit time (millisecond precision).
+	Timestamp time.Time
+	// Headers are the message headers (nil when there are none). Treat them
+	// as read-only.
+	Headers Headers
+	// Delivery describes the delivery and the handler attempt.
+	Delivery DeliveryInfo
+
+	seg *segmentMatch
+}
+
+// Segment returns the value of the topic segment named name by the
+// handler's topic pattern ({name} or {name...}), or "" when there is none.
+func (m *Metadata) Segment(name string) string {
+	if m.seg == nil {
+		return ""
+	}
+	return m.seg.get(name)
+}
+
+// Event is a decoded, validated event as a handler receives it. T is the body
+// type; use json.RawMessage or []byte for untyped handlers.
+type Event[T any] struct {
+	Metadata
+	// Body is the decoded and validated event body.
+	Body T
+}

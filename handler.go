@@ -1,0 +1,129 @@
+package dispytch
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"runtime"
+	"strings"
+)
+
+// HandlerGroup collects handlers, optionally with a default topic and event
+// type, to add to a listener with Listener.AddGroup.
+type HandlerGroup struct {
+	topic, eventType string
+	settings         []setting
+	specs            []*handlerSpec
+}
+
+// NewHandlerGroup returns an empty group.
+func NewHandlerGroup(opts ...GroupOption) *HandlerGroup {
+	g := &HandlerGroup{}
+	for _, o := range opts {
+		o.applyGroup(g)
+	}
+	return g
+}
+
+// Handle registers fn for eventType on topic. An empty topic or event type
+// takes the group's default. topic may be a pattern ("user.{id}.events").
+//
+// fn takes, in any order, a context.Context, one Event[T], Metadata,
+// Segments[S] and types supplied by providers, and returns error or nothing.
+// Its dependencies are checked when the listener runs.
+//
+// Handle panics when fn is not a function, or when the topic is not a valid
+// pattern or is missing with no default: these are programming errors, as
+// with net/http's ServeMux.
+func (g *HandlerGroup) Handle(topic, eventType string, fn any, opts ...HandlerOption) {
+	if topic == "" {
+		topic = g.topic
+	}
+	if eventType == "" {
+		eventType = g.eventType
+	}
+	spec := newHandlerSpec(topic, eventType, fn, opts)
+	spec.group = g.settings
+	g.specs = append(g.specs, spec)
+}
+
+// handlerSpec is a handler as registered.
+type handlerSpec struct {
+	topic, eventType string
+	fn               reflect.Value
+	loc              string // file:line of the function
+	fname            string // the function's name
+	regAt            string // file:line of the Handle call
+	opts             []HandlerOption
+	group            []setting
+}
+
+func newHandlerSpec(topic, eventType string, fn any, opts []HandlerOption) *handlerSpec {
+	_, file, line, _ := runtime.Caller(2)
+	regAt := fmt.Sprintf("%s:%d", shortFile(file), line)
+	if topic == "" {
+		panic(fmt.Sprintf("dispytch: Handle at %s: no topic and no group default", regAt))
+	}
+	if eventType == "" {
+		panic(fmt.Sprintf("dispytch: Handle at %s: no event type and no group default", regAt))
+	}
+	if _, err := ParsePattern(topic, "\x00"); err != nil {
+		panic(fmt.Sprintf("dispytch: Handle at %s: %v", regAt, err))
+	}
+	v := reflect.ValueOf(fn)
+	if fn == nil || v.Kind() != reflect.Func || v.IsNil() {
+		panic(fmt.Sprintf("dispytch: Handle at %s: handler is %T, not a function", regAt, fn))
+	}
+	name, loc := funcInfo(v)
+	return &handlerSpec{topic: topic, eventType: eventType, fn: v, loc: loc, fname: name, regAt: regAt, opts: opts}
+}
+
+func funcInfo(v reflect.Value) (name, loc string) {
+	f := runtime.FuncForPC(v.Pointer())
+	if f == nil {
+		return "unknown", "unknown"
+	}
+	file, line := f.FileLine(f.Entry())
+	return f.Name(), fmt.Sprintf("%s:%d", shortFile(file), line)
+}
+
+func shortFile(file string) string {
+	if i := strings.LastIndexByte(file, '/'); i >= 0 {
+		if j := strings.LastIndexByte(file[:i], '/'); j >= 0 {
+			return file[j+1:]
+		}
+	}
+	return file
+}
+
+// HandlerInfo describes a registered handler to middleware and logs.
+type HandlerInfo struct {
+	// Name is the handler's name: the Name option, or the function's name.
+	Name string
+	// Topic is the topic or pattern the handler was registered for.
+	Topic string
+	// EventType is the event type it handles.
+	EventType string
+	// Location is the function's file:line.
+	Location string
+}
+
+// Call is one handler attempt, as middleware sees it.
+type Call struct {
+	Handler *HandlerInfo
+	// Meta is the event's metadata; Meta.Delivery.Attempt is the attempt.
+	Meta *Metadata
+	// Body is the raw encoded body.
+	Body []byte
+
+	a attempt
+}
+
+// HandlerFunc runs one handler attempt: resolving its dependencies and
+// calling it. Middleware wraps it.
+type HandlerFunc func(ctx context.Context, c *Call) error
+
+// Middleware wraps every handler attempt. It may change the context given to
+// next (its values reach providers and the handler), inspect the call, and
+// turn errors into other errors (Permanent, say).
+type Middleware func(next HandlerFunc) HandlerFunc

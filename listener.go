@@ -1,0 +1,805 @@
+package dispytch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"runtime/debug"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-playground/validator/v10"
+
+	"github.com/dispytch/dispytch-go/internal/sched"
+)
+
+// Listener consumes messages, routes them to handlers by topic and event
+// type, resolves the handlers' dependencies and settles each message with the
+// broker once every handler of it succeeded or its failure was dealt with.
+type Listener struct {
+	consumer        Consumer
+	codec           Codec
+	log             *slog.Logger
+	settings        []setting
+	providers       []*Provider
+	specs           []*handlerSpec
+	mw              []Middleware
+	concurrency     int
+	shutdownTimeout time.Duration
+	group, delim    string
+	unknown, poison FailurePolicy
+	dlTopic         DeadLetterTopicFunc
+	dlProducer      Producer
+	validator       *validator.Validate
+	orderByKey      bool
+
+	mu      sync.Mutex
+	running bool
+	ready   chan struct{}
+	stats   counters
+}
+
+// NewListener returns a listener consuming from c. Register handlers with
+// Handle and AddGroup, then call Run.
+func NewListener(c Consumer, opts ...ListenerOption) *Listener {
+	l := &Listener{
+		consumer:        c,
+		codec:           JSON,
+		log:             slog.Default(),
+		concurrency:     64,
+		shutdownTimeout: 30 * time.Second,
+		delim:           DefaultDelimiter,
+		unknown:         Drop,
+		poison:          DeadLetter,
+		dlTopic:         DefaultDeadLetterTopic,
+		orderByKey:      true,
+		ready:           make(chan struct{}),
+	}
+	if p, ok := c.(Producer); ok {
+		l.dlProducer = p
+	}
+	for _, o := range opts {
+		o.applyListener(l)
+	}
+	if l.validator == nil {
+		l.validator = validator.New(validator.WithRequiredStructEnabled())
+	}
+	return l
+}
+
+// Handle registers fn for eventType on topic, like HandlerGroup.Handle.
+func (l *Listener) Handle(topic, eventType string, fn any, opts ...HandlerOption) {
+	spec := newHandlerSpec(topic, eventType, fn, opts)
+	l.mu.Lock()
+	l.specs = append(l.specs, spec)
+	l.mu.Unlock()
+}
+
+// AddGroup registers every handler of g.
+func (l *Listener) AddGroup(g *HandlerGroup) {
+	l.mu.Lock()
+	l.specs = append(l.specs, g.specs...)
+	l.mu.Unlock()
+}
+
+// Use adds middleware around every handler attempt. The first one added is
+// the outermost.
+func (l *Listener) Use(mw ...Middleware) {
+	l.mu.Lock()
+	l.mw = append(l.mw, mw...)
+	l.mu.Unlock()
+}
+
+// Ready is closed once the consumer's subscription is in place, so that
+// events emitted from then on reach the listener.
+func (l *Listener) Ready() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ready
+}
+
+// Subscription returns what the listener consumes: the literal topics and
+// the patterns of its handlers, for backends that subscribe natively. It
+// returns an error wrapping ErrBadPattern when a topic does not parse.
+func (l *Listener) Subscription() (Subscription, error) {
+	c, err := l.compile()
+	if err != nil && c == nil {
+		return Subscription{}, err
+	}
+	return c.rt.subscription(l.group, l.delim), nil
+}
+
+// Check builds the handlers and their dependency graph as Run would, and
+// returns the same error Run would, without consuming anything.
+func (l *Listener) Check() error {
+	_, err := l.compile()
+	return err
+}
+
+// Stats returns the listener's counters.
+func (l *Listener) Stats() Stats { return l.stats.snapshot() }
+
+// Run consumes until ctx is done, then shuts down gracefully: it stops
+// taking messages, waits up to the shutdown timeout for the handlers in
+// flight, acks what finished and leaves the rest unacked for redelivery. It
+// returns nil after a clean shutdown.
+//
+// Before consuming anything, Run checks every handler and provider, and
+// returns a *GraphError (wrapping ErrInvalidGraph) listing all problems. It
+// then resolves singleton providers, whose cleanups run when Run returns.
+func (l *Listener) Run(ctx context.Context) error {
+	l.mu.Lock()
+	if l.running {
+		l.mu.Unlock()
+		return errors.New("dispytch: listener is already running")
+	}
+	l.running = true
+	ready := l.ready
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		l.running = false
+		select {
+		case <-l.ready:
+			l.ready = make(chan struct{})
+		default:
+		}
+		l.mu.Unlock()
+	}()
+
+	c, err := l.compile()
+	if err != nil {
+		return err
+	}
+	cleanup, err := c.resolveSingletons(ctx, l.log)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+
+	base := context.WithoutCancel(ctx)
+	r := &runState{
+		l:       l,
+		c:       c,
+		stop:    ctx,
+		base:    base,
+		done:    make(chan struct{}),
+		readyCh: ready,
+	}
+	r.hard, r.hardCancel = context.WithCancel(base)
+	defer r.hardCancel()
+	r.sched = sched.New(l.concurrency, 8, r.process)
+
+	sub := c.rt.subscription(l.group, l.delim)
+	l.log.Info("dispytch: listener starting", "subscription", sub.String(), "handlers", c.nhandlers, "concurrency", l.concurrency)
+	errc := make(chan error, 1)
+	go func() { errc <- l.consumer.Consume(ctx, sub, r) }()
+
+	var cerr error
+	consumerDone := false
+	select {
+	case <-ctx.Done():
+	case cerr = <-errc:
+		consumerDone = true
+		if cerr == nil && ctx.Err() == nil {
+			cerr = errors.New("dispytch: consumer stopped")
+		}
+	}
+	r.shutdown()
+	if !consumerDone {
+		t := time.NewTimer(l.shutdownTimeout + 5*time.Second)
+		select {
+		case cerr = <-errc:
+		case <-t.C:
+			cerr = errors.New("dispytch: consumer did not stop after the shutdown")
+		}
+		t.Stop()
+	}
+	if cerr != nil && ctx.Err() != nil && errors.Is(cerr, ctx.Err()) {
+		cerr = nil
+	}
+	if cerr != nil {
+		return fmt.Errorf("dispytch: consumer: %w", cerr)
+	}
+	l.log.Info("dispytch: listener stopped")
+	return nil
+}
+
+// compiled is the listener's routing and plans, built by compile.
+type compiled struct {
+	rt         *router
+	singletons []*Provider
+	splans     map[*Provider]*plan
+	nhandlers  int
+}
+
+func (l *Listener) compile() (*compiled, error) {
+	l.mu.Lock()
+	specs := append([]*handlerSpec(nil), l.specs...)
+	mws := append([]Middleware(nil), l.mw...)
+	l.mu.Unlock()
+
+	provs, problems := providerMap(l.providers)
+	routes := map[string]*route{}
+	needDL := l.poison == DeadLetter || l.unknown == DeadLetter
+	names := map[string]string{}
+	for _, s := range specs {
+		where := fmt.Sprintf("handler %s (%s) for %s/%s", s.fname, s.loc, s.topic, s.eventType)
+		pat, err := ParsePattern(s.topic, l.delim)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v", where, err))
+			continue
+		}
+		cfg := defaultHandlerConfig()
+		for _, st := range l.settings {
+			st(&cfg)
+		}
+		for _, st := range s.group {
+			st(&cfg)
+		}
+		for _, o := range s.opts {
+			o.applyHandler(&cfg)
+		}
+		if cfg.name == "" {
+			cfg.name = s.fname
+		}
+		needDL = needDL || cfg.policy == DeadLetter
+		pl, probs := compileHandler(s.fn, where, pat, provs)
+		problems = append(problems, probs...)
+		key := pat.String() + "\x00" + s.eventType + "\x00" + cfg.name
+		if prev, dup := names[key]; dup {
+			problems = append(problems, fmt.Sprintf("%s: another handler for the same topic and event type is named %q (%s); give one a Name", where, cfg.name, prev))
+		}
+		names[key] = s.loc
+		r := routes[pat.String()]
+		if r == nil {
+			r = &route{pattern: pat, byType: map[string][]*handler{}}
+			routes[pat.String()] = r
+		}
+		h := &handler{
+			info: HandlerInfo{Name: cfg.name, Topic: s.topic, EventType: s.eventType, Location: s.loc},
+			cfg:  cfg,
+			plan: pl,
+		}
+		h.call = chain(h, mws)
+		r.byType[s.eventType] = append(r.byType[s.eventType], h)
+	}
+	c := &compiled{splans: map[*Provider]*plan{}, nhandlers: len(specs)}
+	deps := map[*Provider][]*Provider{}
+	for _, p := range provs {
+		if !p.singleton {
+			continue
+		}
+		pl, d, probs := compileSingleton(p, provs)
+		problems = append(problems, probs...)
+		c.splans[p], deps[p] = pl, d
+	}
+	order, probs := topoSingletons(deps)
+	problems = append(problems, probs...)
+	c.singletons = order
+	if len(specs) == 0 {
+		problems = append(problems, "no handlers registered")
+	}
+	if needDL && l.dlProducer == nil {
+		problems = append(problems, fmt.Sprintf("the dead-letter policy is in use but there is no producer for dead letters: consumer %T is not a Producer; pass DeadLetterProducer, or choose OnFailure(Redeliver or Drop) and PoisonPolicy", l.consumer))
+	}
+	var rs []*route
+	for _, r := range routes {
+		rs = append(rs, r)
+	}
+	c.rt = newRouter(rs)
+	if len(problems) > 0 {
+		return c, &GraphError{Problems: problems}
+	}
+	return c, nil
+}
+
+func chain(h *handler, mws []Middleware) HandlerFunc {
+	f := HandlerFunc(func(ctx context.Context, c *Call) error {
+		_, err := h.plan.run(ctx, &c.a)
+		return err
+	})
+	for i := len(mws) - 1; i >= 0; i-- {
+		f = mws[i](f)
+	}
+	return f
+}
+
+// topoSingletons orders singletons so that each comes after what it needs.
+func topoSingletons(deps map[*Provider][]*Provider) ([]*Provider, []string) {
+	var order []*Provider
+	var problems []string
+	state := map[*Provider]int{} // 1 visiting, 2 done
+	var visit func(p *Provider, path []*Provider)
+	visit = func(p *Provider, path []*Provider) {
+		switch state[p] {
+		case 2:
+			return
+		case 1:
+			var names []string
+			for _, q := range append(path, p) {
+				names = append(names, q.out.String())
+			}
+			problems = append(problems, fmt.Sprintf("singleton dependency cycle: %v", names))
+			return
+		}
+		state[p] = 1
+		for _, d := range deps[p] {
+			visit(d, append(path, p))
+		}
+		state[p] = 2
+		order = append(order, p)
+	}
+	var keys []*Provider
+	for p := range deps {
+		keys = append(keys, p)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].loc < keys[j].loc })
+	for _, p := range keys {
+		visit(p, nil)
+	}
+	return order, problems
+}
+
+// resolveSingletons runs the singleton providers in order and returns a
+// function running their cleanups in reverse.
+func (c *compiled) resolveSingletons(ctx context.Context, log *slog.Logger) (func(), error) {
+	var cleanups []func()
+	cleanup := func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			func() {
+				defer func() {
+					if p := recover(); p != nil {
+						log.Error("dispytch: singleton cleanup panicked", "panic", p)
+					}
+				}()
+				cleanups[i]()
+			}()
+		}
+	}
+	for _, p := range c.singletons {
+		out, err := runSingleton(ctx, c.splans[p])
+		if err == nil {
+			switch p.ret {
+			case retTErr:
+				if e := out[1]; !e.IsNil() {
+					err = e.Interface().(error)
+				}
+			case retTCleanupErr:
+				if f := out[1]; !f.IsNil() {
+					cleanups = append(cleanups, f.Interface().(func()))
+				}
+				if e := out[2]; !e.IsNil() {
+					err = e.Interface().(error)
+				}
+			}
+		}
+		if err != nil {
+			cleanup()
+			return nil, fmt.Errorf("dispytch: singleton %s (%s): %w", p.name, p.loc, err)
+		}
+		p.sval = out[0]
+	}
+	return cleanup, nil
+}
+
+func runSingleton(ctx context.Context, pl *plan) (out []reflect.Value, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: %v", ErrPanic, p)
+		}
+	}()
+	return pl.run(ctx, &attempt{})
+}
+
+// handler is a compiled handler.
+type handler struct {
+	info HandlerInfo
+	cfg  handlerConfig
+	plan *plan
+	call HandlerFunc
+}
+
+func (h *handler) retryable(err error) bool {
+	if IsPermanent(err) {
+		return false
+	}
+	if len(h.cfg.retryIf) == 0 {
+		return true
+	}
+	for _, f := range h.cfg.retryIf {
+		if f(err) {
+			return true
+		}
+	}
+	return false
+}
+
+// runState is one Run: it is the consumer's Inbox.
+type runState struct {
+	l     *Listener
+	c     *compiled
+	sched *sched.Scheduler[*Delivery]
+
+	stop       context.Context // Run's context: done means shut down
+	base       context.Context // never cancelled; for settling
+	hard       context.Context // handlers' context: cancelled at the shutdown timeout
+	hardCancel context.CancelFunc
+
+	readyCh   chan struct{}
+	readyOnce sync.Once
+	done      chan struct{}
+	stopping  atomic.Bool
+	inflight  sync.WaitGroup
+	settleMu  sync.RWMutex
+	abandoned atomic.Bool
+}
+
+func (r *runState) Ready() {
+	r.readyOnce.Do(func() { close(r.readyCh) })
+}
+
+func (r *runState) Done() <-chan struct{} { return r.done }
+
+func (r *runState) Deliver(ctx context.Context, d *Delivery) error {
+	if r.stopping.Load() {
+		return ErrStopping
+	}
+	key := d.OrderingKey
+	if key == "" && r.l.orderByKey && len(d.Key) > 0 {
+		key = string(d.Key)
+	}
+	r.inflight.Add(1)
+	r.l.stats.inFlight.Add(1)
+	if err := r.sched.Submit(ctx, key, d); err != nil {
+		r.inflight.Done()
+		r.l.stats.inFlight.Add(-1)
+		if errors.Is(err, sched.ErrClosed) {
+			return ErrStopping
+		}
+		return err
+	}
+	r.l.stats.received.Add(1)
+	return nil
+}
+
+// shutdown stops intake, waits for in-flight work up to the timeout and
+// abandons the rest; then closes done.
+func (r *runState) shutdown() {
+	r.stopping.Store(true)
+	r.sched.Close()
+	drained := make(chan struct{})
+	go func() {
+		r.inflight.Wait()
+		close(drained)
+	}()
+	t := time.NewTimer(r.l.shutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-drained:
+	case <-t.C:
+		r.settleMu.Lock()
+		r.abandoned.Store(true)
+		r.settleMu.Unlock()
+		r.hardCancel()
+		r.l.log.Warn("dispytch: shutdown timeout: leaving unfinished messages unacked for redelivery",
+			"in_flight", r.l.stats.inFlight.Load(), "timeout", r.l.shutdownTimeout)
+	}
+	close(r.done)
+}
+
+// outcome is how one handler ended for one message.
+type outcome struct {
+	failed    *FailedMessage
+	policy    FailurePolicy
+	abandoned bool
+}
+
+func (r *runState) process(d *Delivery) {
+	defer func() {
+		r.inflight.Done()
+		r.l.stats.inFlight.Add(-1)
+	}()
+	if r.abandoned.Load() {
+		return
+	}
+	l := r.l
+	var env Envelope
+	if err := l.codec.DecodeEnvelope(d.Value, &env); err != nil {
+		l.stats.poison.Add(1)
+		l.log.Warn("dispytch: undecodable message", "topic", d.Topic, "err", err, "policy", l.poison.String())
+		r.settle(d, []outcome{{policy: l.poison, failed: r.failure(d, "", ReasonDecode, fmt.Errorf("%w: envelope: %w", ErrDecode, err), 1, time.Now())}})
+		return
+	}
+	matches := r.c.rt.match(d.Topic)
+	if len(d.Headers) > 0 && IsDeadLetter(d.Headers) && !literalMatch(matches) {
+		// A dead letter reached a pattern subscription (its topic happens
+		// to match). Handling it as a new event would loop; leave it to
+		// whoever consumes the dead-letter topic by name.
+		l.stats.skippedDeadLetters.Add(1)
+		l.log.Debug("dispytch: skipping a dead letter matched by a pattern", "topic", d.Topic)
+		r.ack(d)
+		return
+	}
+	target := ""
+	if len(d.Headers) > 0 {
+		target = d.Headers[HeaderRedriveHandler]
+	}
+	var one struct {
+		h *handler
+		m *routeMatch
+	}
+	type hm struct {
+		h *handler
+		m *routeMatch
+	}
+	var many []hm
+	n := 0
+	for i := range matches {
+		for _, h := range matches[i].r.byType[env.Type] {
+			if target != "" && h.info.Name != target {
+				continue
+			}
+			if n == 0 {
+				one.h, one.m = h, &matches[i]
+			} else {
+				if n == 1 {
+					many = append(many, hm{one.h, one.m})
+				}
+				many = append(many, hm{h, &matches[i]})
+			}
+			n++
+		}
+	}
+	if n == 0 {
+		l.stats.unhandled.Add(1)
+		reason := fmt.Errorf("%w: event type %q on topic %q", ErrNoHandler, env.Type, d.Topic)
+		if target != "" {
+			reason = fmt.Errorf("%w: redriven to handler %q, which is not registered for %q on %q", ErrNoHandler, target, env.Type, d.Topic)
+		}
+		if l.unknown == Drop {
+			l.log.Debug("dispytch: no handler", "topic", d.Topic, "type", env.Type, "id", env.ID)
+			r.ack(d)
+			return
+		}
+		r.settle(d, []outcome{{policy: l.unknown, failed: r.failure(d, target, ReasonNoHandler, reason, 1, time.Now())}})
+		return
+	}
+	meta := Metadata{
+		ID:        env.ID,
+		Type:      env.Type,
+		Topic:     d.Topic,
+		Timestamp: time.UnixMilli(env.Timestamp),
+		Headers:   d.Headers,
+		Delivery:  d.Info,
+	}
+	meta.Delivery.Key = d.Key
+	if n == 1 {
+		meta.seg = one.m.seg
+		o := r.runHandler(one.h, &meta, env.Body, d)
+		if o.failed == nil && !o.abandoned {
+			r.ack(d)
+			return
+		}
+		r.settle(d, []outcome{o})
+		return
+	}
+	outs := make([]outcome, n)
+	var wg sync.WaitGroup
+	for i := 1; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			m := meta
+			m.seg = many[i].m.seg
+			outs[i] = r.runHandler(many[i].h, &m, env.Body, d)
+		}(i)
+	}
+	m0 := meta
+	m0.seg = many[0].m.seg
+	outs[0] = r.runHandler(many[0].h, &m0, env.Body, d)
+	wg.Wait()
+	r.settle(d, outs)
+}
+
+func literalMatch(ms []routeMatch) bool {
+	for _, m := range ms {
+		if m.seg == nil {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *runState) failure(d *Delivery, handler string, reason Reason, err error, attempts int, first time.Time) *FailedMessage {
+	return &FailedMessage{
+		Topic: d.Topic, Key: d.Key, Value: d.Value, Headers: d.Headers, Group: r.l.group,
+		Reason: reason, Err: err, Handler: handler, Attempts: attempts,
+		FirstFailure: first, LastFailure: time.Now(),
+	}
+}
+
+// runHandler runs one handler with its retries. meta is the handler's own
+// copy.
+func (r *runState) runHandler(h *handler, meta *Metadata, body []byte, d *Delivery) outcome {
+	l := r.l
+	var first time.Time
+	for attempt := 1; ; attempt++ {
+		meta.Delivery.Attempt = attempt
+		err := r.attempt(h, meta, body)
+		if err == nil {
+			l.stats.handled.Add(1)
+			return outcome{}
+		}
+		if first.IsZero() {
+			first = time.Now()
+		}
+		if r.hard.Err() != nil {
+			// The shutdown timeout passed while the handler ran: its
+			// failure is most likely the cancellation. Leave the message
+			// for redelivery.
+			return outcome{abandoned: true}
+		}
+		reason := reasonOf(err)
+		if reason == ReasonPanic {
+			l.stats.panics.Add(1)
+		}
+		if attempt > h.cfg.retries || !h.retryable(err) {
+			l.stats.failed.Add(1)
+			l.log.Error("dispytch: handler failed", "handler", h.info.Name, "topic", meta.Topic, "type", meta.Type,
+				"id", meta.ID, "attempts", attempt, "reason", string(reason), "err", err, "policy", h.cfg.policy.String())
+			return outcome{policy: h.cfg.policy, failed: r.failure(d, h.info.Name, reason, err, attempt, first)}
+		}
+		delay := h.cfg.backoff.Delay(attempt)
+		l.stats.retries.Add(1)
+		l.log.Warn("dispytch: handler failed, retrying", "handler", h.info.Name, "topic", meta.Topic, "type", meta.Type,
+			"id", meta.ID, "attempt", attempt, "retry_in", delay, "err", err)
+		if delay > 0 {
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-r.stop.Done():
+				t.Stop()
+				return outcome{abandoned: true}
+			}
+		} else if r.stop.Err() != nil {
+			return outcome{abandoned: true}
+		}
+	}
+}
+
+func reasonOf(err error) Reason {
+	switch {
+	case errors.Is(err, ErrPanic):
+		return ReasonPanic
+	case errors.Is(err, ErrDecode):
+		return ReasonDecode
+	case errors.Is(err, ErrValidation):
+		return ReasonValidation
+	case errors.Is(err, errDependency):
+		return ReasonDependency
+	}
+	return ReasonHandler
+}
+
+// attempt runs one attempt through the middleware, recovering panics.
+func (r *runState) attempt(h *handler, meta *Metadata, body []byte) (err error) {
+	ctx := r.hard
+	if h.cfg.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, h.cfg.timeout)
+		defer cancel()
+	}
+	c := &Call{Handler: &h.info, Meta: meta, Body: body,
+		a: attempt{meta: meta, body: body, codec: r.l.codec, strict: h.cfg.strict, v: r.l.validator}}
+	defer func() {
+		if p := recover(); p != nil {
+			r.l.log.Error("dispytch: handler panicked", "handler", h.info.Name, "topic", meta.Topic,
+				"id", meta.ID, "panic", p, "stack", string(debug.Stack()))
+			err = fmt.Errorf("%w: %s: %v", ErrPanic, h.info.Name, p)
+		}
+	}()
+	return h.call(ctx, c)
+}
+
+// settle acks, nacks or dead-letters d according to its handlers' outcomes.
+func (r *runState) settle(d *Delivery, outs []outcome) {
+	var dls []*FailedMessage
+	redeliver := false
+	for _, o := range outs {
+		if o.abandoned {
+			r.l.stats.abandoned.Add(1)
+			return
+		}
+	}
+	for _, o := range outs {
+		if o.failed == nil {
+			continue
+		}
+		switch o.policy {
+		case DeadLetter:
+			dls = append(dls, o.failed)
+		case Redeliver:
+			redeliver = true
+		case Drop:
+			r.l.stats.dropped.Add(1)
+			r.l.log.Error("dispytch: dropping failed message", "topic", d.Topic, "handler", o.failed.Handler,
+				"reason", string(o.failed.Reason), "err", o.failed.Err)
+		}
+	}
+	switch {
+	case redeliver:
+		r.nack(d)
+	case len(dls) > 0:
+		r.deadLetter(d, dls)
+	default:
+		r.ack(d)
+	}
+}
+
+func (r *runState) ack(d *Delivery) {
+	r.settleMu.RLock()
+	defer r.settleMu.RUnlock()
+	if r.abandoned.Load() {
+		return
+	}
+	if err := d.Acker.Ack(r.base); err != nil {
+		r.l.stats.ackErrors.Add(1)
+		r.l.log.Error("dispytch: ack failed", "topic", d.Topic, "err", err)
+	}
+}
+
+func (r *runState) nack(d *Delivery) {
+	r.settleMu.RLock()
+	defer r.settleMu.RUnlock()
+	if r.abandoned.Load() {
+		return
+	}
+	r.l.stats.redelivered.Add(1)
+	if err := d.Acker.Nack(r.base); err != nil {
+		r.l.stats.ackErrors.Add(1)
+		r.l.log.Error("dispytch: nack failed", "topic", d.Topic, "err", err)
+	}
+}
+
+func (r *runState) deadLetter(d *Delivery, dls []*FailedMessage) {
+	r.settleMu.RLock()
+	defer r.settleMu.RUnlock()
+	if r.abandoned.Load() {
+		return
+	}
+	if dler, ok := d.Acker.(DeadLetterer); ok {
+		if err := dler.DeadLetter(r.base, dls); err != nil {
+			r.l.stats.deadLetterErrors.Add(1)
+			r.l.log.Error("dispytch: dead-lettering failed; message left for redelivery", "topic", d.Topic, "err", err)
+			if err := d.Acker.Nack(r.base); err != nil {
+				r.l.log.Error("dispytch: nack failed", "topic", d.Topic, "err", err)
+			}
+			return
+		}
+		r.l.stats.deadLettered.Add(int64(len(dls)))
+		return
+	}
+	msgs := make([]*Message, len(dls))
+	for i, f := range dls {
+		msgs[i] = f.Message(r.l.dlTopic(f))
+	}
+	if err := r.l.dlProducer.Produce(r.base, msgs...); err != nil {
+		r.l.stats.deadLetterErrors.Add(1)
+		r.l.log.Error("dispytch: publishing dead letter failed; message left for redelivery", "topic", d.Topic,
+			"dead_letter_topic", msgs[0].Topic, "err", err)
+		if err := d.Acker.Nack(r.base); err != nil {
+			r.l.log.Error("dispytch: nack failed", "topic", d.Topic, "err", err)
+		}
+		return
+	}
+	r.l.stats.deadLettered.Add(int64(len(dls)))
+	if err := d.Acker.Ack(r.base); err != nil {
+		r.l.stats.ackErrors.Add(1)
+		r.l.log.Error("dispytch: ack failed", "topic", d.Topic, "err", err)
+	}
+}

@@ -1,0 +1,77 @@
+package memory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/dispytch/dispytch-go"
+)
+
+// session is one Consume call.
+type session struct {
+	inflight map[*entry]struct{}
+	closed   bool
+}
+
+// delivery is the Acknowledger of one delivered entry.
+type delivery struct {
+	d    dispytch.Delivery
+	q    *queue
+	e    *entry
+	gen  uint64
+	sess *session
+}
+
+func (d *delivery) Ack(context.Context) error  { return d.q.settle(d.e, d.gen, d.sess, false) }
+func (d *delivery) Nack(context.Context) error { return d.q.settle(d.e, d.gen, d.sess, true) }
+
+// Consume joins the group sub.Group ("default" when empty), creating it with
+// sub's topics and patterns, and delivers its messages to inbox until ctx is
+// done. Then it waits for inbox.Done and requeues whatever was left
+// unsettled.
+func (b *Broker) Consume(ctx context.Context, sub dispytch.Subscription, inbox dispytch.Inbox) error {
+	g, err := b.bind(sub)
+	if err != nil {
+		return err
+	}
+	sess := &session{inflight: map[*entry]struct{}{}}
+	inbox.Ready()
+	var cerr error
+	for {
+		e, err := g.q.next(ctx, sess, b.closedCh)
+		if err != nil {
+			if errors.Is(err, dispytch.ErrClosed) {
+				cerr = err
+			}
+			break
+		}
+		d := &delivery{q: &g.q, e: e, gen: e.gen, sess: sess}
+		d.d = dispytch.Delivery{
+			Topic:   e.s.topic,
+			Key:     e.s.key,
+			Value:   e.s.value,
+			Headers: e.s.headers,
+			Info: dispytch.DeliveryInfo{
+				Redelivered:   e.deliveries > 1,
+				DeliveryCount: e.deliveries,
+				Partition:     -1,
+				Offset:        -1,
+			},
+			Acker: d,
+		}
+		if err := inbox.Deliver(ctx, &d.d); err != nil {
+			g.q.unpop(e, sess)
+			break
+		}
+	}
+	if cerr == nil {
+		select {
+		case <-inbox.Done():
+		case <-b.closedCh:
+			cerr = fmt.Errorf("memory: consume: %w", dispytch.ErrClosed)
+		}
+	}
+	g.q.release(sess)
+	return cerr
+}

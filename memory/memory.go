@@ -1,0 +1,298 @@
+// Package memory is an embedded, in-process message broker: topics with
+// pattern subscriptions, consumer groups (competing consumers within a
+// group, fan-out across groups), acks and nacks with redelivery, per-key
+// ordering, and bounded queues with backpressure. The quickstart and the test
+// kit run on it; it needs no server.
+//
+// # Semantics
+//
+// A group is created the first time a consumer subscribes with its name, and
+// lives as long as the broker: messages keep queueing for it while no
+// consumer of it runs (like a durable RabbitMQ queue). A message published to
+// a topic is copied to every group whose subscription matches the topic.
+// When no group matches yet, the message is retained on the topic and handed
+// to the first group that subscribes to it, so nothing emitted before the
+// listener starts is lost.
+//
+// Within a group, a message with a key is not delivered while an earlier
+// message with the same key is unsettled, so each key is processed in order,
+// also across redeliveries. Messages without a key are delivered in publish
+// order to whichever consumer is free. A nacked message, and every unsettled
+// message of a consumer whose Consume returned, is redelivered with
+// Redelivered set.
+//
+// Every group queue and topic backlog holds at most the configured capacity
+// (default 1<<20 messages); Produce blocks while a target is full, until its
+// context is done (an error wrapping dispytch.ErrTimeout on a deadline).
+//
+// Close makes Produce and Consume return errors wrapping dispytch.ErrClosed,
+// wakes everything blocked, and drops all queued messages.
+package memory
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/dispytch/dispytch-go"
+)
+
+// Broker is the in-memory broker. It is both a dispytch.Producer and a
+// dispytch.Consumer. The zero value is not usable; call New.
+type Broker struct {
+	capacity int
+	delim    string
+
+	mu       sync.RWMutex // guards topology: groups, backlogs, routes
+	closed   bool
+	closedCh chan struct{}
+	groups   map[string]*group
+	backlogs map[string]*queue // topic -> messages no group claimed yet
+	routes   map[string][]*group
+}
+
+// Option configures a Broker.
+type Option func(*Broker)
+
+// Capacity bounds every group queue and topic backlog to n messages
+// (default 1<<20).
+func Capacity(n int) Option { return func(b *Broker) { b.capacity = max(n, 1) } }
+
+// New returns an empty broker.
+func New(opts ...Option) *Broker {
+	b := &Broker{
+		capacity: 1 << 20,
+		closedCh: make(chan struct{}),
+		groups:   map[string]*group{},
+		backlogs: map[string]*queue{},
+		routes:   map[string][]*group{},
+	}
+	for _, o := range opts {
+		o(b)
+	}
+	return b
+}
+
+// Backend returns "memory".
+func (b *Broker) Backend() string { return "memory" }
+
+// stored is one published message, shared by every group it was routed to.
+type stored struct {
+	topic   string
+	key     []byte
+	value   []byte
+	headers dispytch.Headers
+}
+
+// Produce publishes msgs in order. It returns once every message is queued
+// for every group its topic routes to (or retained on the topic).
+func (b *Broker) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
+	var errs []error
+	for i, m := range msgs {
+		if err := b.publish(ctx, m); err != nil {
+			if len(msgs) == 1 {
+				return err
+			}
+			if errs == nil {
+				errs = make([]error, len(msgs))
+			}
+			errs[i] = err
+		}
+	}
+	if errs != nil {
+		return &dispytch.BatchError{Errs: errs}
+	}
+	return nil
+}
+
+func (b *Broker) publish(ctx context.Context, m *dispytch.Message) error {
+	if m.Topic == "" {
+		return fmt.Errorf("memory: empty topic")
+	}
+	if len(m.Options) > 0 {
+		return fmt.Errorf("%w: %T", dispytch.ErrForeignOption, m.Options[0])
+	}
+	s := &stored{topic: m.Topic, key: m.Key, value: m.Value, headers: m.Headers}
+	for {
+		b.mu.RLock()
+		if b.closed {
+			b.mu.RUnlock()
+			return fmt.Errorf("memory: publish: %w", dispytch.ErrClosed)
+		}
+		targets, ok := b.routes[m.Topic]
+		if !ok {
+			b.mu.RUnlock()
+			b.mu.Lock()
+			targets = b.route(m.Topic)
+			b.mu.Unlock()
+			continue
+		}
+		var full *queue
+		if len(targets) == 0 {
+			q := b.backlogs[m.Topic]
+			if q == nil {
+				b.mu.RUnlock()
+				b.mu.Lock()
+				if b.backlogs[m.Topic] == nil && len(b.route(m.Topic)) == 0 {
+					b.backlogs[m.Topic] = newQueue(b.capacity)
+				}
+				b.mu.Unlock()
+				continue
+			}
+			if q.tryPush(s) {
+				b.mu.RUnlock()
+				return nil
+			}
+			full = q
+		} else {
+			// Reserve a slot in every target, then push: a message reaches
+			// all of its groups or none.
+			reserved := 0
+			for _, g := range targets {
+				if !g.q.reserve() {
+					full = &g.q
+					break
+				}
+				reserved++
+			}
+			if full == nil {
+				for _, g := range targets {
+					g.q.pushReserved(s)
+				}
+				b.mu.RUnlock()
+				return nil
+			}
+			for _, g := range targets[:reserved] {
+				g.q.unreserve()
+			}
+		}
+		space := full.spaceChan()
+		b.mu.RUnlock()
+		select {
+		case <-space:
+		case <-b.closedCh:
+			return fmt.Errorf("memory: publish: %w", dispytch.ErrClosed)
+		case <-ctx.Done():
+			return fmt.Errorf("memory: publish to %q: queue full: %w", m.Topic, dispytch.CtxError(ctx.Err()))
+		}
+	}
+}
+
+// route computes and caches the groups of topic. b.mu must be held for
+// writing.
+func (b *Broker) route(topic string) []*group {
+	if gs, ok := b.routes[topic]; ok {
+		return gs
+	}
+	var gs []*group
+	for _, g := range b.groups {
+		if g.sub.Matches(topic) {
+			gs = append(gs, g)
+		}
+	}
+	b.routes[topic] = gs
+	return gs
+}
+
+// group is a consumer group: one queue shared by its consumers.
+type group struct {
+	name string
+	sub  dispytch.Subscription
+	q    queue
+}
+
+// bind creates or extends the group and claims the backlogs it matches.
+func (b *Broker) bind(sub dispytch.Subscription) (*group, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, fmt.Errorf("memory: consume: %w", dispytch.ErrClosed)
+	}
+	name := sub.Group
+	if name == "" {
+		name = "default"
+	}
+	g := b.groups[name]
+	if g == nil {
+		g = &group{name: name, sub: dispytch.Subscription{Group: name, Delimiter: sub.Delimiter}}
+		g.q.init(b.capacity)
+		b.groups[name] = g
+	}
+	// Union of every subscription made with this group's name.
+	for _, t := range sub.Topics {
+		if !contains(g.sub.Topics, t) {
+			g.sub.Topics = append(g.sub.Topics, t)
+		}
+	}
+	for _, p := range sub.Patterns {
+		dup := false
+		for _, q := range g.sub.Patterns {
+			dup = dup || (q.String() == p.String() && q.Delimiter() == p.Delimiter())
+		}
+		if !dup {
+			g.sub.Patterns = append(g.sub.Patterns, p)
+		}
+	}
+	clear(b.routes)
+	for topic, bl := range b.backlogs {
+		if g.sub.Matches(topic) {
+			g.q.claim(bl)
+			delete(b.backlogs, topic)
+		}
+	}
+	return g, nil
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Close shuts the broker down. See the package documentation.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.closed {
+		b.closed = true
+		close(b.closedCh)
+	}
+	return nil
+}
+
+// GroupStats describes one consumer group's queue.
+type GroupStats struct {
+	// Ready counts messages waiting for delivery (including those held back
+	// behind an unsettled message with the same key).
+	Ready int
+	// Unacked counts messages delivered and not yet settled.
+	Unacked int
+	// Redelivered counts redeliveries so far.
+	Redelivered int64
+}
+
+// GroupStats returns the state of the named group's queue, and false when
+// there is no such group.
+func (b *Broker) GroupStats(name string) (GroupStats, bool) {
+	b.mu.RLock()
+	g := b.groups[name]
+	b.mu.RUnlock()
+	if g == nil {
+		return GroupStats{}, false
+	}
+	return g.q.stats(), true
+}
+
+// Retained returns how many messages are retained on topic because no group
+// subscribes to it yet.
+func (b *Broker) Retained(topic string) int {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if q := b.backlogs[topic]; q != nil {
+		return q.stats().Ready
+	}
+	return 0
+}

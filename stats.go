@@ -1,0 +1,56 @@
+package dispytch
+
+import "sync/atomic"
+
+// Stats are a listener's counters since it was created.
+type Stats struct {
+	// Received counts deliveries accepted from the consumer.
+	Received int64
+	// Handled counts successful handler calls (one per handler per message).
+	Handled int64
+	// Retries counts handler retries.
+	Retries int64
+	// Failed counts handlers that failed for good.
+	Failed int64
+	// Panics counts handler attempts that panicked.
+	Panics int64
+	// DeadLettered counts dead letters written.
+	DeadLettered int64
+	// DeadLetterErrors counts messages whose dead-lettering failed; they
+	// were nacked for redelivery instead.
+	DeadLetterErrors int64
+	// Redelivered counts messages nacked for redelivery.
+	Redelivered int64
+	// Dropped counts failed messages acked and dropped (the Drop policy).
+	Dropped int64
+	// Unhandled counts messages no handler was registered for.
+	Unhandled int64
+	// Poison counts payloads that were not valid envelopes.
+	Poison int64
+	// SkippedDeadLetters counts dead letters that reached a pattern
+	// subscription and were not handled.
+	SkippedDeadLetters int64
+	// Abandoned counts messages left unsettled for redelivery at shutdown.
+	Abandoned int64
+	// AckErrors counts failed acks and nacks.
+	AckErrors int64
+	// InFlight is the number of messages accepted and not yet settled.
+	InFlight int64
+}
+
+type counters struct {
+	received, handled, retries, failed, panics, deadLettered, deadLetterErrors atomic.Int64
+	redelivered, dropped, unhandled, poison, skippedDeadLetters, abandoned     atomic.Int64
+	ackErrors, inFlight                                                        atomic.Int64
+}
+
+func (c *counters) snapshot() Stats {
+	return Stats{
+		Received: c.received.Load(), Handled: c.handled.Load(), Retries: c.retries.Load(),
+		Failed: c.failed.Load(), Panics: c.panics.Load(), DeadLettered: c.deadLettered.Load(),
+		DeadLetterErrors: c.deadLetterErrors.Load(), Redelivered: c.redelivered.Load(),
+		Dropped: c.dropped.Load(), Unhandled: c.unhandled.Load(), Poison: c.poison.Load(),
+		SkippedDeadLetters: c.skippedDeadLetters.Load(), Abandoned: c.abandoned.Load(),
+		AckErrors: c.ackErrors.Load(), InFlight: c.inFlight.Load(),
+	}
+}
