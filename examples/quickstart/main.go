@@ -90,6 +90,7 @@ func run() error {
 	listener.AddGroup(group)
 
 	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
 	runErr := make(chan error, 1)
 	go func() { runErr <- listener.Run(runCtx) }()
 
