@@ -67,7 +67,7 @@ func newHandlerSpec(topic, eventType string, fn any, opts []HandlerOption) *hand
 	if eventType == "" {
 		panic(fmt.Sprintf("dispytch: Handle at %s: no event type and no group default", regAt))
 	}
-	if _, err := ParsePattern(topic, "\x00"); err != nil {
+	if err := checkBraces(topic); err != nil {
 		panic(fmt.Sprintf("dispytch: Handle at %s: %v", regAt, err))
 	}
 	v := reflect.ValueOf(fn)
@@ -76,6 +76,35 @@ func newHandlerSpec(topic, eventType string, fn any, opts []HandlerOption) *hand
 	}
 	name, loc := funcInfo(v)
 	return &handlerSpec{topic: topic, eventType: eventType, fn: v, loc: loc, fname: name, regAt: regAt, opts: opts}
+}
+
+// checkBraces checks what can be checked of a pattern without knowing the
+// delimiter: balanced braces, valid names, and {name...} only at the end.
+// Run parses it fully.
+func checkBraces(s string) error {
+	rest := s
+	for {
+		open := strings.IndexByte(rest, '{')
+		if close := strings.IndexByte(rest, '}'); close >= 0 && (open < 0 || close < open) {
+			return fmt.Errorf("%w: %q: unmatched '}'", ErrBadPattern, s)
+		}
+		if open < 0 {
+			return nil
+		}
+		rest = rest[open+1:]
+		end := strings.IndexByte(rest, '}')
+		if end < 0 {
+			return fmt.Errorf("%w: %q: unmatched '{'", ErrBadPattern, s)
+		}
+		name, isRest := strings.CutSuffix(rest[:end], "...")
+		if !validName(name) {
+			return fmt.Errorf("%w: %q: bad wildcard name %q", ErrBadPattern, s, rest[:end])
+		}
+		rest = rest[end+1:]
+		if isRest && rest != "" {
+			return fmt.Errorf("%w: %q: {%s...} must be the last segment", ErrBadPattern, s, name)
+		}
+	}
 }
 
 func funcInfo(v reflect.Value) (name, loc string) {

@@ -36,6 +36,7 @@ type Listener struct {
 	dlProducer      Producer
 	validator       *validator.Validate
 	orderByKey      bool
+	onSettle        func(Settlement)
 
 	mu      sync.Mutex
 	running bool
@@ -512,7 +513,7 @@ func (r *runState) process(d *Delivery) {
 	if err := l.codec.DecodeEnvelope(d.Value, &env); err != nil {
 		l.stats.poison.Add(1)
 		l.log.Warn("dispytch: undecodable message", "topic", d.Topic, "err", err, "policy", l.poison.String())
-		r.settle(d, []outcome{{policy: l.poison, failed: r.failure(d, "", ReasonDecode, fmt.Errorf("%w: envelope: %w", ErrDecode, err), 1, time.Now())}})
+		r.settle(d, nil, []outcome{{policy: l.poison, failed: r.failure(d, "", ReasonDecode, fmt.Errorf("%w: envelope: %w", ErrDecode, err), 1, time.Now())}})
 		return
 	}
 	matches := r.c.rt.match(d.Topic)
@@ -522,7 +523,7 @@ func (r *runState) process(d *Delivery) {
 		// whoever consumes the dead-letter topic by name.
 		l.stats.skippedDeadLetters.Add(1)
 		l.log.Debug("dispytch: skipping a dead letter matched by a pattern", "topic", d.Topic)
-		r.ack(d)
+		r.ack(d, &env, Skipped)
 		return
 	}
 	target := ""
@@ -563,10 +564,10 @@ func (r *runState) process(d *Delivery) {
 		}
 		if l.unknown == Drop {
 			l.log.Debug("dispytch: no handler", "topic", d.Topic, "type", env.Type, "id", env.ID)
-			r.ack(d)
+			r.ack(d, &env, Unhandled)
 			return
 		}
-		r.settle(d, []outcome{{policy: l.unknown, failed: r.failure(d, target, ReasonNoHandler, reason, 1, time.Now())}})
+		r.settle(d, &env, []outcome{{policy: l.unknown, failed: r.failure(d, target, ReasonNoHandler, reason, 1, time.Now())}})
 		return
 	}
 	meta := Metadata{
@@ -582,10 +583,10 @@ func (r *runState) process(d *Delivery) {
 		meta.seg = one.m.seg
 		o := r.runHandler(one.h, &meta, env.Body, d)
 		if o.failed == nil && !o.abandoned {
-			r.ack(d)
+			r.ack(d, &env, Acked)
 			return
 		}
-		r.settle(d, []outcome{o})
+		r.settle(d, &env, []outcome{o})
 		return
 	}
 	outs := make([]outcome, n)
@@ -603,7 +604,7 @@ func (r *runState) process(d *Delivery) {
 	m0.seg = many[0].m.seg
 	outs[0] = r.runHandler(many[0].h, &m0, env.Body, d)
 	wg.Wait()
-	r.settle(d, outs)
+	r.settle(d, &env, outs)
 }
 
 func literalMatch(ms []routeMatch) bool {
@@ -707,12 +708,14 @@ func (r *runState) attempt(h *handler, meta *Metadata, body []byte) (err error) 
 }
 
 // settle acks, nacks or dead-letters d according to its handlers' outcomes.
-func (r *runState) settle(d *Delivery, outs []outcome) {
-	var dls []*FailedMessage
-	redeliver := false
+// env is nil for an undecodable payload.
+func (r *runState) settle(d *Delivery, env *Envelope, outs []outcome) {
+	var dls, fails []*FailedMessage
+	redeliver, dropped := false, false
 	for _, o := range outs {
 		if o.abandoned {
 			r.l.stats.abandoned.Add(1)
+			r.report(d, env, Abandoned, nil, nil)
 			return
 		}
 	}
@@ -720,12 +723,14 @@ func (r *runState) settle(d *Delivery, outs []outcome) {
 		if o.failed == nil {
 			continue
 		}
+		fails = append(fails, o.failed)
 		switch o.policy {
 		case DeadLetter:
 			dls = append(dls, o.failed)
 		case Redeliver:
 			redeliver = true
 		case Drop:
+			dropped = true
 			r.l.stats.dropped.Add(1)
 			r.l.log.Error("dispytch: dropping failed message", "topic", d.Topic, "handler", o.failed.Handler,
 				"reason", string(o.failed.Reason), "err", o.failed.Err)
@@ -733,73 +738,141 @@ func (r *runState) settle(d *Delivery, outs []outcome) {
 	}
 	switch {
 	case redeliver:
-		r.nack(d)
+		r.nack(d, env, fails)
 	case len(dls) > 0:
-		r.deadLetter(d, dls)
+		r.deadLetter(d, env, dls, fails)
+	case dropped:
+		r.settleWith(d, env, Dropped, fails, d.Acker.Ack)
 	default:
-		r.ack(d)
+		r.ack(d, env, Acked)
 	}
 }
 
-func (r *runState) ack(d *Delivery) {
+// Outcome is how the listener settled a message.
+type Outcome uint8
+
+const (
+	// Acked: every handler succeeded; the message was acked.
+	Acked Outcome = iota
+	// DeadLettered: a handler failed for good and the message went to the
+	// dead-letter topic, then was acked.
+	DeadLettered
+	// Redelivered: the message was nacked for redelivery.
+	Redelivered
+	// Dropped: a handler failed for good and the Drop policy acked the
+	// message.
+	Dropped
+	// Unhandled: no handler for its event type; acked (UnknownEvent(Drop)).
+	Unhandled
+	// Skipped: a dead letter reached a pattern subscription; acked.
+	Skipped
+	// Abandoned: left unsettled at shutdown, for redelivery.
+	Abandoned
+	// SettleFailed: acking or dead-lettering failed; the message was nacked
+	// or left to the broker for redelivery.
+	SettleFailed
+)
+
+var outcomeNames = [...]string{"acked", "dead-lettered", "redelivered", "dropped", "unhandled", "skipped", "abandoned", "settle-failed"}
+
+func (o Outcome) String() string {
+	if int(o) < len(outcomeNames) {
+		return outcomeNames[o]
+	}
+	return "unknown"
+}
+
+// Settlement reports how one message was settled; see OnSettle.
+type Settlement struct {
+	Topic string
+	// ID and Type are the envelope's; empty when the payload did not
+	// decode.
+	ID, Type string
+	Outcome  Outcome
+	// Failures are the handlers that failed for good (or the decode
+	// failure), whatever the policy did with them.
+	Failures []*FailedMessage
+	// Err is the error that made settling fail (Outcome SettleFailed).
+	Err error
+}
+
+// OnSettle calls f after every message the listener settled or abandoned,
+// from the goroutine that handled it. Use it for metrics and tests; it must
+// be fast and must not block.
+func OnSettle(f func(Settlement)) ListenerOption {
+	return listenerOptionFunc(func(l *Listener) { l.onSettle = f })
+}
+
+func (r *runState) report(d *Delivery, env *Envelope, o Outcome, fails []*FailedMessage, err error) {
+	if r.l.onSettle == nil {
+		return
+	}
+	s := Settlement{Topic: d.Topic, Outcome: o, Failures: fails, Err: err}
+	if env != nil {
+		s.ID, s.Type = env.ID, env.Type
+	}
+	r.l.onSettle(s)
+}
+
+// settleWith settles d with f unless the run abandoned its deliveries.
+func (r *runState) settleWith(d *Delivery, env *Envelope, o Outcome, fails []*FailedMessage, f func(context.Context) error) {
 	r.settleMu.RLock()
 	defer r.settleMu.RUnlock()
 	if r.abandoned.Load() {
+		r.report(d, env, Abandoned, fails, nil)
 		return
 	}
-	if err := d.Acker.Ack(r.base); err != nil {
+	if err := f(r.base); err != nil {
 		r.l.stats.ackErrors.Add(1)
-		r.l.log.Error("dispytch: ack failed", "topic", d.Topic, "err", err)
-	}
-}
-
-func (r *runState) nack(d *Delivery) {
-	r.settleMu.RLock()
-	defer r.settleMu.RUnlock()
-	if r.abandoned.Load() {
+		r.l.log.Error("dispytch: settling failed", "topic", d.Topic, "outcome", o.String(), "err", err)
+		r.report(d, env, SettleFailed, fails, err)
 		return
 	}
+	r.report(d, env, o, fails, nil)
+}
+
+func (r *runState) ack(d *Delivery, env *Envelope, o Outcome) {
+	r.settleWith(d, env, o, nil, d.Acker.Ack)
+}
+
+func (r *runState) nack(d *Delivery, env *Envelope, fails []*FailedMessage) {
 	r.l.stats.redelivered.Add(1)
-	if err := d.Acker.Nack(r.base); err != nil {
-		r.l.stats.ackErrors.Add(1)
-		r.l.log.Error("dispytch: nack failed", "topic", d.Topic, "err", err)
-	}
+	r.settleWith(d, env, Redelivered, fails, d.Acker.Nack)
 }
 
-func (r *runState) deadLetter(d *Delivery, dls []*FailedMessage) {
+func (r *runState) deadLetter(d *Delivery, env *Envelope, dls, fails []*FailedMessage) {
 	r.settleMu.RLock()
 	defer r.settleMu.RUnlock()
 	if r.abandoned.Load() {
+		r.report(d, env, Abandoned, fails, nil)
 		return
 	}
+	var err error
 	if dler, ok := d.Acker.(DeadLetterer); ok {
-		if err := dler.DeadLetter(r.base, dls); err != nil {
-			r.l.stats.deadLetterErrors.Add(1)
-			r.l.log.Error("dispytch: dead-lettering failed; message left for redelivery", "topic", d.Topic, "err", err)
-			if err := d.Acker.Nack(r.base); err != nil {
-				r.l.log.Error("dispytch: nack failed", "topic", d.Topic, "err", err)
+		err = dler.DeadLetter(r.base, dls)
+	} else {
+		msgs := make([]*Message, len(dls))
+		for i, f := range dls {
+			msgs[i] = f.Message(r.l.dlTopic(f))
+		}
+		if err = r.l.dlProducer.Produce(r.base, msgs...); err == nil {
+			if aerr := d.Acker.Ack(r.base); aerr != nil {
+				// The dead letter is safe; the original may come back and
+				// be dead-lettered twice, which at-least-once allows.
+				r.l.stats.ackErrors.Add(1)
+				r.l.log.Error("dispytch: ack after dead-lettering failed", "topic", d.Topic, "err", aerr)
 			}
-			return
 		}
-		r.l.stats.deadLettered.Add(int64(len(dls)))
-		return
 	}
-	msgs := make([]*Message, len(dls))
-	for i, f := range dls {
-		msgs[i] = f.Message(r.l.dlTopic(f))
-	}
-	if err := r.l.dlProducer.Produce(r.base, msgs...); err != nil {
+	if err != nil {
 		r.l.stats.deadLetterErrors.Add(1)
-		r.l.log.Error("dispytch: publishing dead letter failed; message left for redelivery", "topic", d.Topic,
-			"dead_letter_topic", msgs[0].Topic, "err", err)
-		if err := d.Acker.Nack(r.base); err != nil {
-			r.l.log.Error("dispytch: nack failed", "topic", d.Topic, "err", err)
+		r.l.log.Error("dispytch: dead-lettering failed; message left for redelivery", "topic", d.Topic, "err", err)
+		if nerr := d.Acker.Nack(r.base); nerr != nil {
+			r.l.log.Error("dispytch: nack failed", "topic", d.Topic, "err", nerr)
 		}
+		r.report(d, env, SettleFailed, fails, err)
 		return
 	}
 	r.l.stats.deadLettered.Add(int64(len(dls)))
-	if err := d.Acker.Ack(r.base); err != nil {
-		r.l.stats.ackErrors.Add(1)
-		r.l.log.Error("dispytch: ack failed", "topic", d.Topic, "err", err)
-	}
+	r.report(d, env, DeadLettered, fails, nil)
 }

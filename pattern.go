@@ -58,7 +58,7 @@ func ParsePattern(s, delim string) (*Pattern, error) {
 		return nil, fmt.Errorf("%w: empty topic", ErrBadPattern)
 	}
 	p := &Pattern{raw: s, delim: delim}
-	parts := strings.Split(s, delim)
+	parts := splitPattern(s, delim)
 	seen := map[string]bool{}
 	for i, part := range parts {
 		switch {
@@ -92,6 +92,30 @@ func ParsePattern(s, delim string) (*Pattern, error) {
 		}
 	}
 	return p, nil
+}
+
+// splitPattern splits s at delim, except inside braces: the delimiter may
+// be ".", which also appears in "{name...}".
+func splitPattern(s, delim string) []string {
+	var parts []string
+	depth, start := 0, 0
+	for i := 0; i < len(s); {
+		switch {
+		case s[i] == '{':
+			depth++
+		case s[i] == '}':
+			if depth > 0 {
+				depth--
+			}
+		case depth == 0 && strings.HasPrefix(s[i:], delim):
+			parts = append(parts, s[start:i])
+			i += len(delim)
+			start = i
+			continue
+		}
+		i++
+	}
+	return append(parts, s[start:])
 }
 
 func validName(s string) bool {

@@ -1,0 +1,254 @@
+// Package dispytchtest runs a listener on the embedded memory broker inside
+// a test, as FastStream's TestBroker does: emit events, wait for them to be
+// handled or dead-lettered, inspect dead letters and override dependencies.
+//
+//	kit := dispytchtest.New(t,
+//		dispytch.Provide(NewUserService),
+//		dispytch.Override(dispytch.Value[*UserService](fake)))
+//	kit.Listener.AddGroup(users)
+//	kit.Start()
+//	id := kit.Emit(UserRegistered{...})
+//	if s := kit.Wait(id); s.Outcome != dispytch.Acked { t.Fatal(s) }
+package dispytchtest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/memory"
+)
+
+// Kit is a memory broker, a listener and an emitter wired together for a
+// test.
+type Kit struct {
+	T        testing.TB
+	Broker   *memory.Broker
+	Listener *dispytch.Listener
+	Emitter  *dispytch.Emitter
+	// Timeout bounds Emit and every Wait (default 10s).
+	Timeout time.Duration
+
+	mu      sync.Mutex
+	settled []dispytch.Settlement
+	changed chan struct{}
+	stop    context.CancelFunc
+	runErr  chan error
+	ended   bool
+}
+
+// New creates a kit. opts go to the listener (after the kit's own: group
+// "test" and a logger writing warnings to t.Log), so they can add providers,
+// Override them, set policies or a group. The listener is not running until
+// Start.
+func New(t testing.TB, opts ...dispytch.ListenerOption) *Kit {
+	t.Helper()
+	k := &Kit{T: t, Broker: memory.New(), Timeout: 10 * time.Second, changed: make(chan struct{})}
+	log := slog.New(slog.NewTextHandler(&testWriter{k: k}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	all := append([]dispytch.ListenerOption{
+		dispytch.Group("test"),
+		dispytch.WithLogger(log),
+		dispytch.ShutdownTimeout(5 * time.Second),
+	}, opts...)
+	all = append(all, dispytch.OnSettle(k.record))
+	k.Listener = dispytch.NewListener(k.Broker, all...)
+	k.Emitter = dispytch.NewEmitter(k.Broker)
+	t.Cleanup(func() {
+		k.Stop()
+		k.Broker.Close()
+	})
+	return k
+}
+
+type testWriter struct{ k *Kit }
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.k.mu.Lock()
+	ended := w.k.ended
+	w.k.mu.Unlock()
+	if !ended {
+		w.k.T.Log(string(p))
+	}
+	return len(p), nil
+}
+
+func (k *Kit) record(s dispytch.Settlement) {
+	k.mu.Lock()
+	k.settled = append(k.settled, s)
+	close(k.changed)
+	k.changed = make(chan struct{})
+	k.mu.Unlock()
+}
+
+// Start runs the listener in the background and waits until it consumes.
+// It fails the test when Run fails.
+func (k *Kit) Start() {
+	k.T.Helper()
+	if err := k.Listener.Check(); err != nil {
+		k.T.Fatalf("dispytchtest: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	k.stop = cancel
+	k.runErr = make(chan error, 1)
+	go func() { k.runErr <- k.Listener.Run(ctx) }()
+	select {
+	case <-k.Listener.Ready():
+	case err := <-k.runErr:
+		k.T.Fatalf("dispytchtest: listener stopped at start: %v", err)
+	case <-time.After(k.Timeout):
+		k.T.Fatalf("dispytchtest: listener not ready after %v", k.Timeout)
+	}
+}
+
+// Stop shuts the listener down gracefully and waits for Run to return,
+// failing the test when it returns an error. Cleanup calls it.
+func (k *Kit) Stop() {
+	if k.stop == nil {
+		return
+	}
+	k.stop()
+	k.stop = nil
+	select {
+	case err := <-k.runErr:
+		if err != nil {
+			k.T.Errorf("dispytchtest: listener: %v", err)
+		}
+	case <-time.After(k.Timeout):
+		k.T.Errorf("dispytchtest: listener did not stop within %v", k.Timeout)
+	}
+	k.mu.Lock()
+	k.ended = true
+	k.mu.Unlock()
+}
+
+// Emit emits ev and returns its event ID (generated unless opts set one with
+// dispytch.EventID). It fails the test on error.
+func (k *Kit) Emit(ev dispytch.Eventer, opts ...dispytch.EmitOption) string {
+	k.T.Helper()
+	id := dispytch.NewUUID()
+	ctx, cancel := context.WithTimeout(context.Background(), k.Timeout)
+	defer cancel()
+	m, err := k.Emitter.Message(ev, append([]dispytch.EmitOption{dispytch.EventID(id)}, opts...)...)
+	if err == nil {
+		err = k.Broker.Produce(ctx, m)
+	}
+	if err != nil {
+		k.T.Fatalf("dispytchtest: emit %s: %v", ev.EventType(), err)
+	}
+	return id
+}
+
+// Publish puts a raw payload on topic, for malformed-input tests.
+func (k *Kit) Publish(topic string, value []byte, headers dispytch.Headers) {
+	k.T.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), k.Timeout)
+	defer cancel()
+	if err := k.Broker.Produce(ctx, &dispytch.Message{Topic: topic, Value: value, Headers: headers}); err != nil {
+		k.T.Fatalf("dispytchtest: publish to %q: %v", topic, err)
+	}
+}
+
+// Wait waits until the event with this ID is settled for good (acked,
+// dead-lettered, dropped or unhandled; not merely redelivered) and returns
+// the settlement. It fails the test on timeout.
+func (k *Kit) Wait(id string) dispytch.Settlement {
+	k.T.Helper()
+	return k.WaitFor(fmt.Sprintf("event %s settled", id), func(s dispytch.Settlement) bool {
+		return s.ID == id && final(s.Outcome)
+	})
+}
+
+func final(o dispytch.Outcome) bool {
+	return o != dispytch.Redelivered && o != dispytch.Abandoned && o != dispytch.SettleFailed
+}
+
+// WaitFor waits for the first settlement, past or future, that match
+// accepts, and returns it. what describes it in the failure message.
+func (k *Kit) WaitFor(what string, match func(dispytch.Settlement) bool) dispytch.Settlement {
+	k.T.Helper()
+	deadline := time.NewTimer(k.Timeout)
+	defer deadline.Stop()
+	seen := 0
+	for {
+		k.mu.Lock()
+		for ; seen < len(k.settled); seen++ {
+			if s := k.settled[seen]; match(s) {
+				k.mu.Unlock()
+				return s
+			}
+		}
+		ch := k.changed
+		k.mu.Unlock()
+		select {
+		case <-ch:
+		case <-deadline.C:
+			k.T.Fatalf("dispytchtest: timed out after %v waiting for %s", k.Timeout, what)
+			return dispytch.Settlement{}
+		}
+	}
+}
+
+// WaitCount waits until n settlements that match accepts have been seen.
+func (k *Kit) WaitCount(n int, match func(dispytch.Settlement) bool) []dispytch.Settlement {
+	k.T.Helper()
+	var got []dispytch.Settlement
+	k.WaitFor(fmt.Sprintf("%d settlements", n), func(s dispytch.Settlement) bool {
+		if match == nil || match(s) {
+			got = append(got, s)
+		}
+		return len(got) >= n
+	})
+	return got
+}
+
+// Settlements returns every settlement so far.
+func (k *Kit) Settlements() []dispytch.Settlement {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]dispytch.Settlement(nil), k.settled...)
+}
+
+// DeadLetters returns the failures of every dead-lettered message so far.
+func (k *Kit) DeadLetters() []*dispytch.FailedMessage {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []*dispytch.FailedMessage
+	for _, s := range k.settled {
+		if s.Outcome == dispytch.DeadLettered {
+			out = append(out, s.Failures...)
+		}
+	}
+	return out
+}
+
+// DeadLetterTopic returns the topic the kit's listener dead-letters to
+// ("test.dlq" unless the options changed the group or the rule).
+func (k *Kit) DeadLetterTopic(f *dispytch.FailedMessage) string {
+	return dispytch.DefaultDeadLetterTopic(f)
+}
+
+// Redrive redrives every dead letter waiting on the dead-letter topic and
+// returns how many it republished.
+func (k *Kit) Redrive(dlTopic string) int {
+	k.T.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), k.Timeout)
+	defer cancel()
+	const group = "dispytch-redrive"
+	pending := k.Broker.Retained(dlTopic)
+	if st, ok := k.Broker.GroupStats(group); ok {
+		pending += st.Ready
+	}
+	if pending == 0 {
+		return 0
+	}
+	n, err := dispytch.Redrive(ctx, k.Broker, k.Broker, dlTopic,
+		dispytch.RedriveGroup(group), dispytch.RedriveLimit(pending), dispytch.RedriveIdle(k.Timeout))
+	if err != nil {
+		k.T.Fatalf("dispytchtest: redrive: %v", err)
+	}
+	return n
+}
