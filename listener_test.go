@@ -43,10 +43,12 @@ type Ordered struct {
 	Seq int    `json:"seq"`
 }
 
-func (Ordered) Topic() string        { return "ordered" }
-func (Ordered) EventType() string    { return "ordered" }
-func (o Ordered) EventKey() string   { return o.Key }
-func newUser(i int) User             { return User{ID: fmt.Sprint("u", i), Email: fmt.Sprintf("u%d@example.com", i)} }
+func (Ordered) Topic() string      { return "ordered" }
+func (Ordered) EventType() string  { return "ordered" }
+func (o Ordered) EventKey() string { return o.Key }
+func newUser(i int) User {
+	return User{ID: fmt.Sprint("u", i), Email: fmt.Sprintf("u%d@example.com", i)}
+}
 func registered(i int) UserRegistered { return UserRegistered{User: newUser(i), Timestamp: int64(i)} }
 
 func TestHandleEndToEnd(t *testing.T) {
@@ -286,7 +288,7 @@ func TestMiddleware(t *testing.T) {
 
 func TestRunReturnsOnConsumerClose(t *testing.T) {
 	b := memory.New()
-	l := dispytch.NewListener(b)
+	l := dispytch.NewListener(b, dispytch.WithLogger(quiet))
 	l.Handle("x", "y", func() {})
 	errc := make(chan error, 1)
 	go func() { errc <- l.Run(context.Background()) }()
