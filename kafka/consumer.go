@@ -1,0 +1,514 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/dispytch/dispytch-go"
+)
+
+// maxPollRecords bounds the records taken from franz-go per poll.
+const maxPollRecords = 4096
+
+// Consumer consumes a listener's subscription as a Kafka consumer group. It
+// implements dispytch.Consumer, and dispytch.Producer for dead letters. Each
+// Consume call runs its own franz-go group client; a Consumer can serve
+// several listeners (and Redrive) at once.
+//
+// See the package documentation for ordering, commits, rebalances and
+// backpressure.
+type Consumer struct {
+	cfg     consumerConfig
+	prod    *Producer
+	ownProd bool
+	stats   counters
+}
+
+type counters struct {
+	pauses, redeliveries, abandoned, commits, commitErrors atomic.Int64
+}
+
+// Stats are a consumer's counters since it was created, over all its
+// Consume calls.
+type Stats struct {
+	// Pauses counts how often a partition's fetching was paused because
+	// its queue was full.
+	Pauses int64
+	// Redeliveries counts nacked records queued for redelivery.
+	Redeliveries int64
+	// Abandoned counts records still in flight when their partition was
+	// revoked or lost, or the consumer stopped: their offsets were not
+	// committed, so the partition's next owner handles them again.
+	Abandoned int64
+	// Commits counts successful offset commits; CommitErrors failed ones.
+	Commits, CommitErrors int64
+}
+
+// Stats returns the consumer's counters.
+func (c *Consumer) Stats() Stats {
+	return Stats{
+		Pauses:       c.stats.pauses.Load(),
+		Redeliveries: c.stats.redeliveries.Load(),
+		Abandoned:    c.stats.abandoned.Load(),
+		Commits:      c.stats.commits.Load(),
+		CommitErrors: c.stats.commitErrors.Load(),
+	}
+}
+
+// NewConsumer returns a consumer. The consumer group is the listener's
+// (dispytch.Group) unless GroupID sets one. Dead letters are produced with a
+// producer built from the same connection options (see ProducerOptions and
+// DeadLetterWith).
+func NewConsumer(opts ...ConsumerOption) (*Consumer, error) {
+	cfg := consumerConfig{
+		commitInterval:  time.Second,
+		revokeTimeout:   10 * time.Second,
+		commitTimeout:   10 * time.Second,
+		queueRecords:    1024,
+		topicRefresh:    10 * time.Second,
+		redeliveryDelay: time.Second,
+	}
+	for _, o := range opts {
+		o.applyConsumer(&cfg)
+	}
+	if cfg.conn.log == nil {
+		cfg.conn.log = slog.Default()
+	}
+	c := &Consumer{cfg: cfg, prod: cfg.producer}
+	if c.prod == nil {
+		popts := append([]ProducerOption{commonOption(func(cc *connConfig) { *cc = cfg.conn })}, cfg.producerOpts...)
+		p, err := NewProducer(popts...)
+		if err != nil {
+			return nil, err
+		}
+		c.prod, c.ownProd = p, true
+	}
+	return c, nil
+}
+
+// Backend returns "kafka".
+func (c *Consumer) Backend() string { return BackendName }
+
+// Producer returns the producer the consumer publishes dead letters with.
+func (c *Consumer) Producer() *Producer { return c.prod }
+
+// Produce publishes with the consumer's producer; the listener uses it for
+// dead letters.
+func (c *Consumer) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
+	return c.prod.Produce(ctx, msgs...)
+}
+
+// Close closes the consumer's own dead-letter producer (not one given with
+// DeadLetterWith). Call it after every Consume returned.
+func (c *Consumer) Close(ctx context.Context) error {
+	if c.ownProd {
+		return c.prod.Close(ctx)
+	}
+	return nil
+}
+
+type tp struct {
+	topic string
+	part  int32
+}
+
+// session is one Consume call.
+type session struct {
+	c     *Consumer
+	ctx   context.Context
+	sub   dispytch.Subscription
+	group string
+	inbox dispytch.Inbox
+	cl    *kgo.Client
+	log   *slog.Logger
+	ready sync.Once
+
+	// clSet is closed once cl is set: franz-go may call back before
+	// kgo.NewClient returned.
+	clSet chan struct{}
+
+	mu    sync.Mutex
+	parts map[tp]*partition
+}
+
+// Consume joins the consumer group and hands the subscription's records to
+// inbox until ctx is done: literal topics by name, patterns through a
+// regex subscription whose topics are re-matched in-process. Then it stops
+// fetching, waits for inbox.Done, commits what was settled, leaves the group
+// and returns nil.
+func (c *Consumer) Consume(ctx context.Context, sub dispytch.Subscription, inbox dispytch.Inbox) error {
+	group := c.cfg.group
+	if group == "" {
+		group = sub.Group
+	}
+	if group == "" {
+		return ErrNoGroup
+	}
+	if len(sub.Topics) == 0 && len(sub.Patterns) == 0 {
+		return errors.New("kafka: consume: the subscription has no topics")
+	}
+	s := &session{
+		c:     c,
+		ctx:   ctx,
+		sub:   sub,
+		group: group,
+		inbox: inbox,
+		log:   c.cfg.conn.log.With("group", group),
+		parts: map[tp]*partition{},
+		clSet: make(chan struct{}),
+	}
+	cl, err := kgo.NewClient(s.kgoOpts()...)
+	if err != nil {
+		return fmt.Errorf("kafka: consume: %w", err)
+	}
+	s.cl = cl
+	close(s.clSet)
+	s.log.Debug("kafka: consuming", "subscription", sub.String())
+
+	perr := s.poll(ctx)
+
+	// Stop handing over records, let the listener finish, then commit.
+	s.mu.Lock()
+	parts := make([]*partition, 0, len(s.parts))
+	for _, p := range s.parts {
+		parts = append(parts, p)
+	}
+	s.mu.Unlock()
+	for _, p := range parts {
+		p.stop()
+	}
+	if perr == nil {
+		<-inbox.Done()
+	}
+	s.closeAll()
+	cl.Close()
+	return perr
+}
+
+func (s *session) kgoOpts() []kgo.Opt {
+	cfg := &s.c.cfg
+	conn := cfg.conn
+	if conn.clientID == "" {
+		conn.clientID = "dispytch"
+	}
+	opts := conn.kgoOpts()
+	start := kgo.NewOffset().AtStart()
+	if cfg.start == Latest {
+		start = kgo.NewOffset().AtEnd()
+		opts = append(opts, kgo.AdjustFetchOffsetsFn(s.resolveLatest))
+	}
+	opts = append(opts,
+		kgo.ConsumerGroup(s.group),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.OnPartitionsAssigned(s.onAssigned),
+		kgo.OnPartitionsRevoked(s.onRevoked),
+		kgo.OnPartitionsLost(s.onLost),
+		kgo.ConsumeResetOffset(start),
+		kgo.MetadataMaxAge(cfg.topicRefresh),
+		kgo.MetadataMinAge(min(cfg.topicRefresh, 5*time.Second)),
+	)
+	if len(s.sub.Patterns) == 0 {
+		opts = append(opts, kgo.ConsumeTopics(s.sub.Topics...))
+	} else {
+		res := make([]string, 0, len(s.sub.Topics)+len(s.sub.Patterns))
+		for _, t := range s.sub.Topics {
+			res = append(res, "^"+regexp.QuoteMeta(t)+"$")
+		}
+		for _, p := range s.sub.Patterns {
+			res = append(res, p.Regexp())
+		}
+		opts = append(opts, kgo.ConsumeRegex(), kgo.ConsumeTopics(res...))
+	}
+	return append(opts, conn.extra...)
+}
+
+// poll is the poll loop: it routes fetched records to their partitions'
+// queues and commits periodically, both while rebalances are blocked, so
+// that it never touches a partition being revoked.
+func (s *session) poll(ctx context.Context) error {
+	interval := s.c.cfg.commitInterval
+	lastCommit := time.Now()
+	errLog := map[string]time.Time{}
+	for {
+		pctx, cancel := context.WithTimeout(ctx, interval)
+		fs := s.cl.PollRecords(pctx, maxPollRecords)
+		cancel()
+		if fs.IsClientClosed() {
+			s.cl.AllowRebalance()
+			return fmt.Errorf("kafka: consume: %w", dispytch.ErrClosed)
+		}
+		var fatal error
+		fs.EachError(func(topic string, part int32, err error) {
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+				return
+			}
+			if isFatal(err) {
+				fatal = fmt.Errorf("kafka: consume %s/%d: %w", topic, part, err)
+				return
+			}
+			key := topic + "\x00" + err.Error()
+			if t, ok := errLog[key]; !ok || time.Since(t) > 30*time.Second {
+				errLog[key] = time.Now()
+				s.log.Warn("kafka: fetch error", "topic", topic, "partition", part, "err", err)
+			}
+		})
+		fs.EachPartition(func(f kgo.FetchTopicPartition) {
+			if len(f.Records) > 0 {
+				s.partition(f.Topic, f.Partition).push(f.Records)
+				s.markReady()
+			}
+		})
+		if time.Since(lastCommit) >= interval {
+			s.commit("periodic", s.snapshot())
+			lastCommit = time.Now()
+		}
+		s.cl.AllowRebalance()
+		if fatal != nil {
+			return fatal
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// isFatal reports errors that retrying cannot fix: bad credentials and
+// missing permissions.
+func isFatal(err error) bool {
+	for _, e := range []error{
+		kerr.SaslAuthenticationFailed, kerr.GroupAuthorizationFailed,
+		kerr.TopicAuthorizationFailed, kerr.ClusterAuthorizationFailed,
+	} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *session) markReady() { s.ready.Do(s.inbox.Ready) }
+
+// partition returns the partition's state, creating and starting it if the
+// poll loop sees a partition before its assignment callback.
+func (s *session) partition(topic string, part int32) *partition {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := tp{topic, part}
+	p := s.parts[k]
+	if p == nil {
+		p = newPartition(s, topic, part)
+		s.parts[k] = p
+		go p.run()
+	}
+	return p
+}
+
+func (s *session) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	s.mu.Lock()
+	for topic, parts := range assigned {
+		for _, part := range parts {
+			k := tp{topic, part}
+			if s.parts[k] != nil {
+				continue
+			}
+			p := newPartition(s, topic, part)
+			s.parts[k] = p
+			go p.run()
+		}
+	}
+	owned := len(s.parts)
+	s.mu.Unlock()
+	s.log.Debug("kafka: partitions assigned", "assigned", assigned)
+	// With Earliest, whatever is produced from now on will be consumed.
+	// With Latest, the start offsets are resolved first (resolveLatest).
+	if s.c.cfg.start == Earliest || owned == 0 {
+		s.markReady()
+	}
+}
+
+// resolveLatest turns "latest" into concrete end offsets for partitions
+// without a committed offset, so that a record produced once the listener
+// reports ready is never skipped.
+func (s *session) resolveLatest(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	defer s.markReady()
+	var topics []string
+	for t, ps := range offsets {
+		for _, o := range ps {
+			if o.EpochOffset().Offset < 0 {
+				topics = append(topics, t)
+				break
+			}
+		}
+	}
+	if len(topics) == 0 {
+		return offsets, nil
+	}
+	select {
+	case <-s.clSet:
+	case <-ctx.Done():
+		return offsets, nil
+	}
+	ends, err := kadm.NewClient(s.cl).ListEndOffsets(ctx, topics...)
+	if err != nil {
+		s.log.Warn("kafka: listing end offsets failed; starting at latest as franz-go resolves it", "err", err)
+		return offsets, nil
+	}
+	for t, ps := range offsets {
+		for part, o := range ps {
+			if o.EpochOffset().Offset >= 0 {
+				continue
+			}
+			if e, ok := ends.Lookup(t, part); ok && e.Err == nil {
+				ps[part] = kgo.NewOffset().At(e.Offset)
+			}
+		}
+	}
+	return offsets, nil
+}
+
+// take removes the given partitions from the session.
+func (s *session) take(which map[string][]int32) []*partition {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*partition
+	for topic, parts := range which {
+		for _, part := range parts {
+			k := tp{topic, part}
+			if p := s.parts[k]; p != nil {
+				out = append(out, p)
+				delete(s.parts, k)
+			}
+		}
+	}
+	return out
+}
+
+// onRevoked drains the revoked partitions (bounded by the revoke timeout),
+// commits what they finished and forgets them. Records still in flight
+// after the timeout are abandoned to the partitions' next owner.
+func (s *session) onRevoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	parts := s.take(revoked)
+	if len(parts) == 0 {
+		return
+	}
+	for _, p := range parts {
+		p.stop()
+	}
+	t := time.NewTimer(s.c.cfg.revokeTimeout)
+	defer t.Stop()
+	for _, p := range parts {
+		if !p.waitSettled(t.C, s.inbox.Done()) {
+			break
+		}
+	}
+	offsets := map[*partition]kgo.EpochOffset{}
+	for _, p := range parts {
+		if eo, ok := p.close(); ok {
+			offsets[p] = eo
+		}
+	}
+	s.log.Debug("kafka: partitions revoked", "revoked", revoked)
+	s.commit("revoke", offsets)
+}
+
+// onLost forgets the lost partitions without committing: another member may
+// own them already.
+func (s *session) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	parts := s.take(lost)
+	for _, p := range parts {
+		p.stop()
+		p.close()
+	}
+	if len(parts) > 0 {
+		s.log.Warn("kafka: partitions lost; their in-flight records will be handled again by their next owner", "lost", lost)
+	}
+}
+
+// closeAll ends every partition at shutdown and commits what was settled.
+func (s *session) closeAll() {
+	s.mu.Lock()
+	parts := make([]*partition, 0, len(s.parts))
+	for k, p := range s.parts {
+		parts = append(parts, p)
+		delete(s.parts, k)
+	}
+	s.mu.Unlock()
+	offsets := map[*partition]kgo.EpochOffset{}
+	for _, p := range parts {
+		p.stop()
+		if eo, ok := p.close(); ok {
+			offsets[p] = eo
+		}
+	}
+	s.commit("shutdown", offsets)
+}
+
+// snapshot returns the offsets to commit of the open partitions.
+func (s *session) snapshot() map[*partition]kgo.EpochOffset {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out map[*partition]kgo.EpochOffset
+	for _, p := range s.parts {
+		if eo, ok := p.mark(); ok {
+			if out == nil {
+				out = map[*partition]kgo.EpochOffset{}
+			}
+			out[p] = eo
+		}
+	}
+	return out
+}
+
+// commit commits offsets synchronously.
+func (s *session) commit(why string, offsets map[*partition]kgo.EpochOffset) {
+	if len(offsets) == 0 {
+		return
+	}
+	req := make(map[string]map[int32]kgo.EpochOffset, len(offsets))
+	byTP := make(map[tp]*partition, len(offsets))
+	for p, eo := range offsets {
+		m := req[p.topic]
+		if m == nil {
+			m = map[int32]kgo.EpochOffset{}
+			req[p.topic] = m
+		}
+		m[p.part] = eo
+		byTP[tp{p.topic, p.part}] = p
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.c.cfg.commitTimeout)
+	defer cancel()
+	s.cl.CommitOffsetsSync(ctx, req, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			s.c.stats.commitErrors.Add(1)
+			s.log.Warn("kafka: offset commit failed", "why", why, "err", err)
+			return
+		}
+		for _, t := range resp.Topics {
+			for _, rp := range t.Partitions {
+				p := byTP[tp{t.Topic, rp.Partition}]
+				if p == nil {
+					continue
+				}
+				if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
+					s.c.stats.commitErrors.Add(1)
+					s.log.Warn("kafka: offset commit failed", "why", why, "topic", t.Topic, "partition", rp.Partition, "err", err)
+					continue
+				}
+				s.c.stats.commits.Add(1)
+				p.setCommitted(req[t.Topic][rp.Partition].Offset)
+			}
+		}
+	})
+}

@@ -1,0 +1,77 @@
+// Package kafka is the Kafka backend of dispytch, built on franz-go
+// (github.com/twmb/franz-go).
+//
+// # Producing
+//
+// NewProducer builds a Producer from options (Brokers, ClientID, TLS,
+// SASLPlain, SASLScramSHA256, SASLScramSHA512, Compression, Linger,
+// RequiredAcks; idempotent writes are on), and NewProducerFromClient wraps a
+// *kgo.Client you built. Give it to dispytch.NewEmitter. Emit returns once
+// the brokers acknowledged the record; EmitBatch and EmitAsync hand every
+// record to franz-go's batching at once.
+//
+// The record value is the dispytch envelope, unchanged; the record key is
+// dispytch.Key or the event's EventKey method; the headers are the emit
+// headers plus dispytch-event-id and dispytch-event-type, so that tools can
+// filter records without decoding them. The emit options Partition,
+// Timestamp and RecordHeader set the rest of the record.
+//
+// Topic auto-creation is off by default: producing to a topic that does not
+// exist fails with ErrUnknownTopic after franz-go's few metadata retries.
+// Create topics up front (Producer.CreateTopics, or your usual tooling), or
+// opt in with AllowAutoTopicCreation. Dynamic topics ("user.{id}.events")
+// work like any other topic once they exist.
+//
+// # Consuming
+//
+// NewConsumer returns a Consumer for dispytch.NewListener. Each listener
+// is a member of a consumer group: the listener's dispytch.Group, or
+// GroupID; one is required. Literal topics are subscribed by name; topic
+// patterns become an anchored regex subscription, and the topics it finds are
+// matched again against the patterns in-process. Topics created later that
+// match are picked up at the next metadata refresh (TopicRefresh, default
+// 10s). A new group starts at the earliest offset (StartFrom(Latest) to
+// start at the end); a group with committed offsets resumes from them.
+//
+// The consumer follows franz-go's goroutine-per-partition design: a poll
+// loop with BlockRebalanceOnPoll routes records to one goroutine per
+// assigned partition, which hands them to the listener in offset order. By
+// default, the records of a partition are handled one at a time, in order;
+// with OrderPerKey, records with different keys run in parallel and each
+// key stays in order. When a partition's queue holds PartitionQueue records
+// (default 1024), fetching that partition pauses until half of it is
+// handed over, so memory stays bounded with a large backlog, and a handler
+// retrying or stuck on one record holds back only its own partition (or key).
+//
+// # Commits
+//
+// An offset is committed only up to the contiguous low-water mark: one past
+// the last record of the longest prefix of settled records. A record that
+// finishes early never carries the commit past an earlier record still
+// running or retrying, so a crash loses nothing: the records after the mark
+// are handled again (at-least-once). Offsets are committed every
+// CommitInterval (default 1s) from the poll loop, when partitions are
+// revoked, and at shutdown.
+//
+// On a rebalance, OnPartitionsRevoked stops handing over the revoked
+// partitions' records, waits up to RevokeTimeout for those in flight to be
+// settled, commits the mark and forgets the partitions; whatever was still
+// in flight is abandoned to the next owner, so duplicates happen only
+// across a rebalance. Lost partitions (the member was fenced out of the
+// group) are forgotten without a commit. Acks of forgotten records return an
+// error wrapping dispytch.ErrClosed.
+//
+// Kafka cannot redeliver a single record, so a nack (the Redeliver failure
+// policy, or a dead letter that could not be published) makes the consumer
+// deliver the record again itself after RedeliveryDelay, out of order with
+// the records after it; the commit mark stays before it until it is acked.
+//
+// # Dead letters
+//
+// The Consumer is also a dispytch.Producer, so the listener publishes dead
+// letters to Kafka: by the core's rule to the topic "<group>.dlq" (create it
+// like any other topic), with the original key, value and headers plus the
+// dispytch-dlq-* failure headers. dispytch.Redrive(ctx, consumer, producer,
+// "<group>.dlq") consumes that topic and republishes each dead letter to its
+// original topic.
+package kafka

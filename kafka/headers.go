@@ -1,0 +1,131 @@
+package kafka
+
+import (
+	"bytes"
+	"slices"
+	"unicode/utf8"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/dispytch/dispytch-go"
+)
+
+// Record headers the producer adds next to the envelope, so that tools can
+// filter records without decoding the value.
+const (
+	// HeaderEventID carries the envelope's event id.
+	HeaderEventID = "dispytch-event-id"
+	// HeaderEventType carries the envelope's event type.
+	HeaderEventType = "dispytch-event-type"
+)
+
+var (
+	prefixID   = []byte(`{"id":"`)
+	prefixType = []byte(`,"type":"`)
+)
+
+// scanEnvelopeIDType reads the id and type of an envelope as dispytch's JSON
+// codec writes it: {"id":"…","type":"…",…}. It only accepts strings without
+// escapes or control characters, in valid UTF-8, and reports false for
+// anything else (the caller then decodes the whole envelope). The results
+// alias value.
+func scanEnvelopeIDType(value []byte) (id, typ []byte, ok bool) {
+	rest, ok := bytes.CutPrefix(value, prefixID)
+	if !ok {
+		return nil, nil, false
+	}
+	id, rest, ok = plainString(rest)
+	if !ok {
+		return nil, nil, false
+	}
+	rest, ok = bytes.CutPrefix(rest, prefixType)
+	if !ok {
+		return nil, nil, false
+	}
+	typ, rest, ok = plainString(rest)
+	if !ok || len(rest) == 0 || (rest[0] != ',' && rest[0] != '}') {
+		return nil, nil, false
+	}
+	return id, typ, true
+}
+
+// plainString scans the rest of a JSON string whose opening quote was
+// consumed, up to the closing quote. It fails on escapes, control characters
+// and invalid UTF-8.
+func plainString(b []byte) (s, rest []byte, ok bool) {
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '"':
+			if !utf8.Valid(b[:i]) {
+				return nil, nil, false
+			}
+			return b[:i], b[i+1:], true
+		case c == '\\' || c < 0x20:
+			return nil, nil, false
+		}
+	}
+	return nil, nil, false
+}
+
+// envelopeIDType returns the event id and type of value: by the fast scan,
+// else by decoding it with codec. ok is false when value is no envelope.
+func envelopeIDType(value []byte, codec dispytch.Codec) (id, typ []byte, ok bool) {
+	if id, typ, ok = scanEnvelopeIDType(value); ok {
+		return id, typ, true
+	}
+	if codec == nil {
+		return nil, nil, false
+	}
+	var env dispytch.Envelope
+	if err := codec.DecodeEnvelope(value, &env); err != nil {
+		return nil, nil, false
+	}
+	return []byte(env.ID), []byte(env.Type), true
+}
+
+// recordHeaders converts message headers to record headers, sorted by key
+// so that records are byte-for-byte reproducible, and adds the event id and
+// type unless the message already carries them.
+func recordHeaders(h dispytch.Headers, value []byte, codec dispytch.Codec, extra []kgo.RecordHeader) []kgo.RecordHeader {
+	out := make([]kgo.RecordHeader, 0, len(h)+len(extra)+2)
+	for k, v := range h {
+		out = append(out, kgo.RecordHeader{Key: k, Value: []byte(v)})
+	}
+	if len(out) > 1 {
+		slices.SortFunc(out, func(a, b kgo.RecordHeader) int {
+			switch {
+			case a.Key < b.Key:
+				return -1
+			case a.Key > b.Key:
+				return 1
+			}
+			return 0
+		})
+	}
+	_, hasID := h[HeaderEventID]
+	_, hasType := h[HeaderEventType]
+	if !hasID || !hasType {
+		if id, typ, ok := envelopeIDType(value, codec); ok {
+			if !hasID {
+				out = append(out, kgo.RecordHeader{Key: HeaderEventID, Value: id})
+			}
+			if !hasType {
+				out = append(out, kgo.RecordHeader{Key: HeaderEventType, Value: typ})
+			}
+		}
+	}
+	return append(out, extra...)
+}
+
+// deliveryHeaders converts record headers to dispytch headers; for a
+// repeated key the last value wins. It returns nil for no headers.
+func deliveryHeaders(hs []kgo.RecordHeader) dispytch.Headers {
+	if len(hs) == 0 {
+		return nil
+	}
+	h := make(dispytch.Headers, len(hs))
+	for _, rh := range hs {
+		h[rh.Key] = string(rh.Value)
+	}
+	return h
+}
