@@ -1,0 +1,173 @@
+package rabbitmq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/dispytch/dispytch-go"
+)
+
+// BackendName is what Client.Backend returns, and the backend of this
+// package's emit options.
+const BackendName = "rabbitmq"
+
+// Errors of this package. They are wrapped with context; test with errors.Is.
+var (
+	// ErrNacked reports a message the broker refused with a negative
+	// publisher confirm (basic.nack), e.g. a full queue with
+	// x-overflow=reject-publish.
+	ErrNacked = errors.New("rabbitmq: message nacked by the broker")
+	// ErrUnknownExchange reports an Exchange emit option naming an exchange
+	// the client was not configured with.
+	ErrUnknownExchange = errors.New("rabbitmq: exchange not configured on the client")
+	// ErrConnectionLost reports a message whose publisher confirm was lost
+	// with its connection; the client republishes such messages on the next
+	// connection while the emit context allows, so it only surfaces wrapped
+	// in the final error.
+	ErrConnectionLost = errors.New("rabbitmq: connection lost before the publisher confirm")
+)
+
+// Client is a RabbitMQ backend for dispytch: a dispytch.Producer (and
+// AsyncProducer) for emitters and a dispytch.Consumer for listeners. It is
+// safe for concurrent use. Create it with New or Dial, and Close it after
+// the listeners using it stopped.
+type Client struct {
+	cfg config
+	url string
+	dlx string
+
+	pubConn  *connMgr
+	consConn *connMgr
+	pub      *producer
+	sessions sync.Map // consumer tag -> *session, for DelayedRetries
+
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+// New returns a client for the broker at url (amqp://user:pass@host:port/vhost).
+// It does not connect: connections are opened on first use, and reopened
+// with backoff whenever they are lost.
+func New(url string, opts ...Option) (*Client, error) {
+	c := &Client{cfg: defaultConfig(), url: url, closed: make(chan struct{})}
+	for _, o := range opts {
+		o(&c.cfg)
+	}
+	if c.cfg.amqpConfig.Recovery != nil {
+		return nil, errors.New("rabbitmq: amqp091 Config.Recovery must be nil: the client recovers connections itself")
+	}
+	if c.cfg.dialer == nil {
+		if _, err := amqp.ParseURI(url); err != nil {
+			return nil, fmt.Errorf("rabbitmq: bad URL: %w", err)
+		}
+	}
+	for _, x := range c.cfg.exchanges {
+		if x == "" || strings.HasPrefix(x, "amq.") && c.cfg.declare {
+			return nil, fmt.Errorf("rabbitmq: exchange name %q cannot be declared (use DeclareTopology(false) for amq.* exchanges)", x)
+		}
+	}
+	c.dlx = c.cfg.exchanges[0] + ".dlx"
+	c.pubConn = newConnMgr("publish", &c.cfg, c.dialFunc("publish"))
+	c.consConn = newConnMgr("consume", &c.cfg, c.dialFunc("consume"))
+	c.pub = newProducer(c)
+	return c, nil
+}
+
+// Dial is New followed by Ping: it returns an error when the broker cannot
+// be reached before ctx is done.
+func Dial(ctx context.Context, url string, opts ...Option) (*Client, error) {
+	c, err := New(url, opts...)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Ping(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Client) dialFunc(role string) func(ctx context.Context) (*amqp.Connection, error) {
+	if c.cfg.dialer != nil {
+		return func(ctx context.Context) (*amqp.Connection, error) { return c.cfg.dialer(ctx, role) }
+	}
+	return func(ctx context.Context) (*amqp.Connection, error) {
+		cfg := c.cfg.amqpConfig
+		props := amqp.NewConnectionProperties()
+		for k, v := range cfg.Properties {
+			props[k] = v
+		}
+		props.SetClientConnectionName(c.cfg.connectionName + "/" + role)
+		cfg.Properties = props
+		if cfg.Dial == nil {
+			cfg.Dial = amqp.DefaultDial(5 * time.Second)
+		}
+		return amqp.DialConfig(c.url, cfg)
+	}
+}
+
+// Backend returns "rabbitmq".
+func (c *Client) Backend() string { return BackendName }
+
+// Ping waits until the publishing connection is open, or ctx is done.
+func (c *Client) Ping(ctx context.Context) error {
+	_, err := c.pubConn.get(ctx)
+	return err
+}
+
+// Reconnects returns how many times the client reconnected after a lost
+// connection, for publishing and for consuming.
+func (c *Client) Reconnects() (publish, consume int64) {
+	return max(c.pubConn.connects.Load()-1, 0), max(c.consConn.connects.Load()-1, 0)
+}
+
+// Close closes the connections. Pending publishes fail with an error
+// wrapping dispytch.ErrClosed, and running Consume calls return one. Stop the
+// listeners first, so that they settle their messages.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		close(c.closed)
+		c.pubConn.close()
+		c.consConn.close()
+		c.pub.close()
+	})
+	return nil
+}
+
+func (c *Client) isClosed() bool {
+	select {
+	case <-c.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// declareExchanges declares the topic exchanges and the dead-letter
+// exchange on ch.
+func (c *Client) declareExchanges(ch *amqp.Channel) error {
+	if !c.cfg.declare {
+		return nil
+	}
+	for _, x := range c.cfg.exchanges {
+		if err := ch.ExchangeDeclare(x, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+			return fmt.Errorf("rabbitmq: declare exchange %q: %w", x, err)
+		}
+	}
+	if err := ch.ExchangeDeclare(c.dlx, amqp.ExchangeDirect, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("rabbitmq: declare dead-letter exchange %q: %w", c.dlx, err)
+	}
+	return nil
+}
+
+var _ interface {
+	dispytch.AsyncProducer
+	dispytch.Consumer
+	dispytch.BackendNamer
+} = (*Client)(nil)

@@ -1,0 +1,608 @@
+package rabbitmq
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/dispytch/dispytch-go"
+)
+
+// Publishing.
+//
+// Every publisher channel is in confirm mode and lets up to ConfirmWindow
+// messages await their confirm. Publishing takes a window slot, sends the
+// message with the mandatory flag and queues a record of it; one goroutine
+// per channel reads the confirms (amqp091 hands them over in delivery-tag
+// order), pops the records and completes them. Nobody waits for a round trip
+// per message: a batch, concurrent Emits and EmitAsync all fill the window,
+// and the broker's (often multiple) acks complete them.
+//
+// A mandatory message that no queue takes comes back as basic.return, which
+// RabbitMQ sends before the message's ack on the same channel; the confirm
+// reader drains the returns before completing each confirm and matches them
+// to the confirmed message by exchange, routing key and body, so an
+// unroutable message fails with ErrUnroutable.
+//
+// A message whose confirm is lost with its connection is published again on
+// the next connection (at-least-once: it may arrive twice), as long as its
+// context allows; meanwhile the publisher waits for the connection to come
+// back, and fails with an error wrapping dispytch.ErrTimeout at its
+// deadline. A channel closed by a channel exception (missing exchange,
+// access refused, ...) fails its messages at once: retrying would fail the
+// same way.
+
+// pubReq is one message on its way.
+type pubReq struct {
+	ctx      context.Context
+	exchange string
+	key      string
+	pub      amqp.Publishing
+	done     func(error)
+	tag      uint64
+}
+
+type producer struct {
+	c     *Client
+	slots []*pubSlot
+	rr    atomic.Uint64
+}
+
+func newProducer(c *Client) *producer {
+	p := &producer{c: c}
+	for i := range c.cfg.pubChannels {
+		p.slots = append(p.slots, &pubSlot{p: p, id: i, ready: make(chan struct{})})
+	}
+	return p
+}
+
+// pubSlot keeps one publisher channel open on the publishing connection.
+type pubSlot struct {
+	p         *producer
+	id        int
+	startOnce sync.Once
+
+	mu      sync.Mutex
+	cur     *pubChan
+	ready   chan struct{} // closed while cur is set
+	lastErr error
+}
+
+func (s *pubSlot) get(ctx context.Context) (*pubChan, error) {
+	s.startOnce.Do(func() { go s.run() })
+	for {
+		s.mu.Lock()
+		cur, ready := s.cur, s.ready
+		s.mu.Unlock()
+		if cur != nil && !cur.isDead() {
+			return cur, nil
+		}
+		if cur == nil {
+			select {
+			case <-ready:
+				continue
+			case <-s.p.c.closed:
+				return nil, fmt.Errorf("rabbitmq: publish: %w", dispytch.ErrClosed)
+			case <-ctx.Done():
+			}
+		} else {
+			select {
+			case <-cur.dead:
+				continue
+			case <-s.p.c.closed:
+				return nil, fmt.Errorf("rabbitmq: publish: %w", dispytch.ErrClosed)
+			case <-ctx.Done():
+			}
+		}
+		s.mu.Lock()
+		last := s.lastErr
+		s.mu.Unlock()
+		err := dispytch.CtxError(ctx.Err())
+		if last != nil {
+			return nil, fmt.Errorf("rabbitmq: publish: no channel (last error: %v): %w", last, err)
+		}
+		return nil, fmt.Errorf("rabbitmq: publish: no channel: %w", err)
+	}
+}
+
+// run opens the channel, waits for it to die, and opens the next one.
+func (s *pubSlot) run() {
+	c := s.p.c
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-c.closed
+		cancel()
+	}()
+	delay := c.cfg.backoffMin
+	for {
+		conn, err := c.pubConn.get(ctx)
+		if err != nil {
+			return // closed
+		}
+		pc, err := openPubChan(c, conn)
+		if err != nil {
+			s.mu.Lock()
+			s.lastErr = err
+			s.mu.Unlock()
+			if !conn.IsClosed() {
+				c.cfg.log.Warn("rabbitmq: opening publisher channel failed", "err", err, "retry_in", delay)
+			}
+			select {
+			case <-time.After(jitter(delay)):
+			case <-ctx.Done():
+				return
+			}
+			delay = min(2*delay, c.cfg.backoffMax)
+			continue
+		}
+		delay = c.cfg.backoffMin
+		s.mu.Lock()
+		s.cur = pc
+		close(s.ready)
+		s.mu.Unlock()
+		select {
+		case <-pc.dead:
+		case <-ctx.Done():
+			_ = pc.ch.Close()
+			<-pc.dead
+			return
+		}
+		s.mu.Lock()
+		s.cur = nil
+		s.ready = make(chan struct{})
+		s.lastErr = pc.err
+		s.mu.Unlock()
+	}
+}
+
+// pubChan is one publisher channel with its confirm window.
+type pubChan struct {
+	c     *Client
+	ch    *amqp.Channel
+	slots chan struct{} // window semaphore
+	dead  chan struct{} // closed once the channel is dead and every record failed
+
+	mu      sync.Mutex
+	closed  bool
+	err     error
+	pending ring[*pubReq]
+}
+
+func openPubChan(c *Client, conn *amqp.Connection) (*pubChan, error) {
+	ch, err := conn.Channel()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.declareExchanges(ch); err != nil {
+		_ = ch.Close()
+		return nil, err
+	}
+	if err := ch.Confirm(false); err != nil {
+		_ = ch.Close()
+		return nil, err
+	}
+	w := c.cfg.window
+	pc := &pubChan{
+		c:     c,
+		ch:    ch,
+		slots: make(chan struct{}, w),
+		dead:  make(chan struct{}),
+	}
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, w+1))
+	returns := ch.NotifyReturn(make(chan amqp.Return, w+1))
+	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
+	go pc.confirmLoop(confirms, returns, closes)
+	return pc, nil
+}
+
+func (pc *pubChan) isDead() bool {
+	select {
+	case <-pc.dead:
+		return true
+	default:
+		return false
+	}
+}
+
+// errRetry marks a message that never got a verdict because its channel
+// died; produce republishes it.
+type errRetry struct{ cause error }
+
+func (e *errRetry) Error() string {
+	if e.cause == nil {
+		return ErrConnectionLost.Error()
+	}
+	return ErrConnectionLost.Error() + ": " + e.cause.Error()
+}
+func (e *errRetry) Unwrap() []error { return []error{ErrConnectionLost, e.cause} }
+
+// publish sends r on the channel. An error means r was not sent and its done
+// will not be called.
+func (pc *pubChan) publish(r *pubReq) error {
+	select {
+	case pc.slots <- struct{}{}:
+	case <-pc.dead:
+		return &errRetry{cause: pc.deadErr()}
+	case <-r.ctx.Done():
+		return dispytch.CtxError(r.ctx.Err())
+	}
+	pc.mu.Lock()
+	if pc.closed {
+		pc.mu.Unlock()
+		<-pc.slots
+		return &errRetry{cause: pc.err}
+	}
+	if err := pc.ch.Publish(r.exchange, r.key, true, false, r.pub); err != nil {
+		pc.mu.Unlock()
+		<-pc.slots
+		var ae *amqp.Error
+		if errors.As(err, &ae) {
+			return &errRetry{cause: err} // the channel is closed
+		}
+		return fmt.Errorf("rabbitmq: publish: %w", err) // e.g. invalid header values
+	}
+	pc.pending.push(r)
+	pc.mu.Unlock()
+	return nil
+}
+
+func (pc *pubChan) deadErr() error {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	return pc.err
+}
+
+func (pc *pubChan) confirmLoop(confirms <-chan amqp.Confirmation, returns <-chan amqp.Return, closes <-chan *amqp.Error) {
+	var returned []amqp.Return
+	for {
+		select {
+		case r, ok := <-returns:
+			if !ok {
+				returns = nil
+				continue
+			}
+			if len(returned) >= cap(pc.slots) {
+				returned = returned[1:] // never matched: cannot grow without bound
+			}
+			returned = append(returned, r)
+		case cf, ok := <-confirms:
+			if !ok {
+				pc.fail(closes)
+				return
+			}
+			// The return of a message precedes its ack: take every return
+			// that is already there before completing this confirm.
+		drain:
+			for returns != nil {
+				select {
+				case r, ok := <-returns:
+					if !ok {
+						returns = nil
+						break drain
+					}
+					returned = append(returned, r)
+				default:
+					break drain
+				}
+			}
+			pc.mu.Lock()
+			r, ok := pc.pending.pop()
+			pc.mu.Unlock()
+			if !ok {
+				continue // cannot happen: one confirm per publish
+			}
+			var err error
+			switch {
+			case !cf.Ack:
+				err = fmt.Errorf("%w (exchange %q, routing key %q)", ErrNacked, r.exchange, r.key)
+			case len(returned) > 0:
+				for i, ret := range returned {
+					if ret.Exchange == r.exchange && ret.RoutingKey == r.key && bytes.Equal(ret.Body, r.pub.Body) {
+						err = fmt.Errorf("%w: exchange %q, routing key %q: %d %s", dispytch.ErrUnroutable, r.exchange, r.key, ret.ReplyCode, ret.ReplyText)
+						returned = append(returned[:i], returned[i+1:]...)
+						break
+					}
+				}
+			}
+			<-pc.slots
+			r.done(err)
+		}
+	}
+}
+
+// fail marks the channel dead and fails every message awaiting a confirm.
+func (pc *pubChan) fail(closes <-chan *amqp.Error) {
+	var cause error
+	select {
+	case e, ok := <-closes:
+		if ok && e != nil {
+			cause = e
+		}
+	case <-time.After(100 * time.Millisecond):
+	}
+	if cause == nil {
+		cause = errors.New("channel closed")
+	}
+	pc.mu.Lock()
+	pc.closed = true
+	pc.err = cause
+	var rs []*pubReq
+	for {
+		r, ok := pc.pending.pop()
+		if !ok {
+			break
+		}
+		rs = append(rs, r)
+	}
+	pc.mu.Unlock()
+	close(pc.dead)
+	_ = pc.ch.Close()
+	var err error
+	if isChannelException(cause) {
+		err = fmt.Errorf("rabbitmq: publisher channel closed by the broker: %w", cause)
+	} else {
+		err = &errRetry{cause: cause}
+	}
+	for _, r := range rs {
+		select {
+		case <-pc.slots:
+		default:
+		}
+		r.done(err)
+	}
+}
+
+func (p *producer) close() {}
+
+// spec turns a dispytch message into an AMQP publishing.
+func (c *Client) spec(m *dispytch.Message) (exchange string, pub amqp.Publishing, err error) {
+	if m.Topic == "" {
+		return "", pub, errors.New("rabbitmq: publish: empty topic")
+	}
+	s := pubSpec{pub: amqp.Publishing{DeliveryMode: amqp.Persistent}}
+	for _, o := range m.Options {
+		po, ok := o.(PublishOption)
+		if !ok {
+			return "", pub, fmt.Errorf("%w: %s option %T given to a rabbitmq producer", dispytch.ErrForeignOption, o.Backend(), o)
+		}
+		po(&s)
+	}
+	exchange = c.cfg.exchanges[0]
+	if s.exchange != "" {
+		known := false
+		for _, x := range c.cfg.exchanges {
+			known = known || x == s.exchange
+		}
+		if !known {
+			return "", pub, fmt.Errorf("%w: %q (configured: %v)", ErrUnknownExchange, s.exchange, c.cfg.exchanges)
+		}
+		exchange = s.exchange
+	}
+	pub = s.pub
+	pub.Body = m.Value
+	pub.Headers = headersToTable(m.Headers, m.Key, s.pub.Headers)
+	if pub.ContentType == "" {
+		if ct := m.Headers.Get(dispytch.HeaderContentType); ct != "" {
+			pub.ContentType = ct
+		} else if looksJSON(m.Value) {
+			pub.ContentType = "application/json"
+		}
+	}
+	return exchange, pub, nil
+}
+
+func looksJSON(b []byte) bool {
+	for _, c := range b {
+		switch c {
+		case ' ', '\t', '\n', '\r':
+			continue
+		case '{':
+			return true
+		}
+		return false
+	}
+	return false
+}
+
+// send publishes r, waiting for a channel, and republishes it after a
+// connection loss while r.ctx allows. done is called exactly once.
+func (p *producer) send(r *pubReq, slot *pubSlot) {
+	userDone := r.done
+	var attempt func()
+	r.done = func(err error) {
+		var re *errRetry
+		if errors.As(err, &re) && r.ctx.Err() == nil && !p.c.isClosed() {
+			// The confirm was lost with the connection: publish again.
+			go attempt()
+			return
+		}
+		if re != nil && r.ctx.Err() != nil {
+			err = fmt.Errorf("%w: %w", dispytch.CtxError(r.ctx.Err()), err)
+		}
+		userDone(err)
+	}
+	attempt = func() {
+		for {
+			pc, err := slot.get(r.ctx)
+			if err != nil {
+				userDone(err)
+				return
+			}
+			err = pc.publish(r)
+			if err == nil {
+				return
+			}
+			var re *errRetry
+			if errors.As(err, &re) && r.ctx.Err() == nil && !p.c.isClosed() {
+				continue
+			}
+			if re != nil && r.ctx.Err() != nil {
+				err = fmt.Errorf("%w: %w", dispytch.CtxError(r.ctx.Err()), err)
+			}
+			userDone(err)
+			return
+		}
+	}
+	attempt()
+}
+
+func (p *producer) slot() *pubSlot {
+	if len(p.slots) == 1 {
+		return p.slots[0]
+	}
+	return p.slots[p.rr.Add(1)%uint64(len(p.slots))]
+}
+
+// ProduceAsync publishes m and calls done once with the outcome: nil after
+// the broker confirmed it, an error wrapping dispytch.ErrUnroutable when no
+// queue took it, ErrNacked, or the context's error. It blocks only while the
+// confirm window is full or the connection is down. done runs on the
+// client's confirm goroutine and must not block.
+func (c *Client) ProduceAsync(ctx context.Context, m *dispytch.Message, done func(error)) {
+	exchange, pub, err := c.spec(m)
+	if err != nil {
+		done(err)
+		return
+	}
+	c.pub.send(&pubReq{ctx: ctx, exchange: exchange, key: m.Topic, pub: pub, done: done}, c.pub.slot())
+}
+
+// Produce publishes msgs to their topics (the routing keys) on the client's
+// first exchange, or the one the Exchange option names, and returns once the
+// broker confirmed all of them. A batch is published in order through one
+// channel, pipelined within the confirm window. Errors wrap
+// dispytch.ErrUnroutable, ErrNacked, dispytch.ErrTimeout (the ctx deadline
+// passed, for instance while the broker was unreachable),
+// dispytch.ErrForeignOption or dispytch.ErrClosed; for a batch with some
+// failed messages the error is a *dispytch.BatchError.
+func (c *Client) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
+	switch len(msgs) {
+	case 0:
+		return nil
+	case 1:
+		exchange, pub, err := c.spec(msgs[0])
+		if err != nil {
+			return err
+		}
+		ch := make(chan error, 1)
+		c.pub.send(&pubReq{ctx: ctx, exchange: exchange, key: msgs[0].Topic, pub: pub, done: func(err error) { ch <- err }}, c.pub.slot())
+		select {
+		case err := <-ch:
+			return err
+		case <-ctx.Done():
+			return fmt.Errorf("rabbitmq: waiting for the publisher confirm: %w", dispytch.CtxError(ctx.Err()))
+		}
+	}
+	b := &batch{errs: make([]error, len(msgs)), left: len(msgs), done: make(chan struct{})}
+	reqs := make([]*pubReq, len(msgs))
+	for i, m := range msgs {
+		exchange, pub, err := c.spec(m)
+		if err != nil {
+			b.errs[i] = err
+			b.left--
+			continue
+		}
+		reqs[i] = &pubReq{ctx: ctx, exchange: exchange, key: m.Topic, pub: pub, done: b.doneFunc(i)}
+	}
+	if b.left == 0 {
+		close(b.done)
+	}
+	slot := c.pub.slot()
+	for _, r := range reqs {
+		if r != nil {
+			c.pub.send(r, slot)
+		}
+	}
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.finished = true
+	var n int
+	for i := range b.errs {
+		if b.errs[i] == nil && b.pending(i, reqs) {
+			b.errs[i] = fmt.Errorf("rabbitmq: waiting for the publisher confirm: %w", dispytch.CtxError(ctx.Err()))
+		}
+		if b.errs[i] != nil {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	return &dispytch.BatchError{Errs: append([]error(nil), b.errs...)}
+}
+
+// batch collects the outcomes of a Produce call.
+type batch struct {
+	mu       sync.Mutex
+	errs     []error
+	settled  []bool
+	left     int
+	done     chan struct{}
+	finished bool
+}
+
+func (b *batch) doneFunc(i int) func(error) {
+	return func(err error) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.finished {
+			return
+		}
+		if b.settled == nil {
+			b.settled = make([]bool, len(b.errs))
+		}
+		b.settled[i] = true
+		b.errs[i] = err
+		b.left--
+		if b.left == 0 {
+			close(b.done)
+		}
+	}
+}
+
+// pending reports whether message i was sent and has no outcome yet.
+func (b *batch) pending(i int, reqs []*pubReq) bool {
+	return reqs[i] != nil && (b.settled == nil || !b.settled[i])
+}
+
+// ring is a growable FIFO.
+type ring[T any] struct {
+	buf        []T
+	head, size int
+}
+
+func (r *ring[T]) push(v T) {
+	if r.size == len(r.buf) {
+		n := max(16, 2*len(r.buf))
+		buf := make([]T, n)
+		for i := 0; i < r.size; i++ {
+			buf[i] = r.buf[(r.head+i)%len(r.buf)]
+		}
+		r.buf, r.head = buf, 0
+	}
+	r.buf[(r.head+r.size)%len(r.buf)] = v
+	r.size++
+}
+
+func (r *ring[T]) pop() (T, bool) {
+	var zero T
+	if r.size == 0 {
+		return zero, false
+	}
+	v := r.buf[r.head]
+	r.buf[r.head] = zero
+	r.head = (r.head + 1) % len(r.buf)
+	r.size--
+	return v, true
+}

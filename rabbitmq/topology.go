@@ -1,0 +1,214 @@
+package rabbitmq
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/dispytch/dispytch-go"
+)
+
+// plan is the topology one Consume call needs, computed from its
+// subscription and the client's options.
+type plan struct {
+	group string
+	// queues are consumed; one, except when reading dead-letter queues.
+	queues []string
+	// serverNamed: a listener without a group gets an exclusive,
+	// server-named queue (queues[0] is "" until declared).
+	serverNamed bool
+	// declareQueue: declare queues[0] with args and bind it.
+	declareQueue bool
+	// existing: the user's queue; only checked.
+	existing bool
+	args     amqp.Table
+	bindings []binding
+	// dlQueue is the group's dead-letter queue, dlDeclare whether to
+	// declare it.
+	dlQueue   string
+	dlDeclare bool
+	// dlRead: queues are dead-letter queues read by name (Redrive).
+	dlRead bool
+	tiers  []tier
+	quorum bool
+	// orderingKey is set on every delivery (single active consumer).
+	orderingKey string
+}
+
+type binding struct{ exchange, key string }
+
+type tier struct {
+	name  string
+	delay time.Duration
+}
+
+// deadLetterQueue names the dead-letter queue (and topic) of group.
+func (c *Client) deadLetterQueue(group string) string {
+	if group == "" {
+		group = "dispytch"
+	}
+	return group + c.cfg.dlSuffix
+}
+
+// tierName names the retry tier of queue for delay.
+func tierName(queue string, delay time.Duration) string {
+	return queue + ".retry." + delay.String()
+}
+
+func (c *Client) plan(sub dispytch.Subscription) (*plan, error) {
+	cfg := &c.cfg
+	p := &plan{group: sub.Group, quorum: cfg.queueType == Quorum}
+	if len(sub.Topics) == 0 && len(sub.Patterns) == 0 {
+		return nil, errors.New("rabbitmq: consume: empty subscription")
+	}
+	// A subscription of dead-letter topics only reads those queues.
+	if len(sub.Patterns) == 0 {
+		all := true
+		for _, t := range sub.Topics {
+			all = all && strings.HasSuffix(t, cfg.dlSuffix) && len(t) > len(cfg.dlSuffix)
+		}
+		if all {
+			p.dlRead = true
+			p.queues = append(p.queues, sub.Topics...)
+			p.dlDeclare = cfg.declare
+			return p, nil
+		}
+	}
+	if sub.Delimiter != "." && len(sub.Patterns) > 0 {
+		return nil, fmt.Errorf("rabbitmq: consume: topic patterns need the delimiter \".\" of AMQP topic exchanges, the listener uses %q", sub.Delimiter)
+	}
+	p.dlQueue = c.deadLetterQueue(sub.Group)
+	p.dlDeclare = cfg.declare
+	if q, ok := cfg.existing[sub.Group]; ok && sub.Group != "" {
+		p.queues = []string{q}
+		p.existing = true
+	} else {
+		switch {
+		case sub.Group == "":
+			p.serverNamed = true
+			p.quorum = false
+			p.queues = []string{""}
+		default:
+			p.queues = []string{sub.Group}
+		}
+		if !cfg.declare {
+			p.existing = !p.serverNamed
+		}
+		p.declareQueue = cfg.declare || p.serverNamed
+	}
+	if p.declareQueue {
+		args := amqp.Table{
+			"x-dead-letter-exchange":    c.dlx,
+			"x-dead-letter-routing-key": p.dlQueue,
+		}
+		if !p.serverNamed {
+			args["x-queue-type"] = string(cfg.queueType)
+			if p.quorum && cfg.deliveryLimit > 0 {
+				args["x-delivery-limit"] = int64(cfg.deliveryLimit)
+			}
+		}
+		if cfg.sac {
+			args["x-single-active-consumer"] = true
+		}
+		for k, v := range cfg.queueArgs {
+			args[k] = v
+		}
+		p.args = args
+		for _, x := range cfg.exchanges {
+			for _, t := range sub.Topics {
+				p.bindings = append(p.bindings, binding{x, t})
+			}
+			for _, pat := range sub.Patterns {
+				p.bindings = append(p.bindings, binding{x, pat.Format("*", "#")})
+			}
+		}
+	}
+	if cfg.declare && !p.serverNamed {
+		for _, d := range cfg.tiers {
+			if d > 0 {
+				p.tiers = append(p.tiers, tier{name: tierName(p.queues[0], d), delay: d})
+			}
+		}
+	}
+	if cfg.sac {
+		p.orderingKey = "sac"
+	}
+	return p, nil
+}
+
+// declare sets up the plan's topology on ch and returns the names of the
+// queues to consume (the server-named queue's name is only known now).
+func (c *Client) declare(ch *amqp.Channel, p *plan) ([]string, error) {
+	cfg := &c.cfg
+	if err := c.declareExchanges(ch); err != nil {
+		return nil, err
+	}
+	queueType := string(cfg.queueType)
+	if p.dlDeclare {
+		dls := p.queues
+		if !p.dlRead {
+			dls = []string{p.dlQueue}
+		}
+		for _, q := range dls {
+			if _, err := ch.QueueDeclare(q, true, false, false, false, amqp.Table{"x-queue-type": queueType}); err != nil {
+				return nil, fmt.Errorf("rabbitmq: declare dead-letter queue %q: %w", q, err)
+			}
+			if err := ch.QueueBind(q, q, c.dlx, false, nil); err != nil {
+				return nil, fmt.Errorf("rabbitmq: bind dead-letter queue %q: %w", q, err)
+			}
+		}
+	}
+	if p.dlRead {
+		if !p.dlDeclare {
+			for _, q := range p.queues {
+				if _, err := ch.QueueDeclarePassive(q, true, false, false, false, nil); err != nil {
+					return nil, fmt.Errorf("rabbitmq: dead-letter queue %q: %w", q, err)
+				}
+			}
+		}
+		return p.queues, nil
+	}
+	queues := p.queues
+	switch {
+	case p.existing:
+		if _, err := ch.QueueDeclarePassive(queues[0], true, false, false, false, nil); err != nil {
+			return nil, fmt.Errorf("rabbitmq: queue %q (declared by the user): %w", queues[0], err)
+		}
+	case p.declareQueue:
+		q, err := ch.QueueDeclare(queues[0], !p.serverNamed, p.serverNamed, p.serverNamed, false, p.args)
+		if err != nil {
+			return nil, fmt.Errorf("rabbitmq: declare queue %q: %w", queues[0], err)
+		}
+		queues = []string{q.Name}
+		for _, b := range p.bindings {
+			if err := ch.QueueBind(q.Name, b.key, b.exchange, false, nil); err != nil {
+				return nil, fmt.Errorf("rabbitmq: bind queue %q to %q on %q: %w", q.Name, b.key, b.exchange, err)
+			}
+		}
+	}
+	for _, t := range p.tiers {
+		args := amqp.Table{
+			"x-queue-type":              string(Classic),
+			"x-message-ttl":             t.delay.Milliseconds(),
+			"x-dead-letter-exchange":    "",
+			"x-dead-letter-routing-key": queues[0],
+		}
+		if _, err := ch.QueueDeclare(t.name, true, false, false, false, args); err != nil {
+			return nil, fmt.Errorf("rabbitmq: declare retry tier %q: %w", t.name, err)
+		}
+	}
+	return queues, nil
+}
+
+// isConfigError reports a declare failure retrying cannot fix: arguments
+// that differ from an existing queue's, or refused access.
+func isConfigError(err error) bool {
+	var ae *amqp.Error
+	if !errors.As(err, &ae) {
+		return false
+	}
+	return ae.Code == amqp.PreconditionFailed || ae.Code == amqp.AccessRefused
+}
