@@ -36,7 +36,7 @@ type Consumer struct {
 }
 
 type counters struct {
-	pauses, redeliveries, abandoned, commits, commitErrors atomic.Int64
+	pauses, redeliveries, abandoned, commits, commitErrors, maxQueued atomic.Int64
 }
 
 // Stats are a consumer's counters since it was created, over all its
@@ -51,8 +51,12 @@ type Stats struct {
 	// revoked or lost, or the consumer stopped: their offsets were not
 	// committed, so the partition's next owner handles them again.
 	Abandoned int64
-	// Commits counts successful offset commits; CommitErrors failed ones.
+	// Commits counts successful partition offset commits; CommitErrors
+	// failed ones.
 	Commits, CommitErrors int64
+	// MaxQueued is the most records that waited in one partition's queue
+	// at once: at most about PartitionQueue plus one fetch of a partition.
+	MaxQueued int64
 }
 
 // Stats returns the consumer's counters.
@@ -63,6 +67,7 @@ func (c *Consumer) Stats() Stats {
 		Abandoned:    c.stats.abandoned.Load(),
 		Commits:      c.stats.commits.Load(),
 		CommitErrors: c.stats.commitErrors.Load(),
+		MaxQueued:    c.stats.maxQueued.Load(),
 	}
 }
 

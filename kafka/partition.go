@@ -78,6 +78,13 @@ func (p *partition) push(recs []*kgo.Record) {
 		return
 	}
 	p.queue = append(p.queue, recs...)
+	n := int64(len(p.queue) - p.qhead)
+	for max := &p.s.c.stats.maxQueued; ; {
+		cur := max.Load()
+		if n <= cur || max.CompareAndSwap(cur, n) {
+			break
+		}
+	}
 	if !p.paused && len(p.queue)-p.qhead >= p.highWater {
 		p.paused = true
 		p.s.cl.PauseFetchPartitions(map[string][]int32{p.topic: {p.part}})

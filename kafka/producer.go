@@ -42,12 +42,12 @@ var (
 // record headers are the message headers plus dispytch-event-id and
 // dispytch-event-type (HeaderEventID, HeaderEventType).
 type Producer struct {
-	cl       *kgo.Client
-	own      bool
-	manual   bool // the client's partitioner honours Partition options
-	codec    dispytch.Codec
-	closed   atomic.Bool
-	closeMu  sync.Once
+	cl      *kgo.Client
+	own     bool
+	manual  bool // the client's partitioner honours Partition options
+	codec   dispytch.Codec
+	closed  atomic.Bool
+	closeMu sync.Once
 }
 
 // NewProducer builds a producer with its own franz-go client. Idempotent
