@@ -35,7 +35,7 @@ func TestRebalanceJoinLeave(t *testing.T) {
 	var mu sync.Mutex
 	seen := map[string][]handling{} // key/seq -> handlings
 	var handled atomic.Int64
-	var changes []time.Time // membership changes
+	var changes []time.Time         // membership changes
 	rewinds := map[[2]int64]int{}   // member, partition -> times its offsets went back
 	last := map[[2]int64]handling{} // member, partition -> last handling
 
