@@ -111,6 +111,20 @@ func (s *pubSlot) get(ctx context.Context) (*pubChan, error) {
 	}
 }
 
+// state describes a slot without a live channel for error messages: "" when
+// the channel is up.
+func (s *pubSlot) state() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur != nil && !s.cur.isDead() {
+		return ""
+	}
+	if s.lastErr != nil {
+		return fmt.Sprintf(" (disconnected: %v)", s.lastErr)
+	}
+	return " (disconnected)"
+}
+
 // run opens the channel, waits for it to die, and opens the next one.
 func (s *pubSlot) run() {
 	c := s.p.c
@@ -242,11 +256,9 @@ func (pc *pubChan) publish(r *pubReq) error {
 	if err := pc.ch.Publish(r.exchange, r.key, true, false, r.pub); err != nil {
 		pc.mu.Unlock()
 		<-pc.slots
-		var ae *amqp.Error
-		if errors.As(err, &ae) {
-			return &errRetry{cause: err} // the channel is closed
-		}
-		return fmt.Errorf("rabbitmq: publish: %w", err) // e.g. invalid header values
+		// Headers were validated by spec: what fails here is the channel or
+		// the socket.
+		return &errRetry{cause: err}
 	}
 	pc.pending.push(r)
 	pc.mu.Unlock()
@@ -388,6 +400,11 @@ func (c *Client) spec(m *dispytch.Message) (exchange string, pub amqp.Publishing
 	pub = s.pub
 	pub.Body = m.Value
 	pub.Headers = headersToTable(m.Headers, m.Key, s.pub.Headers)
+	if pub.Headers != nil && len(s.pub.Headers) > 0 {
+		if err := pub.Headers.Validate(); err != nil {
+			return "", pub, fmt.Errorf("rabbitmq: publish: headers: %w", err)
+		}
+	}
 	if pub.ContentType == "" {
 		if ct := m.Headers.Get(dispytch.HeaderContentType); ct != "" {
 			pub.ContentType = ct
@@ -492,12 +509,18 @@ func (c *Client) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
 			return err
 		}
 		ch := make(chan error, 1)
-		c.pub.send(&pubReq{ctx: ctx, exchange: exchange, key: msgs[0].Topic, pub: pub, done: func(err error) { ch <- err }}, c.pub.slot())
+		slot := c.pub.slot()
+		c.pub.send(&pubReq{ctx: ctx, exchange: exchange, key: msgs[0].Topic, pub: pub, done: func(err error) { ch <- err }}, slot)
 		select {
 		case err := <-ch:
 			return err
 		case <-ctx.Done():
-			return fmt.Errorf("rabbitmq: waiting for the publisher confirm: %w", dispytch.CtxError(ctx.Err()))
+			select {
+			case err := <-ch:
+				return err
+			default:
+			}
+			return fmt.Errorf("rabbitmq: waiting for the publisher confirm%s: %w", slot.state(), dispytch.CtxError(ctx.Err()))
 		}
 	}
 	b := &batch{errs: make([]error, len(msgs)), left: len(msgs), done: make(chan struct{})}
@@ -524,13 +547,14 @@ func (c *Client) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
 	case <-b.done:
 	case <-ctx.Done():
 	}
+	state := slot.state()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.finished = true
 	var n int
 	for i := range b.errs {
 		if b.errs[i] == nil && b.pending(i, reqs) {
-			b.errs[i] = fmt.Errorf("rabbitmq: waiting for the publisher confirm: %w", dispytch.CtxError(ctx.Err()))
+			b.errs[i] = fmt.Errorf("rabbitmq: waiting for the publisher confirm%s: %w", state, dispytch.CtxError(ctx.Err()))
 		}
 		if b.errs[i] != nil {
 			n++
