@@ -440,7 +440,10 @@ func (p *producer) send(r *pubReq, slot *pubSlot) {
 			go attempt()
 			return
 		}
-		if re != nil && r.ctx.Err() != nil {
+		switch {
+		case re != nil && p.c.isClosed():
+			err = fmt.Errorf("rabbitmq: publish: %w: %w", dispytch.ErrClosed, err)
+		case re != nil && r.ctx.Err() != nil:
 			err = fmt.Errorf("%w: %w", dispytch.CtxError(r.ctx.Err()), err)
 		}
 		userDone(err)
@@ -460,7 +463,10 @@ func (p *producer) send(r *pubReq, slot *pubSlot) {
 			if errors.As(err, &re) && r.ctx.Err() == nil && !p.c.isClosed() {
 				continue
 			}
-			if re != nil && r.ctx.Err() != nil {
+			switch {
+			case re != nil && p.c.isClosed():
+				err = fmt.Errorf("rabbitmq: publish: %w: %w", dispytch.ErrClosed, err)
+			case re != nil && r.ctx.Err() != nil:
 				err = fmt.Errorf("%w: %w", dispytch.CtxError(r.ctx.Err()), err)
 			}
 			userDone(err)
