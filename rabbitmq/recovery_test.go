@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"strconv"
@@ -15,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/dispytch/dispytch-go"
 	"github.com/dispytch/dispytch-go/internal/testenv"
@@ -439,3 +443,146 @@ type seqWithID struct {
 }
 
 func (s seqWithID) EventID() string { return s.id }
+
+// dropProxy forwards TCP connections to the broker and can drop all traffic
+// silently, as a network failure does (no FIN, no RST).
+type dropProxy struct {
+	ln     net.Listener
+	target string
+	drop   atomic.Bool
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	conns  []net.Conn
+}
+
+func newDropProxy(t *testing.T, target string) *dropProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &dropProxy{ln: ln, target: target}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *dropProxy) track(c net.Conn) {
+	p.mu.Lock()
+	p.conns = append(p.conns, c)
+	p.mu.Unlock()
+}
+
+func (p *dropProxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.track(c)
+		if p.drop.Load() {
+			// Swallow the connection attempt: the client's handshake hangs.
+			p.wg.Add(1)
+			go func() { defer p.wg.Done(); _, _ = io.Copy(io.Discard, c) }()
+			continue
+		}
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.track(up)
+		p.wg.Add(2)
+		go p.pipe(up, c)
+		go p.pipe(c, up)
+	}
+}
+
+// pipe copies src to dst while the proxy is not dropping; once it drops, a
+// connection stays dead (its bytes are discarded) until one side closes it.
+func (p *dropProxy) pipe(dst, src net.Conn) {
+	defer p.wg.Done()
+	buf := make([]byte, 32<<10)
+	dead := false
+	for {
+		n, err := src.Read(buf)
+		if p.drop.Load() {
+			dead = true
+		}
+		if n > 0 && !dead {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				src.Close()
+				return
+			}
+		}
+		if err != nil {
+			if !dead {
+				dst.Close()
+			}
+			return
+		}
+	}
+}
+
+// TestNetworkDrop: all traffic between the client and the broker is
+// silently dropped for a few seconds. Heartbeats detect the dead
+// connections, the client reconnects once the network is back, the listener
+// resumes, and nothing is lost; emits during the outage fail at their
+// deadline.
+func TestNetworkDrop(t *testing.T) {
+	e := setup(t)
+	p := newDropProxy(t, brokerAddr(t))
+	u, _ := url.Parse(brokerURL())
+	u.Host = p.ln.Addr().String()
+	c, err := rabbitmq.New(u.String(), rabbitmq.Exchanges(e.x, e.x2), rabbitmq.WithLogger(quietLog()),
+		rabbitmq.WithConfig(amqp.Config{Heartbeat: time.Second}),
+		rabbitmq.ReconnectBackoff(50*time.Millisecond, 500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	group := e.group("netdrop")
+	k := newTracker()
+	l := dispytch.NewListener(c, dispytch.Group(group), dispytch.WithLogger(quietLog()))
+	l.Handle("seq", "seq", func(ev dispytch.Event[Seq]) {
+		time.Sleep(time.Millisecond) // spread the stream over the outage
+		k.add(ev.ID)
+	})
+	run(t, l)
+	const total = 3000
+	ids := make([]string, total)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%s-%d", e.prefix, i)
+	}
+	ctx := ctxT(t, 120*time.Second)
+	errc := make(chan []error, 1)
+	go func() { errc <- emitAll(ctx, dispytch.NewEmitter(c), ids, 4, 2*time.Second) }()
+	eventually(t, 30*time.Second, "500 events handled", func() bool { return k.unique() >= 500 })
+	p.drop.Store(true)
+	time.Sleep(4 * time.Second) // the outage itself
+	p.drop.Store(false)
+	errs := <-errc
+	eventually(t, 60*time.Second, "all events handled", func() bool { return k.unique() == total })
+	pub, cons := c.Reconnects()
+	t.Logf("reconnects: publish %d, consume %d; %d emit errors; %d handler calls", pub, cons, len(errs), k.calls.Load())
+	if pub < 1 || cons < 1 {
+		t.Errorf("reconnects: publish %d, consume %d", pub, cons)
+	}
+	for _, err := range errs {
+		if !errors.Is(err, dispytch.ErrTimeout) {
+			t.Errorf("emit error: %v", err)
+		}
+	}
+	if len(errs) == 0 {
+		t.Error("no emit failed during a 4s outage with 2s deadlines")
+	}
+}
