@@ -146,7 +146,7 @@ func (c *Client) openSession(ctx context.Context, p *plan) (*session, error) {
 		_ = ch.Close()
 		return nil, err
 	}
-	queues, err := c.declare(ch, p)
+	queues, err := c.declare(conn, ch, p)
 	if err != nil {
 		return fail(err)
 	}

@@ -70,8 +70,9 @@ func Headers(h amqp.Table) dispytch.EmitOption {
 	})
 }
 
-// ContentType sets the content-type property. Default: "application/json"
-// for JSON envelopes; none otherwise.
+// ContentType sets the content-type property. Default: the message's
+// content-type header if any, else "application/json" or
+// "application/msgpack" for the envelopes of those codecs, else none.
 func ContentType(ct string) dispytch.EmitOption {
 	return opt(func(s *pubSpec) { s.pub.ContentType = ct })
 }

@@ -270,7 +270,10 @@ func TestRedeliverBoundedByQuorumDeliveryLimit(t *testing.T) {
 		t.Errorf("x-death: %+v", ds)
 	}
 	fail.Store(false)
-	n, err := dispytch.Redrive(ctx, c, c, dlq, dispytch.RedriveIdle(time.Second))
+	// A client with default options (classic queues) can redrive the quorum
+	// dead-letter queue: it takes the existing queue as it is.
+	rc := e.client()
+	n, err := dispytch.Redrive(ctx, rc, rc, dlq, dispytch.RedriveIdle(time.Second))
 	if err != nil || n != 1 {
 		t.Fatalf("redrive: %d %v", n, err)
 	}

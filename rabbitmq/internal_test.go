@@ -44,6 +44,17 @@ func TestHeadersRoundTrip(t *testing.T) {
 	}
 }
 
+func TestSniffContentType(t *testing.T) {
+	for in, want := range map[string]string{
+		` {"id":1}`: "application/json", "\x84\xa2id": "application/msgpack", "\xde\x00\x04": "application/msgpack",
+		"[1]": "", "": "", "   ": "",
+	} {
+		if got := sniffContentType([]byte(in)); got != want {
+			t.Errorf("%q: %q, want %q", in, got, want)
+		}
+	}
+}
+
 func TestFormatDecimal(t *testing.T) {
 	for _, tc := range []struct {
 		d    amqp.Decimal

@@ -408,24 +408,28 @@ func (c *Client) spec(m *dispytch.Message) (exchange string, pub amqp.Publishing
 	if pub.ContentType == "" {
 		if ct := m.Headers.Get(dispytch.HeaderContentType); ct != "" {
 			pub.ContentType = ct
-		} else if looksJSON(m.Value) {
-			pub.ContentType = "application/json"
+		} else {
+			pub.ContentType = sniffContentType(m.Value)
 		}
 	}
 	return exchange, pub, nil
 }
 
-func looksJSON(b []byte) bool {
+// sniffContentType recognises the envelopes of the JSON and msgpack codecs
+// (an object, a map), and returns "" for anything else.
+func sniffContentType(b []byte) string {
 	for _, c := range b {
-		switch c {
-		case ' ', '\t', '\n', '\r':
+		switch {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
 			continue
-		case '{':
-			return true
+		case c == '{':
+			return "application/json"
+		case c >= 0x80 && c <= 0x8f || c == 0xde || c == 0xdf:
+			return "application/msgpack"
 		}
-		return false
+		return ""
 	}
-	return false
+	return ""
 }
 
 // send publishes r, waiting for a channel, and republishes it after a

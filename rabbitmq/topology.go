@@ -139,25 +139,52 @@ func (c *Client) plan(sub dispytch.Subscription) (*plan, error) {
 	return p, nil
 }
 
+// ensureDeadLetterQueue declares the dead-letter queue q unless it exists,
+// and binds it to the dead-letter exchange. An existing queue is taken as it
+// is, whatever its type: a client configured differently (Redrive's, say)
+// must not fail on it. It uses channels of its own, since a passive declare
+// of a missing queue closes its channel.
+func (c *Client) ensureDeadLetterQueue(conn *amqp.Connection, q string) error {
+	ch, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	_, perr := ch.QueueDeclarePassive(q, true, false, false, false, nil)
+	if perr != nil {
+		var ae *amqp.Error
+		if !errors.As(perr, &ae) || ae.Code != amqp.NotFound {
+			_ = ch.Close()
+			return fmt.Errorf("rabbitmq: dead-letter queue %q: %w", q, perr)
+		}
+		if ch, err = conn.Channel(); err != nil {
+			return err
+		}
+		if _, err := ch.QueueDeclare(q, true, false, false, false, amqp.Table{"x-queue-type": string(c.cfg.queueType)}); err != nil {
+			_ = ch.Close()
+			return fmt.Errorf("rabbitmq: declare dead-letter queue %q: %w", q, err)
+		}
+	}
+	defer ch.Close()
+	if err := ch.QueueBind(q, q, c.dlx, false, nil); err != nil {
+		return fmt.Errorf("rabbitmq: bind dead-letter queue %q: %w", q, err)
+	}
+	return nil
+}
+
 // declare sets up the plan's topology on ch and returns the names of the
 // queues to consume (the server-named queue's name is only known now).
-func (c *Client) declare(ch *amqp.Channel, p *plan) ([]string, error) {
-	cfg := &c.cfg
+func (c *Client) declare(conn *amqp.Connection, ch *amqp.Channel, p *plan) ([]string, error) {
 	if err := c.declareExchanges(ch); err != nil {
 		return nil, err
 	}
-	queueType := string(cfg.queueType)
 	if p.dlDeclare {
 		dls := p.queues
 		if !p.dlRead {
 			dls = []string{p.dlQueue}
 		}
 		for _, q := range dls {
-			if _, err := ch.QueueDeclare(q, true, false, false, false, amqp.Table{"x-queue-type": queueType}); err != nil {
-				return nil, fmt.Errorf("rabbitmq: declare dead-letter queue %q: %w", q, err)
-			}
-			if err := ch.QueueBind(q, q, c.dlx, false, nil); err != nil {
-				return nil, fmt.Errorf("rabbitmq: bind dead-letter queue %q: %w", q, err)
+			if err := c.ensureDeadLetterQueue(conn, q); err != nil {
+				return nil, err
 			}
 		}
 	}
