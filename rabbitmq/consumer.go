@@ -20,9 +20,9 @@ import (
 // connection or channel, or a consumer cancelled by the broker (its queue
 // was deleted), it reconnects with backoff, declares the topology again and
 // resumes; deliveries of the lost channel are never acked on the new one.
-// When ctx is done it cancels the consumer, waits for the listener to settle
-// what it holds, closes the channel (the broker requeues whatever is left
-// unacked) and returns nil. It returns an error for a topology the broker
+// When ctx is done it stops taking deliveries, waits for the listener to
+// settle what it holds, closes the channel (the broker requeues whatever is
+// left unacked) and returns nil. It returns an error for a topology the broker
 // refuses (PRECONDITION_FAILED, ACCESS_REFUSED) or when the client is
 // closed.
 func (c *Client) Consume(ctx context.Context, sub dispytch.Subscription, inbox dispytch.Inbox) error {
@@ -93,6 +93,8 @@ type session struct {
 	cancels    chan string
 	dead       chan struct{}  // closed once the channel is closed
 	wg         sync.WaitGroup // forwarders when several queues are read
+	stopFwd    chan struct{}  // closed by close: forwarders give up
+	closeOnce  sync.Once
 }
 
 // ctx returns a context cancelled when parent is done or the session's
@@ -136,6 +138,7 @@ func (c *Client) openSession(ctx context.Context, p *plan) (*session, error) {
 		closes:  ch.NotifyClose(make(chan *amqp.Error, 1)),
 		cancels: ch.NotifyCancel(make(chan string, 4)),
 		dead:    make(chan struct{}),
+		stopFwd: make(chan struct{}),
 	}
 	deadSignal := ch.NotifyClose(make(chan *amqp.Error, 1))
 	go func() {
@@ -175,7 +178,11 @@ func (c *Client) openSession(ctx context.Context, p *plan) (*session, error) {
 			go func() {
 				defer s.wg.Done()
 				for d := range o {
-					merged <- d
+					select {
+					case merged <- d:
+					case <-s.stopFwd:
+						return
+					}
 				}
 			}()
 		}
@@ -225,10 +232,13 @@ func (s *session) serve(ctx context.Context, inbox dispytch.Inbox) (lost bool, w
 }
 
 func (s *session) close() {
-	_ = s.ch.Close()
-	for _, tag := range s.tags {
-		s.c.sessions.Delete(tag)
-	}
+	s.closeOnce.Do(func() {
+		close(s.stopFwd)
+		_ = s.ch.Close()
+		for _, tag := range s.tags {
+			s.c.sessions.Delete(tag)
+		}
+	})
 }
 
 // delivery is one message handed to the listener, and its Acknowledger.

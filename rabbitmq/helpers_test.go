@@ -52,8 +52,21 @@ type env struct {
 	prefix string
 	x, x2  string
 
-	mu     sync.Mutex
-	queues []string
+	mu      sync.Mutex
+	queues  []string
+	clients []*rabbitmq.Client
+}
+
+// closeClients closes the clients made so far (they are closed at cleanup
+// anyway).
+func (e *env) closeClients() {
+	e.mu.Lock()
+	cs := e.clients
+	e.clients = nil
+	e.mu.Unlock()
+	for _, c := range cs {
+		c.Close()
+	}
 }
 
 func setup(t testing.TB) *env {
@@ -97,6 +110,9 @@ func (e *env) client(opts ...rabbitmq.Option) *rabbitmq.Client {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(func() { c.Close() })
+	e.mu.Lock()
+	e.clients = append(e.clients, c)
+	e.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := c.Ping(ctx); err != nil {

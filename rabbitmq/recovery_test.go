@@ -106,7 +106,10 @@ func emitAll(ctx context.Context, em *dispytch.Emitter, ids []string, workers in
 // complete return errors instead of hanging or vanishing.
 func TestRecovery(t *testing.T) {
 	testenv.RequireCommand(t, "rabbitmqctl")
-	const total = 20000
+	total := 20000
+	if os.Getenv("DISPYTCH_SOAK") == "1" {
+		total = 200000
+	}
 	for _, tc := range []struct {
 		name       string
 		disrupt    func(t *testing.T)
@@ -134,7 +137,7 @@ func TestRecovery(t *testing.T) {
 			for i := range ids {
 				ids[i] = fmt.Sprintf("%s-%d", e.prefix, i)
 			}
-			ctx := ctxT(t, 150*time.Second)
+			ctx := ctxT(t, 150*time.Second+time.Duration(total)*time.Millisecond)
 			em := dispytch.NewEmitter(c)
 			errc := make(chan []error, 1)
 			go func() { errc <- emitAll(ctx, em, ids, 16, time.Second) }()
