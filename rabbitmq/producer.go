@@ -182,6 +182,10 @@ type pubChan struct {
 	ch    *amqp.Channel
 	slots chan struct{} // window semaphore
 	dead  chan struct{} // closed once the channel is dead and every record failed
+	// blocked is set while the broker blocks the connection (a resource
+	// alarm): publishing would block in a socket write, beyond any deadline,
+	// so publishers wait for the channel it holds to close, or their ctx.
+	blocked atomic.Pointer[blockedState]
 
 	mu      sync.Mutex
 	closed  bool
@@ -209,11 +213,35 @@ func openPubChan(c *Client, conn *amqp.Connection) (*pubChan, error) {
 		slots: make(chan struct{}, w),
 		dead:  make(chan struct{}),
 	}
+	blocks := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
+	go pc.watchBlocked(blocks)
 	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, w+1))
 	returns := ch.NotifyReturn(make(chan amqp.Return, w+1))
 	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
 	go pc.confirmLoop(confirms, returns, closes)
 	return pc, nil
+}
+
+type blockedState struct {
+	reason    string
+	unblocked chan struct{}
+}
+
+func (pc *pubChan) watchBlocked(blocks <-chan amqp.Blocking) {
+	for b := range blocks { // closed with the connection
+		if b.Active {
+			if pc.blocked.Load() == nil {
+				pc.blocked.Store(&blockedState{reason: b.Reason, unblocked: make(chan struct{})})
+				pc.c.cfg.log.Warn("rabbitmq: the broker blocks publishing", "reason", b.Reason)
+			}
+		} else if st := pc.blocked.Swap(nil); st != nil {
+			close(st.unblocked)
+			pc.c.cfg.log.Info("rabbitmq: the broker unblocked publishing")
+		}
+	}
+	if st := pc.blocked.Swap(nil); st != nil {
+		close(st.unblocked)
+	}
 }
 
 func (pc *pubChan) isDead() bool {
@@ -240,6 +268,15 @@ func (e *errRetry) Unwrap() []error { return []error{ErrConnectionLost, e.cause}
 // publish sends r on the channel. An error means r was not sent and its done
 // will not be called.
 func (pc *pubChan) publish(r *pubReq) error {
+	if st := pc.blocked.Load(); st != nil {
+		select {
+		case <-st.unblocked:
+		case <-pc.dead:
+			return &errRetry{cause: pc.deadErr()}
+		case <-r.ctx.Done():
+			return fmt.Errorf("rabbitmq: publish: the broker blocks publishing (%s): %w", st.reason, dispytch.CtxError(r.ctx.Err()))
+		}
+	}
 	select {
 	case pc.slots <- struct{}{}:
 	case <-pc.dead:

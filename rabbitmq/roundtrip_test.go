@@ -3,6 +3,7 @@ package rabbitmq_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/internal/testenv"
 	"github.com/dispytch/dispytch-go/rabbitmq"
 )
 
@@ -337,4 +339,57 @@ func TestConsumerCancelled(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the listener did not resume after its queue was deleted")
 	}
+}
+
+// TestBlockedConnection: during a memory alarm the broker blocks publishing
+// connections; an Emit then fails at its deadline (it does not hang in a
+// socket write), and succeeds again once the alarm clears.
+func TestBlockedConnection(t *testing.T) {
+	testenv.RequireCommand(t, "rabbitmqctl")
+	e := setup(t)
+	c := e.client()
+	ch := e.raw()
+	q := e.prefix + "-blocked"
+	e.addQueue(q)
+	if err := ch.ExchangeDeclare(e.x, "topic", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare(q, false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind(q, "orders", e.x, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	em := dispytch.NewEmitter(c)
+	if err := em.Emit(ctxT(t, 10*time.Second), Order{N: 1}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rabbitmqctl(t, "set_vm_memory_high_watermark", "0.4") })
+	rabbitmqctl(t, "set_vm_memory_high_watermark", "0.00001")
+	var blockedErr error
+	eventually(t, 30*time.Second, "an emit to fail while the broker blocks publishing", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		err := em.Emit(ctx, Order{N: 2})
+		if el := time.Since(start); el > 3*time.Second {
+			t.Fatalf("emit returned after %v, long past its 500ms deadline", el)
+		}
+		if err != nil {
+			if !errors.Is(err, dispytch.ErrTimeout) {
+				t.Fatalf("emit: %v", err)
+			}
+			blockedErr = err
+		}
+		// Once the connection.blocked notification arrived, publishers
+		// wait for the unblock (or their deadline) before writing.
+		return err != nil && strings.Contains(err.Error(), "blocks publishing")
+	})
+	t.Logf("emit during the alarm: %v", blockedErr)
+	rabbitmqctl(t, "set_vm_memory_high_watermark", "0.4")
+	eventually(t, 30*time.Second, "emits to succeed after the alarm", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		return em.Emit(ctx, Order{N: 3}) == nil
+	})
 }
