@@ -589,3 +589,74 @@ func TestNetworkDrop(t *testing.T) {
 		t.Error("no emit failed during a 4s outage with 2s deadlines")
 	}
 }
+
+// TestStaleAckAfterReconnect: a handler still running when the connection
+// drops finishes after the client reconnected. Its ack must not go out on
+// the new channel (where delivery tag 1 names the redelivered copy): it
+// fails with ErrClosed, and the broker's redelivery is handled and acked
+// normally.
+func TestStaleAckAfterReconnect(t *testing.T) {
+	testenv.RequireCommand(t, "rabbitmqctl")
+	e := setup(t)
+	c := e.client()
+	group := e.group("stale")
+	got := make(chan dispytch.DeliveryInfo, 4)
+	release := make(chan struct{})
+	var settled sync.Map
+	l := dispytch.NewListener(c, dispytch.Group(group), dispytch.WithLogger(quietLog()),
+		dispytch.OnSettle(func(s dispytch.Settlement) {
+			v, _ := settled.LoadOrStore(s.Outcome, new(atomic.Int64))
+			v.(*atomic.Int64).Add(1)
+		}))
+	var calls atomic.Int64
+	l.Handle("orders", "order_placed", func(ev dispytch.Event[Order]) {
+		got <- ev.Delivery
+		if calls.Add(1) == 1 {
+			<-release
+		}
+	})
+	run(t, l)
+	if err := dispytch.NewEmitter(c).Emit(ctxT(t, 10*time.Second), Order{N: 1}); err != nil {
+		t.Fatal(err)
+	}
+	first := <-got
+	if first.Redelivered {
+		t.Fatal("first delivery marked redelivered")
+	}
+	rabbitmqctl(t, "close_all_connections", "stale ack test")
+	eventually(t, 20*time.Second, "the consumer to reconnect", func() bool { _, cons := c.Reconnects(); return cons >= 1 })
+	var second dispytch.DeliveryInfo
+	select {
+	case second = <-got: // the broker redelivered it on the new channel
+	case <-time.After(20 * time.Second):
+		t.Fatal("no redelivery")
+	}
+	close(release) // now the first handler returns and its ack is attempted
+	count := func(o dispytch.Outcome) int64 {
+		v, ok := settled.Load(o)
+		if !ok {
+			return 0
+		}
+		return v.(*atomic.Int64).Load()
+	}
+	eventually(t, 10*time.Second, "both deliveries settled", func() bool {
+		return count(dispytch.Acked)+count(dispytch.SettleFailed) == 2
+	})
+	if !second.Redelivered {
+		t.Error("second delivery not marked redelivered")
+	}
+	// Had the stale ack gone out on the new channel, it would have "succeeded"
+	// (acking the redelivered copy under the same tag 1), and the copy's
+	// own ack would have closed that channel (unknown delivery tag).
+	if count(dispytch.Acked) != 1 || count(dispytch.SettleFailed) != 1 {
+		t.Errorf("acked %d, failed to settle %d; want 1 and 1", count(dispytch.Acked), count(dispytch.SettleFailed))
+	}
+	ch := e.raw()
+	eventually(t, 5*time.Second, "an empty queue", func() bool {
+		q, err := ch.QueueDeclarePassive(group, true, false, false, false, nil)
+		return err == nil && q.Messages == 0
+	})
+	if n := calls.Load(); n != 2 {
+		t.Errorf("handler ran %d times, want 2", n)
+	}
+}
