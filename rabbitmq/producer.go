@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,6 +78,9 @@ type pubSlot struct {
 func (s *pubSlot) get(ctx context.Context) (*pubChan, error) {
 	s.startOnce.Do(func() { go s.run() })
 	for {
+		if s.p.c.isClosed() {
+			return nil, fmt.Errorf("rabbitmq: publish: %w", dispytch.ErrClosed)
+		}
 		s.mu.Lock()
 		cur, ready := s.cur, s.ready
 		s.mu.Unlock()
@@ -92,8 +96,10 @@ func (s *pubSlot) get(ctx context.Context) (*pubChan, error) {
 			case <-ctx.Done():
 			}
 		} else {
+			// The channel just died; run replaces it at once.
 			select {
 			case <-cur.dead:
+				runtime.Gosched()
 				continue
 			case <-s.p.c.closed:
 				return nil, fmt.Errorf("rabbitmq: publish: %w", dispytch.ErrClosed)
