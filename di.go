@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/go-playground/validator/v10"
 )
@@ -143,7 +144,8 @@ func (p *Provider) applyListener(l *Listener) { l.providers = append(l.providers
 
 // eventMaker is implemented by *Event[T].
 type eventMaker interface {
-	makeEvent(a *attempt, vi *bodyValidation) (reflect.Value, error)
+	makeEvent(a *attempt, vi *bodyValidation, pool *sync.Pool) (reflect.Value, any, error)
+	reset(o any)
 	bodyType() reflect.Type
 }
 
@@ -182,17 +184,22 @@ func (*Segments[S]) makeSegments(a *attempt, b *segBinder) (reflect.Value, error
 
 func (*Event[T]) bodyType() reflect.Type { return reflect.TypeFor[T]() }
 
-func (*Event[T]) makeEvent(a *attempt, vi *bodyValidation) (reflect.Value, error) {
-	ev := new(Event[T])
+func (*Event[T]) makeEvent(a *attempt, vi *bodyValidation, pool *sync.Pool) (reflect.Value, any, error) {
+	ev, _ := pool.Get().(*Event[T])
+	if ev == nil {
+		ev = new(Event[T])
+	}
 	ev.Metadata = *a.meta
 	if err := decodeBody(a, &ev.Body); err != nil {
-		return reflect.Value{}, err
+		return reflect.Value{}, ev, err
 	}
 	if err := vi.check(a.v, &ev.Body); err != nil {
-		return reflect.Value{}, err
+		return reflect.Value{}, ev, err
 	}
-	return reflect.ValueOf(ev).Elem(), nil
+	return reflect.ValueOf(ev).Elem(), ev, nil
 }
+
+func (*Event[T]) reset(o any) { *o.(*Event[T]) = Event[T]{} }
 
 func decodeBody(a *attempt, v any) error {
 	switch p := v.(type) {
@@ -427,15 +434,25 @@ type node struct {
 	vi     *bodyValidation
 	seg    segmentsMaker
 	binder *segBinder
+	pool   *sync.Pool // reusable *Event[T] of an event node
+}
+
+// release gives a pooled object back once the call it served returned: the
+// handler got a copy of the value, so the object is free again.
+func (n *node) release(o any) {
+	n.event.reset(o)
+	n.pool.Put(o)
 }
 
 // plan is a handler (or a singleton provider) with its dependencies resolved
 // into nodes in dependency order. Running it never inspects types.
 type plan struct {
-	nodes  []node
-	fn     reflect.Value
-	args   []int
-	retErr bool
+	nodes   []node
+	fn      reflect.Value
+	args    []int
+	retErr  bool
+	maxArgs int
+	pool    sync.Pool // *scratch
 }
 
 // errDependency marks a provider failure.
@@ -450,33 +467,70 @@ type attempt struct {
 	v      *validator.Validate
 }
 
+// scratch is the reusable state of one run of a plan.
+type scratch struct {
+	a        attempt
+	vals     []reflect.Value
+	args     []reflect.Value
+	pooled   []any // per node: an object to give back to the node's pool
+	cleanups []func()
+}
+
+func (p *plan) getScratch() *scratch {
+	if s, ok := p.pool.Get().(*scratch); ok {
+		return s
+	}
+	return &scratch{
+		vals:   make([]reflect.Value, len(p.nodes)),
+		args:   make([]reflect.Value, p.maxArgs),
+		pooled: make([]any, len(p.nodes)),
+	}
+}
+
+func (p *plan) putScratch(s *scratch) {
+	for i, o := range s.pooled {
+		if o != nil {
+			p.nodes[i].release(o)
+			s.pooled[i] = nil
+		}
+	}
+	clear(s.vals)
+	clear(s.args)
+	clear(s.cleanups)
+	s.cleanups = s.cleanups[:0]
+	s.a = attempt{}
+	p.pool.Put(s)
+}
+
 // run resolves the dependencies and calls the function. Cleanups run in
 // reverse order before it returns, also when something panics (the panic
 // continues after them).
-func (p *plan) run(ctx context.Context, a *attempt) (out []reflect.Value, err error) {
-	vals := make([]reflect.Value, len(p.nodes))
-	var cleanups []func()
+func (p *plan) run(ctx context.Context, a attempt) (out []reflect.Value, err error) {
+	s := p.getScratch()
+	s.a = a
 	defer func() {
-		for i := len(cleanups) - 1; i >= 0; i-- {
-			cleanups[i]()
+		for i := len(s.cleanups) - 1; i >= 0; i-- {
+			s.cleanups[i]()
 		}
+		p.putScratch(s)
 	}()
-	cv := reflect.ValueOf(&ctx).Elem()
+	vals := s.vals
 	for i := range p.nodes {
 		n := &p.nodes[i]
 		switch n.kind {
 		case nCtx:
-			vals[i] = cv
+			vals[i] = reflect.ValueOf(ctx)
 		case nMeta:
-			vals[i] = reflect.ValueOf(a.meta).Elem()
+			vals[i] = reflect.ValueOf(s.a.meta).Elem()
 		case nEvent:
-			v, err := n.event.makeEvent(a, n.vi)
+			v, obj, err := n.event.makeEvent(&s.a, n.vi, n.pool)
+			s.pooled[i] = obj
 			if err != nil {
 				return nil, err
 			}
 			vals[i] = v
 		case nSegments:
-			v, err := n.seg.makeSegments(a, n.binder)
+			v, err := n.seg.makeSegments(&s.a, n.binder)
 			if err != nil {
 				return nil, err
 			}
@@ -488,7 +542,7 @@ func (p *plan) run(ctx context.Context, a *attempt) (out []reflect.Value, err er
 				vals[i] = n.prov.sval
 			}
 		case nProvider:
-			args := make([]reflect.Value, len(n.args))
+			args := s.args[:len(n.args)]
 			for j, k := range n.args {
 				args[j] = vals[k]
 			}
@@ -500,7 +554,7 @@ func (p *plan) run(ctx context.Context, a *attempt) (out []reflect.Value, err er
 				}
 			case retTCleanupErr:
 				if c := res[1]; !c.IsNil() {
-					cleanups = append(cleanups, c.Interface().(func()))
+					s.cleanups = append(s.cleanups, c.Interface().(func()))
 				}
 				if e := res[2]; !e.IsNil() {
 					return nil, fmt.Errorf("%w: %s: %w", errDependency, n.prov.name, e.Interface().(error))
@@ -509,7 +563,7 @@ func (p *plan) run(ctx context.Context, a *attempt) (out []reflect.Value, err er
 			vals[i] = res[0]
 		}
 	}
-	args := make([]reflect.Value, len(p.args))
+	args := s.args[:len(p.args)]
 	for j, k := range p.args {
 		args[j] = vals[k]
 	}
@@ -520,6 +574,13 @@ func (p *plan) run(ctx context.Context, a *attempt) (out []reflect.Value, err er
 		}
 	}
 	return out, nil
+}
+
+func (p *plan) setMaxArgs() {
+	p.maxArgs = len(p.args)
+	for _, n := range p.nodes {
+		p.maxArgs = max(p.maxArgs, len(n.args))
+	}
 }
 
 // compiler resolves one plan.
@@ -566,7 +627,7 @@ func (c *compiler) resolve(t reflect.Type, chain string) (int, bool) {
 			return ctxOnly(t.String())
 		}
 		em := reflect.New(t).Interface().(eventMaker)
-		return c.cached(t, node{kind: nEvent, event: em, vi: newBodyValidation(em.bodyType())}), true
+		return c.cached(t, node{kind: nEvent, event: em, vi: newBodyValidation(em.bodyType()), pool: &sync.Pool{}}), true
 	case t.PkgPath() == pkgPath && strings.HasPrefix(t.Name(), "Segments[") && reflect.PointerTo(t).Implements(segMakerT):
 		if c.singleton {
 			return ctxOnly(t.String())
@@ -669,6 +730,7 @@ func compileHandler(fn reflect.Value, where string, pat *Pattern, provs map[refl
 	if events > 1 {
 		c.problem("handler takes %d Event parameters; want at most one", events)
 	}
+	c.p.setMaxArgs()
 	return c.p, c.problems
 }
 
@@ -681,6 +743,7 @@ func compileSingleton(p *Provider, provs map[reflect.Type]*Provider) (*plan, []*
 		a, _ := c.resolve(in, fmt.Sprintf("parameter %d (%s)", i+1, in))
 		c.p.args = append(c.p.args, a)
 	}
+	c.p.setMaxArgs()
 	return c.p, c.deps, c.problems
 }
 

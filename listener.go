@@ -171,6 +171,7 @@ func (l *Listener) Run(ctx context.Context) error {
 		done:    make(chan struct{}),
 		readyCh: ready,
 	}
+	r.msgs.New = func() any { return new(msgState) }
 	r.hard, r.hardCancel = context.WithCancel(base)
 	defer r.hardCancel()
 	r.sched = sched.New(l.concurrency, 8, r.process)
@@ -299,9 +300,14 @@ func (l *Listener) compile() (*compiled, error) {
 	return c, nil
 }
 
+// chain wraps the handler in the middleware; nil without middleware (the
+// listener then calls the plan directly).
 func chain(h *handler, mws []Middleware) HandlerFunc {
+	if len(mws) == 0 {
+		return nil
+	}
 	f := HandlerFunc(func(ctx context.Context, c *Call) error {
-		_, err := h.plan.run(ctx, &c.a)
+		_, err := h.plan.run(ctx, c.a)
 		return err
 	})
 	for i := len(mws) - 1; i >= 0; i-- {
@@ -394,7 +400,7 @@ func runSingleton(ctx context.Context, pl *plan) (out []reflect.Value, err error
 			err = fmt.Errorf("%w: %v", ErrPanic, p)
 		}
 	}()
-	return pl.run(ctx, &attempt{})
+	return pl.run(ctx, attempt{})
 }
 
 // handler is a compiled handler.
@@ -436,6 +442,7 @@ type runState struct {
 	done      chan struct{}
 	stopping  atomic.Bool
 	inflight  sync.WaitGroup
+	msgs      sync.Pool // *msgState
 	settleMu  sync.RWMutex
 	abandoned atomic.Bool
 }
@@ -455,16 +462,15 @@ func (r *runState) Deliver(ctx context.Context, d *Delivery) error {
 		key = string(d.Key)
 	}
 	r.inflight.Add(1)
-	r.l.stats.inFlight.Add(1)
+	r.l.stats.received.Add(1)
 	if err := r.sched.Submit(ctx, key, d); err != nil {
 		r.inflight.Done()
-		r.l.stats.inFlight.Add(-1)
+		r.l.stats.received.Add(-1)
 		if errors.Is(err, sched.ErrClosed) {
 			return ErrStopping
 		}
 		return err
 	}
-	r.l.stats.received.Add(1)
 	return nil
 }
 
@@ -488,9 +494,15 @@ func (r *runState) shutdown() {
 		r.settleMu.Unlock()
 		r.hardCancel()
 		r.l.log.Warn("dispytch: shutdown timeout: leaving unfinished messages unacked for redelivery",
-			"in_flight", r.l.stats.inFlight.Load(), "timeout", r.l.shutdownTimeout)
+			"in_flight", r.l.Stats().InFlight, "timeout", r.l.shutdownTimeout)
 	}
 	close(r.done)
+}
+
+// msgState is the per-message state of process, pooled.
+type msgState struct {
+	env  Envelope
+	meta Metadata
 }
 
 // outcome is how one handler ended for one message.
@@ -501,16 +513,19 @@ type outcome struct {
 }
 
 func (r *runState) process(d *Delivery) {
+	ms := r.msgs.Get().(*msgState)
 	defer func() {
+		*ms = msgState{}
+		r.msgs.Put(ms)
+		r.l.stats.finished.Add(1)
 		r.inflight.Done()
-		r.l.stats.inFlight.Add(-1)
 	}()
 	if r.abandoned.Load() {
 		return
 	}
 	l := r.l
-	var env Envelope
-	if err := l.codec.DecodeEnvelope(d.Value, &env); err != nil {
+	env := &ms.env
+	if err := l.codec.DecodeEnvelope(d.Value, env); err != nil {
 		l.stats.poison.Add(1)
 		l.log.Warn("dispytch: undecodable message", "topic", d.Topic, "err", err, "policy", l.poison.String())
 		r.settle(d, nil, []outcome{{policy: l.poison, failed: r.failure(d, "", ReasonDecode, fmt.Errorf("%w: envelope: %w", ErrDecode, err), 1, time.Now())}})
@@ -523,7 +538,7 @@ func (r *runState) process(d *Delivery) {
 		// whoever consumes the dead-letter topic by name.
 		l.stats.skippedDeadLetters.Add(1)
 		l.log.Debug("dispytch: skipping a dead letter matched by a pattern", "topic", d.Topic)
-		r.ack(d, &env, Skipped)
+		r.ack(d, env, Skipped)
 		return
 	}
 	target := ""
@@ -564,13 +579,13 @@ func (r *runState) process(d *Delivery) {
 		}
 		if l.unknown == Drop {
 			l.log.Debug("dispytch: no handler", "topic", d.Topic, "type", env.Type, "id", env.ID)
-			r.ack(d, &env, Unhandled)
+			r.ack(d, env, Unhandled)
 			return
 		}
-		r.settle(d, &env, []outcome{{policy: l.unknown, failed: r.failure(d, target, ReasonNoHandler, reason, 1, time.Now())}})
+		r.settle(d, env, []outcome{{policy: l.unknown, failed: r.failure(d, target, ReasonNoHandler, reason, 1, time.Now())}})
 		return
 	}
-	meta := Metadata{
+	ms.meta = Metadata{
 		ID:        env.ID,
 		Type:      env.Type,
 		Topic:     d.Topic,
@@ -578,33 +593,36 @@ func (r *runState) process(d *Delivery) {
 		Headers:   d.Headers,
 		Delivery:  d.Info,
 	}
+	meta := &ms.meta
 	meta.Delivery.Key = d.Key
 	if n == 1 {
 		meta.seg = one.m.seg
-		o := r.runHandler(one.h, &meta, env.Body, d)
+		o := r.runHandler(one.h, meta, env.Body, d)
 		if o.failed == nil && !o.abandoned {
-			r.ack(d, &env, Acked)
+			r.ack(d, env, Acked)
 			return
 		}
-		r.settle(d, &env, []outcome{o})
+		r.settle(d, env, []outcome{o})
 		return
 	}
+	// Several handlers run concurrently, each with its own copy of the
+	// metadata (their attempt numbers and segments differ).
 	outs := make([]outcome, n)
+	metas := make([]Metadata, n)
 	var wg sync.WaitGroup
 	for i := 1; i < n; i++ {
+		metas[i] = *meta
+		metas[i].seg = many[i].m.seg
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			m := meta
-			m.seg = many[i].m.seg
-			outs[i] = r.runHandler(many[i].h, &m, env.Body, d)
+			outs[i] = r.runHandler(many[i].h, &metas[i], env.Body, d)
 		}(i)
 	}
-	m0 := meta
-	m0.seg = many[0].m.seg
-	outs[0] = r.runHandler(many[0].h, &m0, env.Body, d)
+	meta.seg = many[0].m.seg
+	outs[0] = r.runHandler(many[0].h, meta, env.Body, d)
 	wg.Wait()
-	r.settle(d, &env, outs)
+	r.settle(d, env, outs)
 }
 
 func literalMatch(ms []routeMatch) bool {
@@ -695,8 +713,7 @@ func (r *runState) attempt(h *handler, meta *Metadata, body []byte) (err error) 
 		ctx, cancel = context.WithTimeout(ctx, h.cfg.timeout)
 		defer cancel()
 	}
-	c := &Call{Handler: &h.info, Meta: meta, Body: body,
-		a: attempt{meta: meta, body: body, codec: r.l.codec, strict: h.cfg.strict, v: r.l.validator}}
+	a := attempt{meta: meta, body: body, codec: r.l.codec, strict: h.cfg.strict, v: r.l.validator}
 	defer func() {
 		if p := recover(); p != nil {
 			r.l.log.Error("dispytch: handler panicked", "handler", h.info.Name, "topic", meta.Topic,
@@ -704,7 +721,11 @@ func (r *runState) attempt(h *handler, meta *Metadata, body []byte) (err error) 
 			err = fmt.Errorf("%w: %s: %v", ErrPanic, h.info.Name, p)
 		}
 	}()
-	return h.call(ctx, c)
+	if h.call == nil {
+		_, err = h.plan.run(ctx, a)
+		return err
+	}
+	return h.call(ctx, &Call{Handler: &h.info, Meta: meta, Body: body, a: a})
 }
 
 // settle acks, nacks or dead-letters d according to its handlers' outcomes.

@@ -38,10 +38,16 @@ type Stats struct {
 	InFlight int64
 }
 
+// counter is an atomic counter on a cache line of its own: the consumer's
+// goroutine and the workers update different counters on every message.
+type counter struct {
+	atomic.Int64
+	_ [56]byte
+}
+
 type counters struct {
-	received, handled, retries, failed, panics, deadLettered, deadLetterErrors atomic.Int64
-	redelivered, dropped, unhandled, poison, skippedDeadLetters, abandoned     atomic.Int64
-	ackErrors, inFlight                                                        atomic.Int64
+	received, finished, handled, retries, failed, panics, deadLettered, deadLetterErrors counter
+	redelivered, dropped, unhandled, poison, skippedDeadLetters, abandoned, ackErrors     counter
 }
 
 func (c *counters) snapshot() Stats {
@@ -51,6 +57,6 @@ func (c *counters) snapshot() Stats {
 		DeadLetterErrors: c.deadLetterErrors.Load(), Redelivered: c.redelivered.Load(),
 		Dropped: c.dropped.Load(), Unhandled: c.unhandled.Load(), Poison: c.poison.Load(),
 		SkippedDeadLetters: c.skippedDeadLetters.Load(), Abandoned: c.abandoned.Load(),
-		AckErrors: c.ackErrors.Load(), InFlight: c.inFlight.Load(),
+		AckErrors: c.ackErrors.Load(), InFlight: c.received.Load() - c.finished.Load(),
 	}
 }
