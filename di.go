@@ -204,10 +204,16 @@ func (*Event[T]) reset(o any) { *o.(*Event[T]) = Event[T]{} }
 func decodeBody(a *attempt, v any) error {
 	switch p := v.(type) {
 	case *[]byte:
+		if a.codec == JSON && !json.Valid(a.body) {
+			return fmt.Errorf("%w: body of %q is not valid JSON", ErrDecode, a.meta.Type)
+		}
 		*p = append([]byte(nil), a.body...)
 		return nil
 	case *json.RawMessage:
 		if a.codec == JSON {
+			if !json.Valid(a.body) {
+				return fmt.Errorf("%w: body of %q is not valid JSON", ErrDecode, a.meta.Type)
+			}
 			*p = append(json.RawMessage(nil), a.body...)
 			return nil
 		}
