@@ -515,10 +515,23 @@ func (p *plan) run(ctx context.Context, a attempt) (out []reflect.Value, err err
 	s := p.getScratch()
 	s.a = a
 	defer func() {
+		// Every cleanup runs even if one panics; the first panic is raised
+		// again afterwards, so the attempt fails with ErrPanic.
+		var panicked any
 		for i := len(s.cleanups) - 1; i >= 0; i-- {
-			s.cleanups[i]()
+			func() {
+				defer func() {
+					if r := recover(); r != nil && panicked == nil {
+						panicked = fmt.Sprintf("cleanup: %v", r)
+					}
+				}()
+				s.cleanups[i]()
+			}()
 		}
 		p.putScratch(s)
+		if panicked != nil {
+			panic(panicked)
+		}
 	}()
 	vals := s.vals
 	for i := range p.nodes {

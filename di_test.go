@@ -302,3 +302,18 @@ func ExampleOverride() {
 type fakeMailer struct{ sent []string }
 
 func (f *fakeMailer) Send(to string) error { f.sent = append(f.sent, to); return nil }
+
+func TestDICleanupPanicRunsTheRest(t *testing.T) {
+	type X struct{}
+	type Y struct{}
+	var yClosed atomic.Bool
+	kit := dispytchtest.New(t,
+		dispytch.Provide(func() (*Y, func(), error) { return &Y{}, func() { yClosed.Store(true) }, nil }),
+		dispytch.Provide(func(*Y) (*X, func(), error) { return &X{}, func() { panic("close x") }, nil }))
+	kit.Listener.Handle("user_events", "user_registered", func(*X) {})
+	kit.Start()
+	s := kit.Wait(kit.Emit(registered(1)))
+	if s.Outcome != dispytch.DeadLettered || s.Failures[0].Reason != dispytch.ReasonPanic || !yClosed.Load() {
+		t.Fatalf("%+v, y closed %v", s, yClosed.Load())
+	}
+}

@@ -416,3 +416,14 @@ func TestAttemptTimeout(t *testing.T) {
 }
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func TestRedriveToUnknownHandlerIsDeadLettered(t *testing.T) {
+	kit := dispytchtest.New(t)
+	kit.Listener.Handle("user_events", "user_registered", func() {}, dispytch.Name("present"))
+	kit.Start()
+	kit.Publish("user_events", mustEnvelope(t, "user_registered", `{}`), dispytch.Headers{dispytch.HeaderRedriveHandler: "renamed"})
+	s := kit.WaitFor("redriven", func(s dispytch.Settlement) bool { return s.Topic == "user_events" })
+	if s.Outcome != dispytch.DeadLettered || s.Failures[0].Reason != dispytch.ReasonNoHandler || s.Failures[0].Handler != "renamed" {
+		t.Fatalf("%+v", s)
+	}
+}

@@ -577,12 +577,18 @@ func (r *runState) process(d *Delivery) {
 		if target != "" {
 			reason = fmt.Errorf("%w: redriven to handler %q, which is not registered for %q on %q", ErrNoHandler, target, env.Type, d.Topic)
 		}
-		if l.unknown == Drop {
+		policy := l.unknown
+		if target != "" {
+			// A redriven message names a handler that is gone: never drop
+			// it quietly.
+			policy = DeadLetter
+			l.log.Warn("dispytch: redriven message for an unknown handler", "topic", d.Topic, "type", env.Type, "handler", target)
+		} else if policy == Drop {
 			l.log.Debug("dispytch: no handler", "topic", d.Topic, "type", env.Type, "id", env.ID)
 			r.ack(d, env, Unhandled)
 			return
 		}
-		r.settle(d, env, []outcome{{policy: l.unknown, failed: r.failure(d, target, ReasonNoHandler, reason, 1, time.Now())}})
+		r.settle(d, env, []outcome{{policy: policy, failed: r.failure(d, target, ReasonNoHandler, reason, 1, time.Now())}})
 		return
 	}
 	ms.meta = Metadata{
