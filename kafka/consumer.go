@@ -36,7 +36,7 @@ type Consumer struct {
 }
 
 type counters struct {
-	pauses, redeliveries, abandoned, commits, commitErrors, maxQueued atomic.Int64
+	pauses, redeliveries, abandoned, commits, commitErrors, maxQueued, refetched atomic.Int64
 }
 
 // Stats are a consumer's counters since it was created, over all its
@@ -57,6 +57,11 @@ type Stats struct {
 	// MaxQueued is the most records that waited in one partition's queue
 	// at once: at most about PartitionQueue plus one fetch of a partition.
 	MaxQueued int64
+	// Refetched counts records at an offset below one already handed over
+	// in the same assignment of their partition: franz-go moved the fetch
+	// position back, as it does when it detects a truncated log. They are
+	// handed over again (at-least-once).
+	Refetched int64
 }
 
 // Stats returns the consumer's counters.
@@ -68,6 +73,7 @@ func (c *Consumer) Stats() Stats {
 		Commits:      c.stats.commits.Load(),
 		CommitErrors: c.stats.commitErrors.Load(),
 		MaxQueued:    c.stats.maxQueued.Load(),
+		Refetched:    c.stats.refetched.Load(),
 	}
 }
 

@@ -75,6 +75,14 @@ func groupOpts() []kgo.Opt {
 	}
 }
 
+// retryOpts make a client retry quickly, for tests that inject faults.
+func retryOpts() []kgo.Opt {
+	return []kgo.Opt{
+		kgo.RetryBackoffFn(func(int) time.Duration { return 50 * time.Millisecond }),
+		kgo.MetadataMinAge(100 * time.Millisecond),
+	}
+}
+
 func newProducer(t testing.TB, c *kfake.Cluster, opts ...kafka.ProducerOption) *kafka.Producer {
 	t.Helper()
 	opts = append([]kafka.ProducerOption{kafka.Brokers(c.ListenAddrs()...), kafka.WithLogger(testLogger())}, opts...)

@@ -32,16 +32,17 @@ type partition struct {
 	highWater int
 	lowWater  int
 
-	mu        sync.Mutex
-	queue     []*kgo.Record
-	qhead     int
-	redo      []*delivery // nacked, in due order
-	paused    bool
-	closed    bool
-	tr        tracker
-	pending   int   // handed to the listener and not settled
-	committed int64 // last committed offset, -1 for none
-	settled   chan struct{}
+	mu         sync.Mutex
+	queue      []*kgo.Record
+	qhead      int
+	redo       []*delivery // nacked, in due order
+	paused     bool
+	closed     bool
+	tr         tracker
+	nextOffset int64 // offset after the highest record taken from the queue
+	pending    int   // handed to the listener and not settled
+	committed  int64 // last committed offset, -1 for none
+	settled    chan struct{}
 }
 
 func newPartition(s *session, topic string, part int32) *partition {
@@ -153,6 +154,16 @@ func (p *partition) next() *delivery {
 				p.paused = false
 				p.s.cl.ResumeFetchPartitions(map[string][]int32{p.topic: {p.part}})
 			}
+			if r.Offset < p.nextOffset {
+				// franz-go moved the fetch position back within this
+				// assignment (it does when it detects a truncated log).
+				// Hand the record over again: it may be a new record at
+				// an old offset. The mark cannot go back (only offsets
+				// above the committed one are committed), so this
+				// duplicates work but never skips any.
+				p.s.c.stats.refetched.Add(1)
+			}
+			p.nextOffset = max(p.nextOffset, r.Offset+1)
 			seq := p.tr.add(r.Offset, r.LeaderEpoch)
 			if p.skip {
 				p.tr.done(seq)

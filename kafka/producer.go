@@ -48,6 +48,11 @@ type Producer struct {
 	codec   dispytch.Codec
 	closed  atomic.Bool
 	closeMu sync.Once
+	// slots bounds the records handed to the client and not yet
+	// acknowledged at the client's MaxBufferedRecords, so that waiting for
+	// room honours the caller's context (franz-go's own wait would cancel
+	// the whole batch the record joins).
+	slots chan struct{}
 }
 
 // NewProducer builds a producer with its own franz-go client. Idempotent
@@ -64,7 +69,15 @@ func NewProducer(opts ...ProducerOption) (*Producer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka: new producer: %w", err)
 	}
-	return &Producer{cl: cl, own: true, manual: true, codec: cfg.codec}, nil
+	return newProducer(cl, true, true, cfg.codec), nil
+}
+
+func newProducer(cl *kgo.Client, own, manual bool, codec dispytch.Codec) *Producer {
+	n, _ := cl.OptValue(kgo.MaxBufferedRecords).(int)
+	if n <= 0 {
+		n = 10000
+	}
+	return &Producer{cl: cl, own: own, manual: manual, codec: codec, slots: make(chan struct{}, n)}
 }
 
 func producerKgoOpts(cfg *producerConfig) []kgo.Opt {
@@ -98,7 +111,7 @@ func NewProducerFromClient(cl *kgo.Client, opts ...ProducerOption) *Producer {
 		o.applyProducer(&cfg)
 	}
 	_, manual := cl.OptValue(kgo.RecordPartitioner).(*partitioner)
-	return &Producer{cl: cl, manual: manual, codec: cfg.codec}
+	return newProducer(cl, false, manual, cfg.codec)
 }
 
 // Client returns the underlying franz-go client.
@@ -189,6 +202,11 @@ type batchWait struct {
 // once, from a franz-go goroutine, when the broker acknowledged the record
 // or it failed. It blocks only while the client buffers its maximum of
 // records (franz-go's MaxBufferedRecords), until ctx is done.
+//
+// Once handed over, a record is not withdrawn when ctx ends: Produce stops
+// waiting for it with an error wrapping dispytch.ErrTimeout, but it may
+// still be written, as with any Kafka producer. (franz-go would otherwise
+// fail every record batched together with it.)
 func (p *Producer) ProduceAsync(ctx context.Context, m *dispytch.Message, done func(error)) {
 	if p.closed.Load() {
 		done(fmt.Errorf("kafka: produce: %w", dispytch.ErrClosed))
@@ -199,7 +217,14 @@ func (p *Producer) ProduceAsync(ctx context.Context, m *dispytch.Message, done f
 		done(err)
 		return
 	}
-	p.cl.Produce(ctx, r, func(r *kgo.Record, err error) {
+	select {
+	case p.slots <- struct{}{}:
+	case <-ctx.Done():
+		done(fmt.Errorf("kafka: produce to %q: waiting for buffer space: %w", m.Topic, dispytch.CtxError(ctx.Err())))
+		return
+	}
+	p.cl.Produce(r.Context, r, func(r *kgo.Record, err error) {
+		<-p.slots
 		if err != nil {
 			err = p.produceErr(ctx, r.Topic, err)
 		}
@@ -214,7 +239,13 @@ func (p *Producer) record(ctx context.Context, m *dispytch.Message) (*kgo.Record
 	if m.Topic == "" {
 		return nil, errors.New("kafka: produce: empty topic")
 	}
-	r := &kgo.Record{Topic: m.Topic, Key: m.Key, Value: m.Value, Context: ctx}
+	// The record must not die with ctx: franz-go fails a whole batch when
+	// one of its records' context is done, which would fail other emits
+	// too. Produce stops waiting at ctx's deadline instead, and the record
+	// may still land (a timeout is an unknown outcome, as in any Kafka
+	// client).
+	rctx := context.WithoutCancel(ctx)
+	r := &kgo.Record{Topic: m.Topic, Key: m.Key, Value: m.Value, Context: rctx}
 	var extra []kgo.RecordHeader
 	for _, o := range m.Options {
 		switch o := o.(type) {
@@ -226,7 +257,7 @@ func (p *Producer) record(ctx context.Context, m *dispytch.Message) (*kgo.Record
 				return nil, fmt.Errorf("kafka: produce to %q: negative partition %d", m.Topic, int32(o))
 			}
 			r.Partition = int32(o)
-			r.Context = context.WithValue(ctx, manualPartitionKey{}, true)
+			r.Context = context.WithValue(rctx, manualPartitionKey{}, true)
 		case timestampOption:
 			r.Timestamp = time.Time(o)
 		case headerOption:

@@ -27,8 +27,10 @@ type slot struct {
 
 func newTracker() tracker { return tracker{mark: -1, markEpoch: -1} }
 
-// add appends a record, which must have a higher offset than every record
-// added before, and returns its sequence number.
+// add appends a record and returns its sequence number. Records are added
+// in fetch order; should an offset repeat (the fetch position moved back),
+// the mark may move back too, and the caller commits it only when it is
+// above what was committed.
 func (t *tracker) add(offset int64, epoch int32) uint64 {
 	if t.n == len(t.ring) {
 		t.grow()
