@@ -393,3 +393,35 @@ func TestBlockedConnection(t *testing.T) {
 		return em.Emit(ctx, Order{N: 3}) == nil
 	})
 }
+
+// TestNoGroupBroadcast: listeners without a group each get an exclusive,
+// server-named queue, so every one of them receives every event, and the
+// queue goes away with its listener.
+func TestNoGroupBroadcast(t *testing.T) {
+	e := setup(t)
+	e.addQueue("dispytch.dlq")
+	c := e.client()
+	got := make(chan string, 4)
+	for _, name := range []string{"one", "two"} {
+		l := dispytch.NewListener(c, dispytch.WithLogger(quietLog()))
+		l.Handle("orders", "order_placed", func(ev dispytch.Event[Order]) {
+			got <- name + ":" + ev.ID
+		})
+		run(t, l)
+	}
+	if err := dispytch.NewEmitter(c).Emit(ctxT(t, 10*time.Second), Order{N: 1}, dispytch.EventID("e1")); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for range 2 {
+		select {
+		case s := <-got:
+			seen[s] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("only %v", seen)
+		}
+	}
+	if !seen["one:e1"] || !seen["two:e1"] {
+		t.Fatalf("got %v, want the event in both listeners", seen)
+	}
+}
