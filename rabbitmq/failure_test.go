@@ -136,7 +136,7 @@ func TestDelayedRetriesDeadLetterRedrive(t *testing.T) {
 	var mu sync.Mutex
 	var passes [][]int // attempts per delivery of the flaky handler
 	l := dispytch.NewListener(c, dispytch.Group(group), dispytch.WithLogger(quietLog()))
-	l.Use(c.DelayedRetries(2)) // after the handler's 2 in-process attempts
+	l.Use(c.DelayedRetries(2, "flaky")) // after the handler's 2 in-process attempts
 	l.Handle("orders", "order_placed", func(ctx context.Context, ev dispytch.Event[Order]) error {
 		flakyCalls.Add(1)
 		mu.Lock()

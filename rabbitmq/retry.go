@@ -33,13 +33,26 @@ import (
 // listener without a group, DeclareTopology(false)), the error is returned
 // as is, and the listener applies its own retries and policy.
 //
+// With handler names (dispytch.Name), only those handlers get delayed
+// retries; the others keep the listener's in-process retries alone.
+//
 // Note that the listener counts a delayed attempt as handled in its Stats.
-func (c *Client) DelayedRetries(after int) dispytch.Middleware {
+func (c *Client) DelayedRetries(after int, handlers ...string) dispytch.Middleware {
 	after = max(after, 1)
+	var only map[string]bool
+	if len(handlers) > 0 {
+		only = map[string]bool{}
+		for _, h := range handlers {
+			only[h] = true
+		}
+	}
 	return func(next dispytch.HandlerFunc) dispytch.HandlerFunc {
 		return func(ctx context.Context, call *dispytch.Call) error {
 			err := next(ctx, call)
 			if err == nil || call.Meta.Delivery.Attempt < after || dispytch.IsPermanent(err) {
+				return err
+			}
+			if only != nil && !only[call.Handler.Name] {
 				return err
 			}
 			raw, ok := call.Meta.Delivery.Raw.(amqp.Delivery)
