@@ -97,7 +97,9 @@
 // redelivers them. Publishing waits for the connection up to the emit
 // context's deadline, then fails with an error wrapping dispytch.ErrTimeout;
 // a message whose confirm was lost with the connection is published again
-// (so it may arrive twice: delivery is at-least-once). conn.go explains why
-// the client runs its own recovery loop rather than amqp091's experimental
-// one.
+// (so it may arrive twice: delivery is at-least-once). While the broker
+// blocks publishing (connection.blocked: a memory or disk alarm), publishers
+// wait for the unblock up to their deadline instead of hanging in a socket
+// write. conn.go explains why the client runs its own recovery loop rather
+// than amqp091's experimental one.
 package rabbitmq
