@@ -135,7 +135,6 @@ func (c *Client) Close() error {
 		close(c.closed)
 		c.pubConn.close()
 		c.consConn.close()
-		c.pub.close()
 	})
 	return nil
 }

@@ -414,8 +414,6 @@ func (pc *pubChan) fail(closes <-chan *amqp.Error) {
 	}
 }
 
-func (p *producer) close() {}
-
 // spec turns a dispytch message into an AMQP publishing.
 func (c *Client) spec(m *dispytch.Message) (exchange string, pub amqp.Publishing, err error) {
 	if m.Topic == "" {
