@@ -132,7 +132,7 @@ func TestBackpressurePausesPartition(t *testing.T) {
 	const n, queue = 20_000, 256
 	emitAll(t, em, events(topic, n, 20))
 	var handled atomic.Int64
-	k := newConsumer(t, c, kafka.PartitionQueue(queue),
+	k := newConsumer(t, c, kafka.PartitionQueue(queue, 0),
 		kafka.ClientOptions(kgo.FetchMaxPartitionBytes(32<<10), kgo.FetchMaxBytes(64<<10)))
 	l := dispytch.NewListener(k, dispytch.Group(group), dispytch.Concurrency(2), dispytch.WithLogger(testLogger()))
 	l.Handle(topic, "ev", func(ev dispytch.Event[Ev]) {

@@ -55,7 +55,8 @@ type Stats struct {
 	// failed ones.
 	Commits, CommitErrors int64
 	// MaxQueued is the most records that waited in one partition's queue
-	// at once: at most about PartitionQueue plus one fetch of a partition.
+	// at once: at most about PartitionQueue's records plus two fetches of
+	// a partition.
 	MaxQueued int64
 	// Refetched counts records at an offset below one already handed over
 	// in the same assignment of their partition: franz-go moved the fetch
@@ -86,7 +87,8 @@ func NewConsumer(opts ...ConsumerOption) (*Consumer, error) {
 		commitInterval:  time.Second,
 		revokeTimeout:   10 * time.Second,
 		commitTimeout:   10 * time.Second,
-		queueRecords:    1024,
+		queueRecords:    10000,
+		queueBytes:      8 << 20,
 		topicRefresh:    10 * time.Second,
 		redeliveryDelay: time.Second,
 	}
@@ -229,6 +231,10 @@ func (s *session) kgoOpts() []kgo.Opt {
 		kgo.ConsumeResetOffset(start),
 		kgo.MetadataMaxAge(cfg.topicRefresh),
 		kgo.MetadataMinAge(min(cfg.topicRefresh, 5*time.Second)),
+		// Kafka's default: a resumed partition waits at most this long
+		// for a fetch in flight to the same broker (franz-go's default
+		// is 5s).
+		kgo.FetchMaxWait(500*time.Millisecond),
 	)
 	if len(s.sub.Patterns) == 0 {
 		opts = append(opts, kgo.ConsumeTopics(s.sub.Topics...))

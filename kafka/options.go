@@ -219,6 +219,7 @@ type consumerConfig struct {
 	revokeTimeout   time.Duration
 	commitTimeout   time.Duration
 	queueRecords    int
+	queueBytes      int
 	topicRefresh    time.Duration
 	redeliveryDelay time.Duration
 	producer        *Producer
@@ -272,14 +273,19 @@ func RevokeTimeout(d time.Duration) ConsumerOption {
 	})
 }
 
-// PartitionQueue sets how many fetched records may wait in one partition's
-// queue before fetching that partition is paused (default 1024). Fetching
-// resumes once the queue is half empty. Together with franz-go's fetch
-// sizes it bounds memory with a large backlog.
-func PartitionQueue(records int) ConsumerOption {
+// PartitionQueue bounds the fetched records waiting in one partition's
+// queue: when it holds records (default 10000) records or bytes (default
+// 8 MiB) of keys and values, fetching that partition pauses until the queue
+// is down to a quarter of both. Together with franz-go's fetch sizes it
+// bounds memory with a large backlog, and a partition whose handler is
+// slow or retrying holds back only itself.
+func PartitionQueue(records, bytes int) ConsumerOption {
 	return consumerOption(func(c *consumerConfig) {
 		if records > 0 {
 			c.queueRecords = records
+		}
+		if bytes > 0 {
+			c.queueBytes = bytes
 		}
 	})
 }

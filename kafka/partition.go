@@ -20,21 +20,22 @@ var errAlreadySettled = errors.New("kafka: delivery already settled")
 // goroutine that hands them to the listener in order, and the commit
 // tracking of what the listener settled.
 type partition struct {
-	s         *session
-	topic     string
-	part      int32
-	okey      string // ordering key: "topic/partition"
-	skip      bool   // the topic matched the regex but no pattern: skip its records
-	ctx       context.Context
-	cancel    context.CancelFunc
-	exited    chan struct{}
-	wake      chan struct{}
-	highWater int
-	lowWater  int
+	s        *session
+	topic    string
+	part     int32
+	okey     string // ordering key: "topic/partition"
+	skip     bool   // the topic matched the regex but no pattern: skip its records
+	ctx      context.Context
+	cancel   context.CancelFunc
+	exited   chan struct{}
+	wake     chan struct{}
+	maxRecs  int
+	maxBytes int
 
 	mu         sync.Mutex
 	queue      []*kgo.Record
 	qhead      int
+	qbytes     int         // key and value bytes in the queue
 	redo       []*delivery // nacked, in due order
 	paused     bool
 	closed     bool
@@ -54,8 +55,8 @@ func newPartition(s *session, topic string, part int32) *partition {
 		skip:      !s.sub.Matches(topic),
 		exited:    make(chan struct{}),
 		wake:      make(chan struct{}, 1),
-		highWater: s.c.cfg.queueRecords,
-		lowWater:  s.c.cfg.queueRecords / 2,
+		maxRecs:   s.c.cfg.queueRecords,
+		maxBytes:  s.c.cfg.queueBytes,
 		tr:        newTracker(),
 		committed: -1,
 	}
@@ -79,6 +80,9 @@ func (p *partition) push(recs []*kgo.Record) {
 		return
 	}
 	p.queue = append(p.queue, recs...)
+	for _, r := range recs {
+		p.qbytes += len(r.Key) + len(r.Value)
+	}
 	n := int64(len(p.queue) - p.qhead)
 	for max := &p.s.c.stats.maxQueued; ; {
 		cur := max.Load()
@@ -86,7 +90,7 @@ func (p *partition) push(recs []*kgo.Record) {
 			break
 		}
 	}
-	if !p.paused && len(p.queue)-p.qhead >= p.highWater {
+	if !p.paused && (int(n) >= p.maxRecs || p.qbytes >= p.maxBytes) {
 		p.paused = true
 		p.s.cl.PauseFetchPartitions(map[string][]int32{p.topic: {p.part}})
 		p.s.c.stats.pauses.Add(1)
@@ -144,13 +148,14 @@ func (p *partition) next() *delivery {
 			r := p.queue[p.qhead]
 			p.queue[p.qhead] = nil
 			p.qhead++
+			p.qbytes -= len(r.Key) + len(r.Value)
 			if p.qhead == len(p.queue) {
 				p.queue, p.qhead = p.queue[:0], 0
 			} else if p.qhead > 4096 && p.qhead > len(p.queue)/2 {
 				p.queue = append(p.queue[:0], p.queue[p.qhead:]...)
 				p.qhead = 0
 			}
-			if p.paused && len(p.queue)-p.qhead <= p.lowWater {
+			if p.paused && len(p.queue)-p.qhead <= p.maxRecs/4 && p.qbytes <= p.maxBytes/4 {
 				p.paused = false
 				p.s.cl.ResumeFetchPartitions(map[string][]int32{p.topic: {p.part}})
 			}
@@ -323,7 +328,7 @@ func (p *partition) close() (kgo.EpochOffset, bool) {
 		p.s.cl.ResumeFetchPartitions(map[string][]int32{p.topic: {p.part}})
 	}
 	abandoned := p.pending
-	p.queue, p.qhead, p.redo = nil, 0, nil
+	p.queue, p.qhead, p.qbytes, p.redo = nil, 0, 0, nil
 	if abandoned > 0 {
 		p.s.c.stats.abandoned.Add(int64(abandoned))
 	}

@@ -219,9 +219,13 @@ func (p *Producer) ProduceAsync(ctx context.Context, m *dispytch.Message, done f
 	}
 	select {
 	case p.slots <- struct{}{}:
-	case <-ctx.Done():
-		done(fmt.Errorf("kafka: produce to %q: waiting for buffer space: %w", m.Topic, dispytch.CtxError(ctx.Err())))
-		return
+	default:
+		select {
+		case p.slots <- struct{}{}:
+		case <-ctx.Done():
+			done(fmt.Errorf("kafka: produce to %q: waiting for buffer space: %w", m.Topic, dispytch.CtxError(ctx.Err())))
+			return
+		}
 	}
 	p.cl.Produce(r.Context, r, func(r *kgo.Record, err error) {
 		<-p.slots
@@ -244,7 +248,10 @@ func (p *Producer) record(ctx context.Context, m *dispytch.Message) (*kgo.Record
 	// too. Produce stops waiting at ctx's deadline instead, and the record
 	// may still land (a timeout is an unknown outcome, as in any Kafka
 	// client).
-	rctx := context.WithoutCancel(ctx)
+	rctx := ctx
+	if ctx.Done() != nil {
+		rctx = context.WithoutCancel(ctx)
+	}
 	r := &kgo.Record{Topic: m.Topic, Key: m.Key, Value: m.Value, Context: rctx}
 	var extra []kgo.RecordHeader
 	for _, o := range m.Options {
