@@ -45,8 +45,9 @@ type pubReq struct {
 	exchange string
 	key      string
 	pub      amqp.Publishing
-	done     func(error)
-	tag      uint64
+	done     func(error) // the caller's, called once by complete or send
+	p        *producer
+	slot     *pubSlot
 }
 
 type producer struct {
@@ -367,7 +368,7 @@ func (pc *pubChan) confirmLoop(confirms <-chan amqp.Confirmation, returns <-chan
 				}
 			}
 			<-pc.slots
-			r.done(err)
+			r.complete(err)
 		}
 	}
 }
@@ -410,7 +411,7 @@ func (pc *pubChan) fail(closes <-chan *amqp.Error) {
 		case <-pc.slots:
 		default:
 		}
-		r.done(err)
+		r.complete(err)
 	}
 }
 
@@ -473,52 +474,59 @@ func sniffContentType(b []byte) string {
 	return ""
 }
 
-// send publishes r, waiting for a channel, and republishes it after a
-// connection loss while r.ctx allows. done is called exactly once.
+// send publishes r, waiting for a channel of slot, and republishes it
+// after a connection loss while r.ctx allows (see complete). r.done is
+// called exactly once.
 func (p *producer) send(r *pubReq, slot *pubSlot) {
-	userDone := r.done
-	var attempt func()
-	r.done = func(err error) {
-		var re *errRetry
-		if errors.As(err, &re) && r.ctx.Err() == nil && !p.c.isClosed() {
-			// The confirm was lost with the connection: publish again.
-			go attempt()
+	r.p, r.slot = p, slot
+	for {
+		pc, err := slot.get(r.ctx)
+		if err != nil {
+			r.done(err)
 			return
 		}
-		switch {
-		case re != nil && p.c.isClosed():
-			err = fmt.Errorf("rabbitmq: publish: %w: %w", dispytch.ErrClosed, err)
-		case re != nil && r.ctx.Err() != nil:
-			err = fmt.Errorf("%w: %w", dispytch.CtxError(r.ctx.Err()), err)
+		err = pc.publish(r)
+		if err == nil {
+			return // the confirm loop calls r.complete
 		}
-		userDone(err)
-	}
-	attempt = func() {
-		for {
-			pc, err := slot.get(r.ctx)
-			if err != nil {
-				userDone(err)
-				return
-			}
-			err = pc.publish(r)
-			if err == nil {
-				return
-			}
-			var re *errRetry
-			if errors.As(err, &re) && r.ctx.Err() == nil && !p.c.isClosed() {
-				continue
-			}
-			switch {
-			case re != nil && p.c.isClosed():
-				err = fmt.Errorf("rabbitmq: publish: %w: %w", dispytch.ErrClosed, err)
-			case re != nil && r.ctx.Err() != nil:
-				err = fmt.Errorf("%w: %w", dispytch.CtxError(r.ctx.Err()), err)
-			}
-			userDone(err)
-			return
+		if r.retriable(err) {
+			continue
 		}
+		r.done(r.finalErr(err))
+		return
 	}
-	attempt()
+}
+
+// complete is called by the confirm loop with the broker's verdict, or when
+// the channel died before one.
+func (r *pubReq) complete(err error) {
+	if err != nil && r.retriable(err) {
+		// The confirm was lost with the connection: publish again.
+		go r.p.send(r, r.slot)
+		return
+	}
+	r.done(r.finalErr(err))
+}
+
+// retriable reports an error that only says the channel died, for a message
+// whose context and client are still alive.
+func (r *pubReq) retriable(err error) bool {
+	var re *errRetry
+	return errors.As(err, &re) && r.ctx.Err() == nil && !r.p.c.isClosed()
+}
+
+func (r *pubReq) finalErr(err error) error {
+	var re *errRetry
+	if err == nil || !errors.As(err, &re) {
+		return err
+	}
+	if r.p.c.isClosed() {
+		return fmt.Errorf("rabbitmq: publish: %w: %w", dispytch.ErrClosed, err)
+	}
+	if r.ctx.Err() != nil {
+		return fmt.Errorf("%w: %w", dispytch.CtxError(r.ctx.Err()), err)
+	}
+	return err
 }
 
 func (p *producer) slot() *pubSlot {
