@@ -183,10 +183,19 @@ func TestRecovery(t *testing.T) {
 	}
 }
 
-// TestConcurrentEmit: 200 goroutines emit at once through one client.
+// TestConcurrentEmit: 200 goroutines emit at once through one client; also
+// with several publisher channels and a tiny confirm window, where
+// publishers wait for window slots.
 func TestConcurrentEmit(t *testing.T) {
+	t.Run("defaults", func(t *testing.T) { testConcurrentEmit(t) })
+	t.Run("3-channels-window-4", func(t *testing.T) {
+		testConcurrentEmit(t, rabbitmq.PublisherChannels(3), rabbitmq.ConfirmWindow(4))
+	})
+}
+
+func testConcurrentEmit(t *testing.T, opts ...rabbitmq.Option) {
 	e := setup(t)
-	c := e.client()
+	c := e.client(opts...)
 	group := e.group("conc")
 	k := newTracker()
 	l := dispytch.NewListener(c, dispytch.Group(group), dispytch.WithLogger(quietLog()))

@@ -425,3 +425,62 @@ func TestNoGroupBroadcast(t *testing.T) {
 		t.Fatalf("got %v, want the event in both listeners", seen)
 	}
 }
+
+// TestDeclareNothing: with DeclareTopology(false) the client declares
+// nothing; a listener whose queue does not exist yet keeps retrying, and
+// starts consuming once the user's tooling created it.
+func TestDeclareNothing(t *testing.T) {
+	e := setup(t)
+	group := e.group("nodecl")
+	c := e.client(rabbitmq.DeclareTopology(false))
+	got := make(chan int, 1)
+	l := dispytch.NewListener(c, dispytch.Group(group), dispytch.WithLogger(quietLog()))
+	l.Handle("orders", "order_placed", func(ev dispytch.Event[Order]) { got <- ev.Body.N })
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- l.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	})
+	select {
+	case <-l.Ready():
+		t.Fatal("ready without a queue")
+	case err := <-errc:
+		t.Fatalf("listener gave up: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	ch := e.raw()
+	if err := ch.ExchangeDeclare(e.x, "topic", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare(group, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind(group, "orders", e.x, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-l.Ready():
+	case <-time.After(20 * time.Second):
+		t.Fatal("not ready after the queue appeared")
+	}
+	if err := dispytch.NewEmitter(c).Emit(ctxT(t, 10*time.Second), Order{N: 5}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-got:
+		if n != 5 {
+			t.Fatal(n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("not handled")
+	}
+	// Nothing of the client's own: no dead-letter queue was declared.
+	ch2 := e.raw()
+	if _, err := ch2.QueueDeclarePassive(group+".dlq", true, false, false, false, nil); err == nil {
+		t.Error("the client declared a dead-letter queue")
+	}
+}
