@@ -90,7 +90,11 @@ func newProducer(t testing.TB, c *kfake.Cluster, opts ...kafka.ProducerOption) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = p.Close(context.Background()) })
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = p.Close(ctx)
+	})
 	return p
 }
 
@@ -108,7 +112,11 @@ func newConsumer(t testing.TB, c *kfake.Cluster, opts ...kafka.ConsumerOption) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = k.Close(context.Background()) })
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = k.Close(ctx)
+	})
 	return k
 }
 

@@ -120,9 +120,9 @@ func (p *Producer) Client() *kgo.Client { return p.cl }
 // Backend returns "kafka".
 func (p *Producer) Backend() string { return BackendName }
 
-// Close flushes buffered records (waiting up to ctx) and closes the client
-// when the producer built it. Producing afterwards fails with an error
-// wrapping dispytch.ErrClosed.
+// Close flushes buffered records, waiting up to ctx, and then closes the
+// client when the producer built it; records still buffered then fail.
+// Producing afterwards fails with an error wrapping dispytch.ErrClosed.
 func (p *Producer) Close(ctx context.Context) error {
 	var err error
 	p.closeMu.Do(func() {
