@@ -2,7 +2,7 @@
 // Watermill on the same machine in the same run, and prints a markdown
 // report.
 //
-//	go run ./cmd/compare                 # everything, full counts (~15 minutes)
+//	go run ./cmd/compare                 # everything, full counts (~12 minutes on 2 cores)
 //	go run ./cmd/compare -quick          # everything, small counts (~2 minutes)
 //	go run ./cmd/compare -cases kafka,rabbitmq -rounds 5 -n-kafka 50000
 //

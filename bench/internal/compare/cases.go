@@ -1,5 +1,7 @@
 package compare
 
+import "slices"
+
 // Contender is one implementation compared in a case.
 type Contender struct {
 	Name string
@@ -33,7 +35,8 @@ func Cases() []Case {
 	return []Case{
 		{
 			Name: "memory-queued", Title: "In memory, all messages queued first", Mode: ModeQueued,
-			Contenders: memoryContenders,
+			Contenders: append(slices.Clone(memoryContenders), Contender{Name: "dispytch-novalidate",
+				Settings: "as dispytch, with a body type without validate tags (no go-playground/validator call): what validation costs", build: dispytchMemory}),
 			Notes: []string{
 				"Watermill's GoChannel keeps messages only when Persistent; on Subscribe it starts one goroutine per persisted message.",
 				"The bare channel's buffer holds all N messages.",
@@ -53,6 +56,7 @@ func Cases() []Case {
 				{Name: "franz-go", Settings: "kgo defaults (idempotent, acks=all, linger 0), async Produce + Flush; group consumer, one goroutine: PollFetches, decode, CommitUncommittedOffsets per poll", build: rawFranz},
 				{Name: "watermill-kafka", Settings: "watermill-kafka v3.0.6 / Sarama defaults (sync producer, V1_0_0_0), one publisher; subscriber defaults + OffsetOldest (auto-commit every 1s), Router", build: watermillKafka},
 				{Name: "watermill-kafka-concurrent", Settings: "as watermill-kafka, with -publishers goroutines sharing the sync publisher", build: watermillKafka},
+				{Name: "dispytch-novalidate", Settings: "as dispytch, with a body type without validate tags: what validation costs", build: dispytchKafka},
 			},
 			Notes: []string{
 				"The kfake cluster runs in the harness's parent process; contenders run in their own processes and reach it over loopback. Its CPU time competes with the contender's on the same 2 cores.",
@@ -84,7 +88,7 @@ func Cases() []Case {
 			Name: "backlog-kafka", Title: "Backlog: N events in Kafka before the listener starts", Mode: ModeBacklog, Kafka: true,
 			ResetRSSBeforeConsume: true,
 			Contenders: []Contender{
-				{Name: "dispytch", Settings: "as in the Kafka case (PartitionQueue 1024)", build: dispytchKafka},
+				{Name: "dispytch", Settings: "as in the Kafka case (PartitionQueue defaults)", build: dispytchKafka},
 				{Name: "franz-go", Settings: "as in the Kafka case (kgo default fetch sizes)", build: rawFranz},
 			},
 			Notes: []string{

@@ -369,7 +369,6 @@ func startProfile(spec Spec) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	runtime.MemProfileRate = 4096
 	if err := pprof.StartCPUProfile(f); err != nil {
 		f.Close()
 		return nil, err

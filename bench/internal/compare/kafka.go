@@ -129,6 +129,7 @@ func dispytchKafka(ctx context.Context, env *runEnv) (*system, error) {
 		opts = append(opts, dispytch.Concurrency(env.spec.Concurrency))
 	}
 	cons := newListenerConsumer(kc, opts...)
+	cons.plain = env.spec.Contender == "dispytch-novalidate"
 	return &system{
 		pub:        &emitPublisher{em: dispytch.NewEmitter(prod), msgs: env.msgs, async: true},
 		cons:       cons,
@@ -182,7 +183,8 @@ func (p *franzPublisher) flush(ctx context.Context) error {
 }
 
 // franzConsumer is a group consumer polling in a loop: decode every
-// record, then commit the poll's offsets synchronously.
+// record, then commit the poll's offsets synchronously. Stopping ends the
+// polling, not a commit in progress; a last commit follows.
 type franzConsumer struct {
 	addr, group string
 	cl          *kgo.Client
@@ -197,19 +199,23 @@ func (c *franzConsumer) start(ctx context.Context, h func(seq int64)) error {
 		return err
 	}
 	c.cl = cl
-	ctx, c.cancel = context.WithCancel(ctx)
+	pollCtx, cancel := context.WithCancel(ctx)
+	c.cancel = cancel
 	c.done = make(chan error, 1)
+	commit := func() error {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		return cl.CommitUncommittedOffsets(cctx)
+	}
 	go func() {
 		var loopErr error
-		for ctx.Err() == nil {
-			fs := cl.PollFetches(ctx)
-			if fs.IsClientClosed() {
+		for {
+			fs := cl.PollFetches(pollCtx)
+			if fs.IsClientClosed() || pollCtx.Err() != nil {
 				break
 			}
 			fs.EachError(func(t string, p int32, err error) {
-				if !errors.Is(err, context.Canceled) {
-					loopErr = errors.Join(loopErr, fmt.Errorf("fetch %s/%d: %w", t, p, err))
-				}
+				loopErr = errors.Join(loopErr, fmt.Errorf("fetch %s/%d: %w", t, p, err))
 			})
 			fs.EachRecord(func(r *kgo.Record) {
 				seq, err := DecodeSeq(r.Value)
@@ -219,11 +225,11 @@ func (c *franzConsumer) start(ctx context.Context, h func(seq int64)) error {
 				}
 				h(seq)
 			})
-			if err := cl.CommitUncommittedOffsets(ctx); err != nil && ctx.Err() == nil {
+			if err := commit(); err != nil {
 				loopErr = errors.Join(loopErr, err)
 			}
 		}
-		c.done <- loopErr
+		c.done <- errors.Join(loopErr, commit())
 	}()
 	return nil
 }

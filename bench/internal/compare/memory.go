@@ -65,6 +65,8 @@ func (p *emitPublisher) flush(context.Context) error {
 // listenerConsumer runs a Dispytch listener whose handler takes the typed,
 // validated event and a *Service through DI.
 type listenerConsumer struct {
+	// plain makes the handler take Event[PlainUserEvent]: no validation.
+	plain       bool
 	newListener func() *dispytch.Listener
 	l           *dispytch.Listener
 	cancel      context.CancelFunc
@@ -84,11 +86,19 @@ func newListenerConsumer(c dispytch.Consumer, opts ...dispytch.ListenerOption) *
 
 func (c *listenerConsumer) start(ctx context.Context, h func(seq int64)) error {
 	l := c.newListener()
-	l.Handle(Topic, EventType, func(ev dispytch.Event[UserEvent], svc *Service) error {
-		svc.Handled()
-		h(ev.Body.Seq)
-		return nil
-	})
+	if c.plain {
+		l.Handle(Topic, EventType, func(ev dispytch.Event[PlainUserEvent], svc *Service) error {
+			svc.Handled()
+			h(ev.Body.Seq)
+			return nil
+		})
+	} else {
+		l.Handle(Topic, EventType, func(ev dispytch.Event[UserEvent], svc *Service) error {
+			svc.Handled()
+			h(ev.Body.Seq)
+			return nil
+		})
+	}
 	ctx, c.cancel = context.WithCancel(ctx)
 	c.errc = make(chan error, 1)
 	c.l = l
@@ -135,6 +145,7 @@ func (c *listenerConsumer) declareOnly(ctx context.Context) error {
 func dispytchMemory(_ context.Context, env *runEnv) (*system, error) {
 	broker := memory.New(memory.Capacity(max(env.spec.N+env.spec.LatN, 1<<20)))
 	cons := newListenerConsumer(broker, dispytch.Group("bench"), dispytch.Concurrency(env.concurrency()))
+	cons.plain = env.spec.Contender == "dispytch-novalidate"
 	return &system{
 		pub:        &emitPublisher{em: dispytch.NewEmitter(broker), msgs: env.msgs},
 		cons:       cons,

@@ -27,6 +27,17 @@ type UserEvent struct {
 	Seq       int64  `json:"seq"`
 }
 
+// PlainUserEvent is UserEvent without validate tags: the body type of the
+// "dispytch-novalidate" contender, which shows what validation costs.
+type PlainUserEvent struct {
+	UserID    string `json:"user_id"`
+	Email     string `json:"email"`
+	Name      string `json:"name"`
+	Plan      string `json:"plan"`
+	CreatedAt int64  `json:"created_at"`
+	Seq       int64  `json:"seq"`
+}
+
 // Topic implements dispytch.Eventer.
 func (UserEvent) Topic() string { return Topic }
 
