@@ -79,7 +79,7 @@ func events(topic string, n, keys int) []Ev {
 // checks that one listener handles each exactly once, every key in order,
 // and that the committed offsets reach the end offsets.
 func TestConsumeOrder50k(t *testing.T) {
-	const n, parts = 50_000, 6
+	n, parts := soak(50_000), int32(6)
 	c := newCluster(t)
 	topic, group := "orders", "order-svc"
 	createTopics(t, c, parts, topic, group+".dlq")
@@ -117,13 +117,13 @@ func TestConsumeOrder50k(t *testing.T) {
 	for _, e := range end {
 		total += e
 	}
-	if total != n {
+	if total != int64(n) {
 		t.Fatalf("end offsets sum to %d, want %d", total, n)
 	}
-	if len(end) != parts {
+	if len(end) != int(parts) {
 		t.Fatalf("%d partitions, want %d", len(end), parts)
 	}
-	if s := l.Stats(); s.Handled != n || s.AckErrors != 0 {
+	if s := l.Stats(); s.Handled != int64(n) || s.AckErrors != 0 {
 		t.Fatalf("listener stats: %+v", s)
 	}
 }

@@ -70,7 +70,7 @@ func TestCrashRestart(t *testing.T) {
 	if os.Getenv(envCrashChild) == "1" {
 		t.Skip("in the child")
 	}
-	const n = 20_000
+	n := soak(20_000)
 	c := newCluster(t)
 	createTopics(t, c, 4, "crash", "crash-svc.dlq")
 	emitAll(t, dispytch.NewEmitter(newProducer(t, c)), events("crash", n, 40))

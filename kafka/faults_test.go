@@ -68,7 +68,7 @@ func (ch *chaos) install(key kmsg.Key, dropEvery, delayEvery int64) {
 // Every emit succeeds (franz-go retries), every event is handled, and the
 // committed offsets end at the end offsets.
 func TestFaultsNoLoss(t *testing.T) {
-	const n, parts = 6000, 6
+	n, parts := soak(6000), int32(6)
 	c := newCluster(t)
 	topic, group := "faulty", "faulty-svc"
 	createTopics(t, c, parts, topic, group+".dlq")
@@ -100,13 +100,13 @@ func TestFaultsNoLoss(t *testing.T) {
 		defer close(moverDone)
 		tick := time.NewTicker(150 * time.Millisecond)
 		defer tick.Stop()
-		for i := 0; i < 2*parts; i++ {
+		for i := 0; i < 2*int(parts); i++ {
 			select {
 			case <-stopMover:
 				return
 			case <-tick.C:
 			}
-			part := int32(i % parts)
+			part := int32(i) % parts
 			leader := c.LeaderFor(topic, part)
 			if err := c.MoveTopicPartition(topic, part, (leader+1)%3); err == nil {
 				moves.Add(1)
@@ -142,7 +142,7 @@ func TestFaultsNoLoss(t *testing.T) {
 	for _, e := range end {
 		total += e
 	}
-	if total != n {
+	if total != int64(n) {
 		t.Fatalf("%d records in the topic, want %d: the idempotent producer wrote duplicates or lost some", total, n)
 	}
 	eventually(t, 30*time.Second, "committed offsets at the end", func() bool {

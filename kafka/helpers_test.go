@@ -33,6 +33,14 @@ func (e Ev) EventKey() string  { return e.Key }
 func (e Ev) String() string    { return fmt.Sprintf("%s/%s#%d", e.T, e.Key, e.Seq) }
 func evKey(k string, i int) Ev { return Ev{Key: k, Seq: i} }
 
+// soak multiplies n by 10 when DISPYTCH_SOAK=1, for longer stress runs.
+func soak(n int) int {
+	if os.Getenv("DISPYTCH_SOAK") == "1" {
+		return 10 * n
+	}
+	return n
+}
+
 // testLogger logs warnings and errors to stderr when -v is on, nothing
 // otherwise; DISPYTCH_TEST_DEBUG=1 logs everything.
 func testLogger() *slog.Logger {

@@ -364,6 +364,7 @@ func Partitioner() kgo.Partitioner {
 
 type partitioner struct{ inner kgo.Partitioner }
 
+// ForTopic returns the topic's partitioner.
 func (p *partitioner) ForTopic(t string) kgo.TopicPartitioner {
 	inner := p.inner.ForTopic(t)
 	if b, ok := inner.(kgo.TopicBackupPartitioner); ok {
@@ -378,10 +379,12 @@ func isManual(r *kgo.Record) bool {
 	return r.Context != nil && r.Context.Value(manualPartitionKey{}) != nil
 }
 
+// RequiresConsistency is true for records with an explicit partition.
 func (t *topicPartitioner) RequiresConsistency(r *kgo.Record) bool {
 	return isManual(r) || t.inner.RequiresConsistency(r)
 }
 
+// Partition returns the explicit partition, or the default choice.
 func (t *topicPartitioner) Partition(r *kgo.Record, n int) int {
 	if isManual(r) {
 		return int(r.Partition)
@@ -389,6 +392,7 @@ func (t *topicPartitioner) Partition(r *kgo.Record, n int) int {
 	return t.inner.Partition(r, n)
 }
 
+// OnNewBatch forwards to the default partitioner.
 func (t *topicPartitioner) OnNewBatch() {
 	if nb, ok := t.inner.(kgo.TopicPartitionerOnNewBatch); ok {
 		nb.OnNewBatch()
@@ -400,6 +404,7 @@ type backupTopicPartitioner struct {
 	backup kgo.TopicBackupPartitioner
 }
 
+// PartitionByBackup returns the explicit partition, or the default choice.
 func (t *backupTopicPartitioner) PartitionByBackup(r *kgo.Record, n int, it kgo.TopicBackupIter) int {
 	if isManual(r) {
 		return int(r.Partition)

@@ -26,7 +26,7 @@ type handling struct {
 // every partition's offsets in order between changes; and the committed
 // offsets end at the end offsets.
 func TestRebalanceJoinLeave(t *testing.T) {
-	const n, parts = 30_000, 6
+	n, parts := soak(30_000), int32(6)
 	c := newCluster(t)
 	topic, group := "stream", "stream-svc"
 	createTopics(t, c, parts, topic, group+".dlq")
