@@ -18,6 +18,10 @@ type Message struct {
 	Value []byte
 	// Headers are the message headers. May be nil.
 	Headers Headers
+	// ContentType is the codec's content type ("application/json"), for
+	// backends with a native property for it (AMQP) or that write it as a
+	// header. May be empty.
+	ContentType string
 	// Options are the backend-specific emit options for this message. The
 	// emitter has already checked that they belong to the producer's backend.
 	Options []BackendOption
@@ -130,6 +134,9 @@ type Subscription struct {
 	Patterns []*Pattern
 	// Delimiter separates topic segments.
 	Delimiter string
+	// Concurrency is the listener's Concurrency: how many deliveries it
+	// handles at once. Backends size their prefetch from it.
+	Concurrency int
 }
 
 // Matches reports whether topic is one of the literal topics or matches one

@@ -24,7 +24,7 @@ type Envelope struct {
 // for concurrent use.
 type Codec interface {
 	// ContentType names the format, e.g. "application/json". The emitter
-	// writes it into the content-type header.
+	// puts it in Message.ContentType.
 	ContentType() string
 	// Marshal encodes an event body.
 	Marshal(v any) ([]byte, error)

@@ -46,6 +46,10 @@ const (
 	// HeaderRedriveHandler, set by Redrive, limits a message to the named
 	// handler.
 	HeaderRedriveHandler = "dispytch-redrive-handler"
+	// HeaderRedriveGroup, set by Redrive, limits a message to the listeners
+	// of the group whose handler failed; other groups consuming the same
+	// topic skip it.
+	HeaderRedriveGroup = "dispytch-redrive-group"
 	// HeaderContentType names the codec of the envelope.
 	HeaderContentType = "content-type"
 )
@@ -72,6 +76,9 @@ type FailedMessage struct {
 	// FirstFailure and LastFailure are the times of the first and the last
 	// failed attempt.
 	FirstFailure, LastFailure time.Time
+	// DeadLetterTopic is where the listener's DeadLetterTopic rule sends the
+	// message; set before dead-lettering.
+	DeadLetterTopic string
 }
 
 // DeadLetterTopicFunc names the topic a dead letter goes to.
@@ -110,6 +117,7 @@ func (dl *FailedMessage) Message(topic string) *Message {
 		h[HeaderDLGroup] = dl.Group
 	}
 	delete(h, HeaderRedriveHandler)
+	delete(h, HeaderRedriveGroup)
 	return &Message{Topic: topic, Key: dl.Key, Value: dl.Value, Headers: h}
 }
 
@@ -281,6 +289,9 @@ func redriveMessage(d *Delivery) *Message {
 	}
 	if hn := d.Headers[HeaderDLHandler]; hn != "" {
 		h[HeaderRedriveHandler] = hn
+	}
+	if g, ok := d.Headers[HeaderDLGroup]; ok {
+		h[HeaderRedriveGroup] = g
 	}
 	return &Message{Topic: topic, Key: d.Key, Value: d.Value, Headers: h}
 }

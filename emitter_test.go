@@ -210,3 +210,13 @@ func FuzzTopicTemplate(f *testing.F) {
 		}
 	})
 }
+
+func TestEmitContentType(t *testing.T) {
+	r := &recorder{name: "rec"}
+	if err := NewEmitter(r).Emit(context.Background(), keyed{}); err != nil {
+		t.Fatal(err)
+	}
+	if r.msgs[0].ContentType != "application/json" {
+		t.Fatal(r.msgs[0].ContentType)
+	}
+}

@@ -427,3 +427,40 @@ func TestRedriveToUnknownHandlerIsDeadLettered(t *testing.T) {
 		t.Fatalf("%+v", s)
 	}
 }
+
+func TestRedriveOnlyReachesTheFailedGroup(t *testing.T) {
+	kitA := dispytchtest.New(t, dispytch.Group("a"))
+	bSettled := make(chan dispytch.Settlement, 10)
+	kitB := dispytchtest.NewOn(t, kitA.Broker, dispytch.Group("b"),
+		dispytch.OnSettle(func(s dispytch.Settlement) { bSettled <- s }))
+	var aRuns, bRuns atomic.Int32
+	var healthy atomic.Bool
+	kitA.Listener.Handle("user_events", "user_registered", func() error {
+		aRuns.Add(1)
+		if !healthy.Load() {
+			return errors.New("down")
+		}
+		return nil
+	}, dispytch.Name("h"))
+	kitB.Listener.Handle("user_events", "user_registered", func() { bRuns.Add(1) }, dispytch.Name("h"))
+	kitA.Start()
+	kitB.Start()
+	id := kitA.Emit(registered(1))
+	if s := kitA.Wait(id); s.Outcome != dispytch.DeadLettered || s.Failures[0].DeadLetterTopic != "a.dlq" {
+		t.Fatalf("%+v", s)
+	}
+	if s := <-bSettled; s.Outcome != dispytch.Acked {
+		t.Fatalf("b: %+v", s)
+	}
+	healthy.Store(true)
+	if n := kitA.Redrive("a.dlq"); n != 1 {
+		t.Fatal(n)
+	}
+	kitA.WaitFor("redriven", func(s dispytch.Settlement) bool { return s.ID == id && s.Outcome == dispytch.Acked })
+	if s := <-bSettled; s.Outcome != dispytch.Skipped {
+		t.Fatalf("b handled a's redrive: %+v", s)
+	}
+	if aRuns.Load() != 2 || bRuns.Load() != 1 {
+		t.Fatalf("a ran %d, b ran %d", aRuns.Load(), bRuns.Load())
+	}
+}

@@ -135,6 +135,10 @@ type HandlerInfo struct {
 	EventType string
 	// Location is the function's file:line.
 	Location string
+	// Retries is the number of retries the handler is configured with.
+	Retries int
+	// Policy is the handler's failure policy.
+	Policy FailurePolicy
 }
 
 // Call is one handler attempt, as middleware sees it.

@@ -36,7 +36,7 @@ type Listener struct {
 	dlProducer      Producer
 	validator       *validator.Validate
 	orderByKey      bool
-	onSettle        func(Settlement)
+	onSettle        []func(Settlement)
 
 	mu      sync.Mutex
 	running bool
@@ -111,7 +111,9 @@ func (l *Listener) Subscription() (Subscription, error) {
 	if err != nil && c == nil {
 		return Subscription{}, err
 	}
-	return c.rt.subscription(l.group, l.delim), nil
+	sub := c.rt.subscription(l.group, l.delim)
+	sub.Concurrency = l.concurrency
+	return sub, nil
 }
 
 // Check builds the handlers and their dependency graph as Run would, and
@@ -177,6 +179,7 @@ func (l *Listener) Run(ctx context.Context) error {
 	r.sched = sched.New(l.concurrency, 8, r.process)
 
 	sub := c.rt.subscription(l.group, l.delim)
+	sub.Concurrency = l.concurrency
 	l.log.Info("dispytch: listener starting", "subscription", sub.String(), "handlers", c.nhandlers, "concurrency", l.concurrency)
 	errc := make(chan error, 1)
 	go func() { errc <- l.consumer.Consume(ctx, sub, r) }()
@@ -263,7 +266,7 @@ func (l *Listener) compile() (*compiled, error) {
 			routes[pat.String()] = r
 		}
 		h := &handler{
-			info: HandlerInfo{Name: cfg.name, Topic: s.topic, EventType: s.eventType, Location: s.loc},
+			info: HandlerInfo{Name: cfg.name, Topic: s.topic, EventType: s.eventType, Location: s.loc, Retries: cfg.retries, Policy: cfg.policy},
 			cfg:  cfg,
 			plan: pl,
 		}
@@ -489,15 +492,21 @@ func (r *runState) shutdown() {
 	select {
 	case <-drained:
 	case <-t.C:
-		r.settleMu.Lock()
+		// New settlements bail out; settlements under way (a dead-letter
+		// publish stuck on a broker outage, say) are cancelled; then wait
+		// for them, so that nothing is settled after Done.
 		r.abandoned.Store(true)
-		r.settleMu.Unlock()
 		r.hardCancel()
+		r.settleMu.Lock()
+		r.settleMu.Unlock()
 		r.l.log.Warn("dispytch: shutdown timeout: leaving unfinished messages unacked for redelivery",
 			"in_flight", r.l.Stats().InFlight, "timeout", r.l.shutdownTimeout)
 	}
 	close(r.done)
 }
+
+// deadLetterTimeout bounds one dead-lettering.
+const deadLetterTimeout = 30 * time.Second
 
 // msgState is the per-message state of process, pooled.
 type msgState struct {
@@ -544,6 +553,12 @@ func (r *runState) process(d *Delivery) {
 	target := ""
 	if len(d.Headers) > 0 {
 		target = d.Headers[HeaderRedriveHandler]
+		if g, ok := d.Headers[HeaderRedriveGroup]; ok && g != l.group {
+			// Redriven for another group's handler: not ours to run.
+			l.stats.skippedDeadLetters.Add(1)
+			r.ack(d, env, Skipped)
+			return
+		}
 	}
 	var one struct {
 		h *handler
@@ -825,20 +840,22 @@ type Settlement struct {
 
 // OnSettle calls f after every message the listener settled or abandoned,
 // from the goroutine that handled it. Use it for metrics and tests; it must
-// be fast and must not block.
+// be fast and must not block. Several hooks run in the order given.
 func OnSettle(f func(Settlement)) ListenerOption {
-	return listenerOptionFunc(func(l *Listener) { l.onSettle = f })
+	return listenerOptionFunc(func(l *Listener) { l.onSettle = append(l.onSettle, f) })
 }
 
 func (r *runState) report(d *Delivery, env *Envelope, o Outcome, fails []*FailedMessage, err error) {
-	if r.l.onSettle == nil {
+	if len(r.l.onSettle) == 0 {
 		return
 	}
 	s := Settlement{Topic: d.Topic, Outcome: o, Failures: fails, Err: err}
 	if env != nil {
 		s.ID, s.Type = env.ID, env.Type
 	}
-	r.l.onSettle(s)
+	for _, f := range r.l.onSettle {
+		f(s)
+	}
 }
 
 // settleWith settles d with f unless the run abandoned its deliveries.
@@ -849,7 +866,7 @@ func (r *runState) settleWith(d *Delivery, env *Envelope, o Outcome, fails []*Fa
 		r.report(d, env, Abandoned, fails, nil)
 		return
 	}
-	if err := f(r.base); err != nil {
+	if err := f(r.hard); err != nil {
 		r.l.stats.ackErrors.Add(1)
 		r.l.log.Error("dispytch: settling failed", "topic", d.Topic, "outcome", o.String(), "err", err)
 		r.report(d, env, SettleFailed, fails, err)
@@ -874,16 +891,23 @@ func (r *runState) deadLetter(d *Delivery, env *Envelope, dls, fails []*FailedMe
 		r.report(d, env, Abandoned, fails, nil)
 		return
 	}
+	for _, f := range dls {
+		f.DeadLetterTopic = r.l.dlTopic(f)
+	}
+	// A dead-letter publish is bounded: during a broker outage the message
+	// goes back for redelivery instead of holding a worker forever.
+	ctx, cancel := context.WithTimeout(r.hard, deadLetterTimeout)
+	defer cancel()
 	var err error
 	if dler, ok := d.Acker.(DeadLetterer); ok {
-		err = dler.DeadLetter(r.base, dls)
+		err = dler.DeadLetter(ctx, dls)
 	} else {
 		msgs := make([]*Message, len(dls))
 		for i, f := range dls {
-			msgs[i] = f.Message(r.l.dlTopic(f))
+			msgs[i] = f.Message(f.DeadLetterTopic)
 		}
-		if err = r.l.dlProducer.Produce(r.base, msgs...); err == nil {
-			if aerr := d.Acker.Ack(r.base); aerr != nil {
+		if err = r.l.dlProducer.Produce(ctx, msgs...); err == nil {
+			if aerr := d.Acker.Ack(r.hard); aerr != nil {
 				// The dead letter is safe; the original may come back and
 				// be dead-lettered twice, which at-least-once allows.
 				r.l.stats.ackErrors.Add(1)
@@ -894,7 +918,7 @@ func (r *runState) deadLetter(d *Delivery, env *Envelope, dls, fails []*FailedMe
 	if err != nil {
 		r.l.stats.deadLetterErrors.Add(1)
 		r.l.log.Error("dispytch: dead-lettering failed; message left for redelivery", "topic", d.Topic, "err", err)
-		if nerr := d.Acker.Nack(r.base); nerr != nil {
+		if nerr := d.Acker.Nack(r.hard); nerr != nil {
 			r.l.log.Error("dispytch: nack failed", "topic", d.Topic, "err", nerr)
 		}
 		r.report(d, env, SettleFailed, fails, err)

@@ -142,7 +142,7 @@ func TestPatternsAndSegments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(sub.Topics, ",") != "user.42.notification" || len(sub.Patterns) != 2 {
+	if strings.Join(sub.Topics, ",") != "user.42.notification" || len(sub.Patterns) != 2 || sub.Concurrency != 64 {
 		t.Fatalf("subscription %s", sub.String())
 	}
 	kit.Start()

@@ -47,7 +47,7 @@ type counter struct {
 
 type counters struct {
 	received, finished, handled, retries, failed, panics, deadLettered, deadLetterErrors counter
-	redelivered, dropped, unhandled, poison, skippedDeadLetters, abandoned, ackErrors     counter
+	redelivered, dropped, unhandled, poison, skippedDeadLetters, abandoned, ackErrors    counter
 }
 
 func (c *counters) snapshot() Stats {

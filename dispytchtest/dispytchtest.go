@@ -47,7 +47,17 @@ type Kit struct {
 // Start.
 func New(t testing.TB, opts ...dispytch.ListenerOption) *Kit {
 	t.Helper()
-	k := &Kit{T: t, Broker: memory.New(), Timeout: 10 * time.Second, changed: make(chan struct{})}
+	b := memory.New()
+	t.Cleanup(func() { b.Close() })
+	return NewOn(t, b, opts...)
+}
+
+// NewOn creates a kit on an existing broker, for tests with several
+// services (listeners of different groups) on one broker. The broker is not
+// closed by the kit.
+func NewOn(t testing.TB, b *memory.Broker, opts ...dispytch.ListenerOption) *Kit {
+	t.Helper()
+	k := &Kit{T: t, Broker: b, Timeout: 10 * time.Second, changed: make(chan struct{})}
 	log := slog.New(slog.NewTextHandler(&testWriter{k: k}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	all := append([]dispytch.ListenerOption{
 		dispytch.Group("test"),
@@ -57,10 +67,7 @@ func New(t testing.TB, opts ...dispytch.ListenerOption) *Kit {
 	all = append(all, dispytch.OnSettle(k.record))
 	k.Listener = dispytch.NewListener(k.Broker, all...)
 	k.Emitter = dispytch.NewEmitter(k.Broker)
-	t.Cleanup(func() {
-		k.Stop()
-		k.Broker.Close()
-	})
+	t.Cleanup(k.Stop)
 	return k
 }
 

@@ -154,7 +154,7 @@ func (c *Client) openSession(ctx context.Context, p *plan) (*session, error) {
 		return fail(err)
 	}
 	s.queues = queues
-	if err := ch.Qos(c.cfg.prefetch, 0, false); err != nil {
+	if err := ch.Qos(p.prefetch, 0, false); err != nil {
 		return fail(err)
 	}
 	var outs []<-chan amqp.Delivery

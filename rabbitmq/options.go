@@ -48,7 +48,6 @@ func defaultConfig() config {
 		exchanges:      []string{"dispytch"},
 		declare:        true,
 		queueType:      Classic,
-		prefetch:       DefaultPrefetch,
 		dlSuffix:       ".dlq",
 		window:         DefaultConfirmWindow,
 		pubChannels:    1,
@@ -59,9 +58,11 @@ func defaultConfig() config {
 	}
 }
 
-// DefaultPrefetch is the default consumer prefetch: twice the listener's
-// default Concurrency(64), so that a listener running at full concurrency
-// still has a delivery queued for every worker that frees up.
+// DefaultPrefetch is the consumer prefetch when neither Prefetch nor the
+// listener's Concurrency says otherwise. By default the prefetch is twice the
+// listener's Concurrency (128 for the default 64), so that a listener running
+// at full concurrency still has a delivery queued for every worker that frees
+// up.
 const DefaultPrefetch = 128
 
 // DefaultConfirmWindow is the default number of published messages per
@@ -121,9 +122,8 @@ func QueueArgs(args amqp.Table) Option {
 func SingleActiveConsumer() Option { return func(c *config) { c.sac = true } }
 
 // Prefetch sets the consumer prefetch (basic.qos) per Consume call: how many
-// unacknowledged messages the broker sends ahead. Match it to the listener:
-// at least its Concurrency, ideally twice that (the default, 128, suits the
-// listener's default Concurrency(64)). A prefetch below the concurrency leaves
+// unacknowledged messages the broker sends ahead. By default it is twice the
+// listener's Concurrency. A prefetch below the concurrency leaves
 // workers idle; a much larger one only holds messages that other consumers
 // of the group could take.
 func Prefetch(n int) Option { return func(c *config) { c.prefetch = max(n, 1) } }

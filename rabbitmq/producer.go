@@ -448,7 +448,9 @@ func (c *Client) spec(m *dispytch.Message) (exchange string, pub amqp.Publishing
 		}
 	}
 	if pub.ContentType == "" {
-		if ct := m.Headers.Get(dispytch.HeaderContentType); ct != "" {
+		if m.ContentType != "" {
+			pub.ContentType = m.ContentType
+		} else if ct := m.Headers.Get(dispytch.HeaderContentType); ct != "" {
 			pub.ContentType = ct
 		} else {
 			pub.ContentType = sniffContentType(m.Value)

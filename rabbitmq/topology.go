@@ -15,6 +15,8 @@ import (
 // subscription and the client's options.
 type plan struct {
 	group string
+	// prefetch is the basic.qos of the consume channel.
+	prefetch int
 	// queues are consumed; one, except when reading dead-letter queues.
 	queues []string
 	// serverNamed: a listener without a group gets an exclusive,
@@ -60,7 +62,15 @@ func tierName(queue string, delay time.Duration) string {
 
 func (c *Client) plan(sub dispytch.Subscription) (*plan, error) {
 	cfg := &c.cfg
-	p := &plan{group: sub.Group, quorum: cfg.queueType == Quorum}
+	p := &plan{group: sub.Group, quorum: cfg.queueType == Quorum, prefetch: cfg.prefetch}
+	if p.prefetch == 0 {
+		// Follow the listener: twice its concurrency keeps a delivery
+		// queued for every worker that frees up.
+		p.prefetch = DefaultPrefetch
+		if sub.Concurrency > 0 {
+			p.prefetch = 2 * sub.Concurrency
+		}
+	}
 	if len(sub.Topics) == 0 && len(sub.Patterns) == 0 {
 		return nil, errors.New("rabbitmq: consume: empty subscription")
 	}
