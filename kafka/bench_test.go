@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,22 +23,26 @@ import (
 )
 
 // The benchmarks compare this package with plain franz-go code doing the
-// same work, in the same run and on the same in-process kfake cluster (3
-// brokers, 6 partitions, ~150-byte event bodies):
+// same work, in the same run, on the same in-process kfake cluster (3
+// brokers, 6 partitions, ~150-byte event bodies). Each benchmark runs
+// DISPYTCH_BENCH_ROUNDS rounds (default 5), alternating the contenders in
+// every round so that machine noise hits them alike, and reports the median
+// events/s of each and their ratio (dispytch/raw). b.N is the number of
+// events per run:
 //
-//	go test -run '^$' -bench . -benchtime 20000x -count 5 ./kafka
+//	go test -run '^$' -bench . -benchtime 20000x ./kafka
 //
 // Consume: consume, decode, handle and commit b.N events. "raw" is a
 // franz-go group consumer's poll loop that decodes each envelope with
 // encoding/json and commits after every poll; "dispytch" is a listener
-// with one handler taking Event[Ev] on this package's Consumer, measured
-// until the committed offsets reach the end.
+// with one handler taking Event[benchEv] on this package's Consumer,
+// measured until the committed offsets reach the end.
 //
 // Produce: encode and send b.N events and wait for every ack. "raw"
 // encodes the same envelope with encoding/json and hands the record (the
 // same key, value and headers) to franz-go's Produce with a promise;
-// "emit-async" is Emitter.EmitAsync and "emit-batch" Emitter.EmitBatch of
-// 500 events.
+// "emit-async" is Emitter.EmitAsync per event and "emit-batch"
+// Emitter.EmitBatch of 500 events.
 
 const benchParts = 6
 
@@ -64,208 +71,259 @@ func benchEvents(topic string, n int) []benchEv {
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-var benchSeq atomic.Int64
+// bench is one benchmark's cluster and emitter.
+type bench struct {
+	b   *testing.B
+	c   *kfake.Cluster
+	em  *dispytch.Emitter
+	seq int
+}
 
-func benchTopic(b *testing.B, c *kfake.Cluster, prefix string) string {
-	topic := fmt.Sprintf("%s-%d", prefix, benchSeq.Add(1))
-	createTopics(b, c, benchParts, topic)
+func newBench(b *testing.B) *bench {
+	c := newCluster(b)
+	p, err := kafka.NewProducer(kafka.Brokers(c.ListenAddrs()...), kafka.WithLogger(quietLogger()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = p.Close(context.Background()) })
+	return &bench{b: b, c: c, em: dispytch.NewEmitter(p)}
+}
+
+func (x *bench) topic(prefix string) string {
+	x.seq++
+	topic := fmt.Sprintf("%s-%d", prefix, x.seq)
+	createTopics(x.b, x.c, benchParts, topic)
 	return topic
 }
 
+// fill writes n events to a new topic.
+func (x *bench) fill(n int) string {
+	topic := x.topic("consume")
+	evs := benchEvents(topic, n)
+	batch := make([]dispytch.Eventer, 0, 1000)
+	for i := range evs {
+		batch = append(batch, evs[i])
+		if len(batch) == cap(batch) || i == len(evs)-1 {
+			if err := x.em.EmitBatch(context.Background(), batch); err != nil {
+				x.b.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+	return topic
+}
+
+// compare runs each contender rounds times, alternating, and reports the
+// median events/s of each and the ratio of every other one to the first.
+func (x *bench) compare(names []string, run func(name string, n int) time.Duration) {
+	b := x.b
+	rounds := 5
+	if v, err := strconv.Atoi(os.Getenv("DISPYTCH_BENCH_ROUNDS")); err == nil && v > 0 {
+		rounds = v
+	}
+	b.StopTimer()
+	rates := map[string][]float64{}
+	for range rounds {
+		for _, name := range names {
+			d := run(name, b.N)
+			rates[name] = append(rates[name], float64(b.N)/d.Seconds())
+		}
+	}
+	med := map[string]float64{}
+	for _, name := range names {
+		r := rates[name]
+		slices.Sort(r)
+		med[name] = r[len(r)/2]
+		b.ReportMetric(med[name], name+"-events/s")
+	}
+	for _, name := range names[1:] {
+		b.ReportMetric(med[name]/med[names[0]], name+"/"+names[0])
+	}
+	b.ReportMetric(0, "ns/op")
+	b.Logf("%d rounds of %d events, events/s per round: %v", rounds, b.N, rates)
+}
+
 func BenchmarkConsume(b *testing.B) {
-	c := newCluster(b)
-	p, err := kafka.NewProducer(kafka.Brokers(c.ListenAddrs()...), kafka.WithLogger(quietLogger()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.Close(context.Background())
-	em := dispytch.NewEmitter(p)
-	fill := func(b *testing.B) string {
-		b.Helper()
-		topic := benchTopic(b, c, "consume")
-		evs := benchEvents(topic, b.N)
-		batch := make([]dispytch.Eventer, 0, 1000)
-		for i := range evs {
-			batch = append(batch, evs[i])
-			if len(batch) == cap(batch) || i == len(evs)-1 {
-				if err := em.EmitBatch(context.Background(), batch); err != nil {
-					b.Fatal(err)
-				}
-				batch = batch[:0]
-			}
+	x := newBench(b)
+	x.compare([]string{"raw", "dispytch"}, func(name string, n int) time.Duration {
+		topic := x.fill(n)
+		if name == "raw" {
+			return x.consumeRaw(topic, n)
 		}
-		return topic
-	}
-
-	b.Run("raw", func(b *testing.B) {
-		topic := fill(b)
-		group := topic + "-raw"
-		cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumerGroup(group),
-			kgo.ConsumeTopics(topic), kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll()}, groupOpts()...)...)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer cl.Close()
-		ctx := context.Background()
-		b.ResetTimer()
-		var env struct {
-			ID        string  `json:"id"`
-			Type      string  `json:"type"`
-			Body      benchEv `json:"body"`
-			Timestamp int64   `json:"timestamp"`
-		}
-		n := 0
-		for n < b.N {
-			fs := cl.PollFetches(ctx)
-			fs.EachRecord(func(r *kgo.Record) {
-				if err := json.Unmarshal(r.Value, &env); err != nil {
-					b.Fatal(err)
-				}
-				n++
-			})
-			if err := cl.CommitUncommittedOffsets(ctx); err != nil {
-				b.Fatal(err)
-			}
-			cl.AllowRebalance()
-		}
-		b.StopTimer()
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
-	})
-
-	b.Run("dispytch", func(b *testing.B) {
-		topic := fill(b)
-		group := topic + "-dispytch"
-		k, err := kafka.NewConsumer(kafka.Brokers(c.ListenAddrs()...), kafka.WithLogger(quietLogger()),
-			kafka.ClientOptions(groupOpts()...), kafka.CommitInterval(20*time.Millisecond))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer k.Close(context.Background())
-		var handled atomic.Int64
-		l := dispytch.NewListener(k, dispytch.Group(group), dispytch.WithLogger(quietLogger()),
-			dispytch.PoisonPolicy(dispytch.Drop), dispytch.OnFailure(dispytch.Drop))
-		l.Handle(topic, "ev", func(ev dispytch.Event[benchEv]) { handled.Add(1) })
-		adm := adminClient(b, c)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		b.ResetTimer()
-		done := make(chan error, 1)
-		go func() { done <- l.Run(ctx) }()
-		for {
-			if handled.Load() >= int64(b.N) {
-				var sum int64
-				for _, o := range committed(b, adm, group, topic) {
-					sum += o
-				}
-				if sum >= int64(b.N) {
-					break
-				}
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
-		b.StopTimer()
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
-		cancel()
-		if err := <-done; err != nil {
-			b.Fatal(err)
-		}
+		return x.consumeDispytch(topic, n)
 	})
 }
 
-func BenchmarkProduce(b *testing.B) {
-	c := newCluster(b)
-	p, err := kafka.NewProducer(kafka.Brokers(c.ListenAddrs()...), kafka.WithLogger(quietLogger()))
+func (x *bench) consumeRaw(topic string, n int) time.Duration {
+	b := x.b
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(x.c.ListenAddrs()...), kgo.ConsumerGroup(topic + "-raw"),
+		kgo.ConsumeTopics(topic), kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll()}, groupOpts()...)...)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer p.Close(context.Background())
-	em := dispytch.NewEmitter(p)
+	defer cl.Close()
 	ctx := context.Background()
+	var env struct {
+		ID        string  `json:"id"`
+		Type      string  `json:"type"`
+		Body      benchEv `json:"body"`
+		Timestamp int64   `json:"timestamp"`
+	}
+	start := time.Now()
+	for got := 0; got < n; {
+		fs := cl.PollFetches(ctx)
+		fs.EachRecord(func(r *kgo.Record) {
+			if err := json.Unmarshal(r.Value, &env); err != nil {
+				b.Fatal(err)
+			}
+			got++
+		})
+		if err := cl.CommitUncommittedOffsets(ctx); err != nil {
+			b.Fatal(err)
+		}
+		cl.AllowRebalance()
+	}
+	return time.Since(start)
+}
 
-	b.Run("raw", func(b *testing.B) {
-		topic := benchTopic(b, c, "produce")
-		evs := benchEvents(topic, b.N)
-		cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ProducerLinger(0),
-			kgo.RecordPartitioner(kafka.Partitioner()))
+func (x *bench) consumeDispytch(topic string, n int) time.Duration {
+	b := x.b
+	group := topic + "-dispytch"
+	k, err := kafka.NewConsumer(kafka.Brokers(x.c.ListenAddrs()...), kafka.WithLogger(quietLogger()),
+		kafka.ClientOptions(groupOpts()...), kafka.CommitInterval(20*time.Millisecond))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer k.Close(context.Background())
+	var handled atomic.Int64
+	l := dispytch.NewListener(k, dispytch.Group(group), dispytch.WithLogger(quietLogger()),
+		dispytch.PoisonPolicy(dispytch.Drop), dispytch.OnFailure(dispytch.Drop))
+	l.Handle(topic, "ev", func(ev dispytch.Event[benchEv]) { handled.Add(1) })
+	adm := adminClient(b, x.c)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	for {
+		if handled.Load() >= int64(n) {
+			var sum int64
+			for _, o := range committed(b, adm, group, topic) {
+				sum += o
+			}
+			if sum >= int64(n) {
+				break
+			}
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	d := time.Since(start)
+	cancel()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	return d
+}
+
+func BenchmarkProduce(b *testing.B) {
+	x := newBench(b)
+	x.compare([]string{"raw", "emit-async", "emit-batch"}, func(name string, n int) time.Duration {
+		topic := x.topic("produce")
+		evs := benchEvents(topic, n)
+		switch name {
+		case "raw":
+			return x.produceRaw(topic, evs)
+		case "emit-async":
+			return x.emitAsync(evs)
+		}
+		return x.emitBatch(evs)
+	})
+}
+
+func (x *bench) produceRaw(topic string, evs []benchEv) time.Duration {
+	b := x.b
+	cl, err := kgo.NewClient(kgo.SeedBrokers(x.c.ListenAddrs()...), kgo.ProducerLinger(0),
+		kgo.RecordPartitioner(kafka.Partitioner()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
+	type envelope struct {
+		ID        string  `json:"id"`
+		Type      string  `json:"type"`
+		Body      benchEv `json:"body"`
+		Timestamp int64   `json:"timestamp"`
+	}
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	promise := func(_ *kgo.Record, err error) {
+		if err != nil {
+			failed.Add(1)
+		}
+		wg.Done()
+	}
+	evType := []byte("ev")
+	ctx := context.Background()
+	// Connect before the clock starts, as the emitter's client is.
+	if err := cl.Ping(ctx); err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	wg.Add(len(evs))
+	// What a hand-written franz-go producer does: encode the same envelope
+	// and headers, and produce with a promise.
+	for _, ev := range evs {
+		id := dispytch.NewUUID()
+		value, err := json.Marshal(envelope{ID: id, Type: "ev", Body: ev, Timestamp: time.Now().UnixMilli()})
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer cl.Close()
-		type envelope struct {
-			ID        string  `json:"id"`
-			Type      string  `json:"type"`
-			Body      benchEv `json:"body"`
-			Timestamp int64   `json:"timestamp"`
-		}
-		var wg sync.WaitGroup
-		var failed atomic.Int64
-		promise := func(_ *kgo.Record, err error) {
-			if err != nil {
-				failed.Add(1)
-			}
-			wg.Done()
-		}
-		evType := []byte("ev")
-		b.ResetTimer()
-		wg.Add(b.N)
-		// What a hand-written franz-go producer does: encode the same
-		// envelope and headers, and produce with a promise.
-		for _, ev := range evs {
-			id := dispytch.NewUUID()
-			value, err := json.Marshal(envelope{ID: id, Type: "ev", Body: ev, Timestamp: time.Now().UnixMilli()})
-			if err != nil {
-				b.Fatal(err)
-			}
-			cl.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte(ev.Key), Value: value, Headers: []kgo.RecordHeader{
-				{Key: kafka.HeaderEventID, Value: []byte(id)}, {Key: kafka.HeaderEventType, Value: evType}}}, promise)
-		}
-		wg.Wait()
-		b.StopTimer()
-		if failed.Load() > 0 {
-			b.Fatalf("%d records failed", failed.Load())
-		}
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
-	})
+		cl.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte(ev.Key), Value: value, Headers: []kgo.RecordHeader{
+			{Key: kafka.HeaderEventID, Value: []byte(id)}, {Key: kafka.HeaderEventType, Value: evType}}}, promise)
+	}
+	wg.Wait()
+	d := time.Since(start)
+	if failed.Load() > 0 {
+		b.Fatalf("%d records failed", failed.Load())
+	}
+	return d
+}
 
-	b.Run("emit-async", func(b *testing.B) {
-		topic := benchTopic(b, c, "produce")
-		evs := benchEvents(topic, b.N)
-		var wg sync.WaitGroup
-		var failed atomic.Int64
-		done := func(err error) {
-			if err != nil {
-				failed.Add(1)
-			}
-			wg.Done()
+func (x *bench) emitAsync(evs []benchEv) time.Duration {
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	done := func(err error) {
+		if err != nil {
+			failed.Add(1)
 		}
-		b.ResetTimer()
-		wg.Add(b.N)
-		for _, ev := range evs {
-			em.EmitAsync(ctx, ev, done)
-		}
-		wg.Wait()
-		b.StopTimer()
-		if failed.Load() > 0 {
-			b.Fatalf("%d emits failed", failed.Load())
-		}
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
-	})
+		wg.Done()
+	}
+	ctx := context.Background()
+	start := time.Now()
+	wg.Add(len(evs))
+	for _, ev := range evs {
+		x.em.EmitAsync(ctx, ev, done)
+	}
+	wg.Wait()
+	d := time.Since(start)
+	if failed.Load() > 0 {
+		x.b.Fatalf("%d emits failed", failed.Load())
+	}
+	return d
+}
 
-	b.Run("emit-batch", func(b *testing.B) {
-		topic := benchTopic(b, c, "produce")
-		evs := benchEvents(topic, b.N)
-		batch := make([]dispytch.Eventer, 0, 500)
-		b.ResetTimer()
-		for i := range evs {
-			batch = append(batch, evs[i])
-			if len(batch) == cap(batch) || i == len(evs)-1 {
-				if err := em.EmitBatch(ctx, batch); err != nil {
-					b.Fatal(err)
-				}
-				batch = batch[:0]
+func (x *bench) emitBatch(evs []benchEv) time.Duration {
+	ctx := context.Background()
+	batch := make([]dispytch.Eventer, 0, 500)
+	start := time.Now()
+	for i := range evs {
+		batch = append(batch, evs[i])
+		if len(batch) == cap(batch) || i == len(evs)-1 {
+			if err := x.em.EmitBatch(ctx, batch); err != nil {
+				x.b.Fatal(err)
 			}
+			batch = batch[:0]
 		}
-		b.StopTimer()
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
-	})
+	}
+	return time.Since(start)
 }
