@@ -38,10 +38,13 @@
 // assigned partition, which hands them to the listener in offset order. By
 // default, the records of a partition are handled one at a time, in order;
 // with OrderPerKey, records with different keys run in parallel and each
-// key stays in order. When a partition's queue holds PartitionQueue records
-// (default 1024), fetching that partition pauses until half of it is
-// handed over, so memory stays bounded with a large backlog, and a handler
-// retrying or stuck on one record holds back only its own partition (or key).
+// key stays in order. When a partition's queue is full (PartitionQueue:
+// 10000 records or 8 MiB by default), fetching that partition pauses until
+// the queue is down to a quarter, so memory stays bounded with a large
+// backlog, and a handler retrying or stuck on one record holds back only its
+// own partition (or key). The consumer sets franz-go's fetch wait to Kafka's
+// default 500ms (franz-go's own is 5s): a resumed partition waits at most
+// that long for a fetch already in flight to its broker.
 //
 // # Commits
 //
@@ -57,7 +60,8 @@
 // partitions' records, waits up to RevokeTimeout for those in flight to be
 // settled, commits the mark and forgets the partitions; whatever was still
 // in flight is abandoned to the next owner, so duplicates happen only
-// across a rebalance. Lost partitions (the member was fenced out of the
+// across a rebalance (or when franz-go detects a truncated log and fetches
+// again: Stats.Refetched). Lost partitions (the member was fenced out of the
 // group) are forgotten without a commit. Acks of forgotten records return an
 // error wrapping dispytch.ErrClosed.
 //

@@ -3,6 +3,7 @@ package kafka_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"sync"
@@ -289,5 +290,51 @@ func TestConsumeNeedsGroup(t *testing.T) {
 	defer cancel()
 	if err := l.Run(ctx); !errors.Is(err, kafka.ErrNoGroup) {
 		t.Fatalf("run without a group: %v", err)
+	}
+}
+
+// TestRedeliverPolicy nacks a record twice (OnFailure(Redeliver)): the
+// consumer delivers it again itself, marked as redelivered with a growing
+// delivery count, and the commit waits for it.
+func TestRedeliverPolicy(t *testing.T) {
+	c := newCluster(t)
+	topic, group := "again", "again-svc"
+	createTopics(t, c, 1, topic)
+	em := dispytch.NewEmitter(newProducer(t, c))
+	var mu sync.Mutex
+	var counts []int
+	var redelivered []bool
+	k := newConsumer(t, c)
+	l := dispytch.NewListener(k, dispytch.Group(group), dispytch.WithLogger(testLogger()))
+	l.Handle(topic, "ev", func(ev dispytch.Event[Ev]) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if ev.Body.Seq != 1 {
+			return nil
+		}
+		counts = append(counts, ev.Delivery.DeliveryCount)
+		redelivered = append(redelivered, ev.Delivery.Redelivered)
+		if len(counts) < 3 {
+			return errors.New("try again")
+		}
+		return nil
+	}, dispytch.OnFailure(dispytch.Redeliver))
+	start(t, l)
+	for i := 1; i <= 3; i++ {
+		if err := em.Emit(context.Background(), Ev{T: topic, Seq: i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	adm := adminClient(t, c)
+	eventually(t, 20*time.Second, "commit past the redelivered record", func() bool {
+		return committed(t, adm, group, topic)[0] == 3
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(counts) != "[1 2 3]" || fmt.Sprint(redelivered) != "[false true true]" {
+		t.Fatalf("delivery counts %v, redelivered %v", counts, redelivered)
+	}
+	if s := k.Stats(); s.Redeliveries != 2 {
+		t.Fatalf("stats %+v", s)
 	}
 }
