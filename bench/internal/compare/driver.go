@@ -300,7 +300,9 @@ func runSystem(ctx context.Context, spec Spec, sys *system, s *sink, res *Result
 		if err := wait(ctx, done, "consume", s); err != nil {
 			return err
 		}
+		// producer and consumer share the window: one figure, under consume
 		res.ConsAllocs = float64(mallocs()-m0) / float64(n)
+		res.PubAllocs = -1
 		res.PubRate = float64(n) / d.Seconds()
 		res.ConsRate = float64(n) / time.Duration(s.last.Load()-start).Seconds()
 		lat := s.latencies(1, len(s.lat))

@@ -139,7 +139,7 @@ func WriteMarkdown(w io.Writer, run *Run, command string) {
 		BodySize(), wireSize())
 	fmt.Fprintf(w, "- %d rounds per contender, contenders alternating, each run in a fresh process. Figures are medians (min–max over the rounds).\n", run.Config.Rounds)
 	fmt.Fprintf(w, "- Publish msg/s: N messages sent and accepted (confirmed where the client confirms). Consume msg/s: (N−1) ÷ (last handled − first handled), excluding start-up and group join; in the together mode, N ÷ (last handled − first emit).\n")
-	fmt.Fprintf(w, "- allocs/msg: heap allocations in the contender's process per message during the phase (brokers run elsewhere, except the memory broker). Peak RSS: the process's VmHWM, including the pre-generated messages.\n")
+	fmt.Fprintf(w, "- allocs/msg: heap allocations in the contender's process per message during the phase (brokers run elsewhere, except the memory broker); in the together mode one figure covers producer and consumer. Peak RSS: the process's VmHWM, including the pre-generated messages.\n")
 	if run.Config.LatN > 0 {
 		fmt.Fprintf(w, "- Latency: emit→handle, p50 / p99, from a paced phase of %d messages at %d msg/s after the consume phase (queued cases), or sampled under saturation (together mode).\n",
 			run.Config.LatN, run.Config.LatRate)
@@ -262,7 +262,7 @@ func oneLine(s string) string {
 }
 
 func allocStr(v float64, sp Spread) string {
-	if sp.Median == 0 {
+	if sp.Median == 0 || v < 0 {
 		return "–"
 	}
 	switch {
