@@ -16,6 +16,10 @@ type Message struct {
 	Key []byte
 	// Value is the encoded envelope.
 	Value []byte
+	// ID and Type are the envelope's event ID and type, for backends that
+	// also put them in native headers. Empty for messages not built by an
+	// Emitter (dead letters, redriven messages).
+	ID, Type string
 	// Headers are the message headers. May be nil.
 	Headers Headers
 	// ContentType is the codec's content type ("application/json"), for

@@ -236,7 +236,7 @@ func (e *Emitter) Message(ev Eventer, opts ...EmitOption) (*Message, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s envelope: %w", ErrEncode, ev.EventType(), err)
 	}
-	m := &Message{Topic: topic, Value: value, Headers: s.headers, ContentType: e.codec.ContentType(), Options: s.backend}
+	m := &Message{Topic: topic, Value: value, ID: id, Type: env.Type, Headers: s.headers, ContentType: e.codec.ContentType(), Options: s.backend}
 	if s.keySet {
 		m.Key = s.key
 	} else if k, ok := ev.(EventKeyer); ok {

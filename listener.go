@@ -868,7 +868,13 @@ func (r *runState) settleWith(d *Delivery, env *Envelope, o Outcome, fails []*Fa
 	}
 	if err := f(r.hard); err != nil {
 		r.l.stats.ackErrors.Add(1)
-		r.l.log.Error("dispytch: settling failed", "topic", d.Topic, "outcome", o.String(), "err", err)
+		level := slog.LevelError
+		if errors.Is(err, ErrClosed) {
+			// The delivery's session ended (a Kafka revoke, a lost AMQP
+			// channel): the broker redelivers it, as at-least-once expects.
+			level = slog.LevelInfo
+		}
+		r.l.log.Log(r.hard, level, "dispytch: settling failed; the broker will redeliver", "topic", d.Topic, "outcome", o.String(), "err", err)
 		r.report(d, env, SettleFailed, fails, err)
 		return
 	}

@@ -86,8 +86,9 @@ func envelopeIDType(value []byte, codec dispytch.Codec) (id, typ []byte, ok bool
 // recordHeaders converts message headers to record headers, sorted by key
 // so that records are byte-for-byte reproducible, and adds the event id and
 // type unless the message already carries them.
-func recordHeaders(h dispytch.Headers, value []byte, codec dispytch.Codec, extra []kgo.RecordHeader) []kgo.RecordHeader {
-	out := make([]kgo.RecordHeader, 0, len(h)+len(extra)+2)
+func recordHeaders(m *dispytch.Message, codec dispytch.Codec, extra []kgo.RecordHeader) []kgo.RecordHeader {
+	h, value := m.Headers, m.Value
+	out := make([]kgo.RecordHeader, 0, len(h)+len(extra)+3)
 	for k, v := range h {
 		out = append(out, kgo.RecordHeader{Key: k, Value: []byte(v)})
 	}
@@ -104,6 +105,17 @@ func recordHeaders(h dispytch.Headers, value []byte, codec dispytch.Codec, extra
 	}
 	_, hasID := h[HeaderEventID]
 	_, hasType := h[HeaderEventType]
+	if _, ok := h[dispytch.HeaderContentType]; !ok && m.ContentType != "" {
+		out = append(out, kgo.RecordHeader{Key: dispytch.HeaderContentType, Value: []byte(m.ContentType)})
+	}
+	if !hasID && m.ID != "" {
+		out = append(out, kgo.RecordHeader{Key: HeaderEventID, Value: []byte(m.ID)})
+		hasID = true
+	}
+	if !hasType && m.Type != "" {
+		out = append(out, kgo.RecordHeader{Key: HeaderEventType, Value: []byte(m.Type)})
+		hasType = true
+	}
 	if !hasID || !hasType {
 		if id, typ, ok := envelopeIDType(value, codec); ok {
 			if !hasID {

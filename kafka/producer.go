@@ -273,7 +273,7 @@ func (p *Producer) record(ctx context.Context, m *dispytch.Message) (*kgo.Record
 			return nil, fmt.Errorf("%w: %s option %T given to the kafka producer", dispytch.ErrForeignOption, o.Backend(), o)
 		}
 	}
-	r.Headers = recordHeaders(m.Headers, m.Value, p.codec, extra)
+	r.Headers = recordHeaders(m, p.codec, extra)
 	return r, nil
 }
 
