@@ -94,7 +94,14 @@ func appendJSONString(dst []byte, s string) []byte {
 // DecodeEnvelope scans the top-level object once, without building a map,
 // and leaves the body as a sub-slice of data. Everything but the body is
 // validated here; the body is validated when a handler decodes it.
-func (jsonCodec) DecodeEnvelope(data []byte, e *Envelope) error {
+func (c jsonCodec) DecodeEnvelope(data []byte, e *Envelope) error {
+	return c.decodeEnvelope(data, e, nil)
+}
+
+// decodeEnvelope decodes data into e. When types holds the event type, its
+// string is reused instead of allocating one: the listener passes the types
+// it has handlers for.
+func (jsonCodec) decodeEnvelope(data []byte, e *Envelope, types map[string]string) error {
 	if !utf8.Valid(data) {
 		return errors.New("payload is not valid UTF-8")
 	}
@@ -143,6 +150,12 @@ func (jsonCodec) DecodeEnvelope(data []byte, e *Envelope) error {
 		case "id", "type":
 			if isNull {
 				break
+			}
+			if string(key) == "type" && len(val) >= 2 && val[0] == '"' {
+				if t, ok := types[string(val[1:len(val)-1])]; ok {
+					e.Type, have = t, have|hasType
+					break
+				}
 			}
 			str, err := decodeJSONString(val)
 			if err != nil {

@@ -147,7 +147,12 @@ type eventMaker interface {
 	makeEvent(a *attempt, vi *bodyValidation, pool *sync.Pool) (reflect.Value, any, error)
 	reset(o any)
 	bodyType() reflect.Type
+	direct(fn any) directCall
 }
+
+// directCall calls a handler of a common shape without reflection; ev is
+// the *Event[T] built for the attempt.
+type directCall func(ctx context.Context, ev any) error
 
 // segmentsMaker is implemented by *Segments[S].
 type segmentsMaker interface {
@@ -200,6 +205,22 @@ func (*Event[T]) makeEvent(a *attempt, vi *bodyValidation, pool *sync.Pool) (ref
 }
 
 func (*Event[T]) reset(o any) { *o.(*Event[T]) = Event[T]{} }
+
+// direct returns a reflection-free caller when fn is one of the common
+// handler shapes, func([context.Context,] Event[T]) [error], or nil.
+func (*Event[T]) direct(fn any) directCall {
+	switch f := fn.(type) {
+	case func(Event[T]) error:
+		return func(_ context.Context, ev any) error { return f(*ev.(*Event[T])) }
+	case func(context.Context, Event[T]) error:
+		return func(ctx context.Context, ev any) error { return f(ctx, *ev.(*Event[T])) }
+	case func(Event[T]):
+		return func(_ context.Context, ev any) error { f(*ev.(*Event[T])); return nil }
+	case func(context.Context, Event[T]):
+		return func(ctx context.Context, ev any) error { f(ctx, *ev.(*Event[T])); return nil }
+	}
+	return nil
+}
 
 func decodeBody(a *attempt, v any) error {
 	switch p := v.(type) {
@@ -459,6 +480,10 @@ type plan struct {
 	retErr  bool
 	maxArgs int
 	pool    sync.Pool // *scratch
+	// direct, when set, calls the handler without reflection; it takes the
+	// event built by node evNode.
+	direct directCall
+	evNode int
 }
 
 // errDependency marks a provider failure.
@@ -581,6 +606,9 @@ func (p *plan) run(ctx context.Context, a attempt) (out []reflect.Value, err err
 			}
 			vals[i] = res[0]
 		}
+	}
+	if p.direct != nil {
+		return nil, p.direct(ctx, s.pooled[p.evNode])
 	}
 	args := s.args[:len(p.args)]
 	for j, k := range p.args {
@@ -750,6 +778,14 @@ func compileHandler(fn reflect.Value, where string, pat *Pattern, provs map[refl
 		c.problem("handler takes %d Event parameters; want at most one", events)
 	}
 	c.p.setMaxArgs()
+	// Common shapes skip reflection on every call.
+	for i, n := range c.p.nodes {
+		if n.kind == nEvent && len(c.problems) == 0 {
+			if d := n.event.direct(fn.Interface()); d != nil {
+				c.p.direct, c.p.evNode = d, i
+			}
+		}
+	}
 	return c.p, c.problems
 }
 

@@ -217,6 +217,7 @@ func (l *Listener) Run(ctx context.Context) error {
 // compiled is the listener's routing and plans, built by compile.
 type compiled struct {
 	rt         *router
+	types      map[string]string // the event types handled, for interning
 	singletons []*Provider
 	splans     map[*Provider]*plan
 	nhandlers  int
@@ -273,7 +274,12 @@ func (l *Listener) compile() (*compiled, error) {
 		h.call = chain(h, mws)
 		r.byType[s.eventType] = append(r.byType[s.eventType], h)
 	}
-	c := &compiled{splans: map[*Provider]*plan{}, nhandlers: len(specs)}
+	c := &compiled{splans: map[*Provider]*plan{}, nhandlers: len(specs), types: map[string]string{}}
+	for _, r := range routes {
+		for t := range r.byType {
+			c.types[t] = t
+		}
+	}
 	deps := map[*Provider][]*Provider{}
 	for _, p := range provs {
 		if !p.singleton {
@@ -534,7 +540,13 @@ func (r *runState) process(d *Delivery) {
 	}
 	l := r.l
 	env := &ms.env
-	if err := l.codec.DecodeEnvelope(d.Value, env); err != nil {
+	var err error
+	if jc, ok := l.codec.(jsonCodec); ok {
+		err = jc.decodeEnvelope(d.Value, env, r.c.types)
+	} else {
+		err = l.codec.DecodeEnvelope(d.Value, env)
+	}
+	if err != nil {
 		l.stats.poison.Add(1)
 		l.log.Warn("dispytch: undecodable message", "topic", d.Topic, "err", err, "policy", l.poison.String())
 		r.settle(d, nil, []outcome{{policy: l.poison, failed: r.failure(d, "", ReasonDecode, fmt.Errorf("%w: envelope: %w", ErrDecode, err), 1, time.Now())}})

@@ -3,6 +3,7 @@ package dispytch
 import (
 	"sort"
 	"sync"
+	"sync/atomic"
 )
 
 // route is one registered topic (literal or pattern) with its handlers by
@@ -18,19 +19,23 @@ type routeMatch struct {
 	seg *segmentMatch
 }
 
-// router finds the routes of a topic. Results are cached per topic.
+// router finds the routes of a topic. Results are cached per topic in a
+// copy-on-write map, so that lookups take no lock.
 type router struct {
 	literal  map[string]*route
 	patterns []*route
 
-	mu    sync.RWMutex
-	cache map[string][]routeMatch
+	mu    sync.Mutex // serialises cache writers
+	cache atomic.Pointer[map[string][]routeMatch]
 }
 
-const routeCacheMax = 4096
+// routeCacheMax bounds the cached topics; past it, topics (say, one per
+// user with dynamic topics) are matched on every message.
+const routeCacheMax = 1024
 
 func newRouter(routes []*route) *router {
-	rt := &router{literal: map[string]*route{}, cache: map[string][]routeMatch{}}
+	rt := &router{literal: map[string]*route{}}
+	rt.cache.Store(&map[string][]routeMatch{})
 	for _, r := range routes {
 		if r.pattern.IsLiteral() {
 			rt.literal[r.pattern.String()] = r
@@ -43,12 +48,10 @@ func newRouter(routes []*route) *router {
 }
 
 func (rt *router) match(topic string) []routeMatch {
-	rt.mu.RLock()
-	ms, ok := rt.cache[topic]
-	rt.mu.RUnlock()
-	if ok {
+	if ms, ok := (*rt.cache.Load())[topic]; ok {
 		return ms
 	}
+	var ms []routeMatch
 	if r := rt.literal[topic]; r != nil {
 		ms = append(ms, routeMatch{r: r})
 	}
@@ -58,8 +61,13 @@ func (rt *router) match(topic string) []routeMatch {
 		}
 	}
 	rt.mu.Lock()
-	if len(rt.cache) < routeCacheMax {
-		rt.cache[topic] = ms
+	if old := *rt.cache.Load(); len(old) < routeCacheMax {
+		next := make(map[string][]routeMatch, len(old)+1)
+		for k, v := range old {
+			next[k] = v
+		}
+		next[topic] = ms
+		rt.cache.Store(&next)
 	}
 	rt.mu.Unlock()
 	return ms

@@ -117,6 +117,12 @@ func (s *Scheduler[T]) send(ctx context.Context, it item[T]) error {
 		return ErrClosed
 	default:
 	}
+	// Fast path: a free slot, no need to watch ctx and quit.
+	select {
+	case s.ready <- it:
+		return nil
+	default:
+	}
 	select {
 	case s.ready <- it:
 		return nil
