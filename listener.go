@@ -176,7 +176,7 @@ func (l *Listener) Run(ctx context.Context) error {
 	r.msgs.New = func() any { return new(msgState) }
 	r.hard, r.hardCancel = context.WithCancel(base)
 	defer r.hardCancel()
-	r.sched = sched.New(l.concurrency, 8, r.process)
+	r.sched = sched.New(l.concurrency, perKeyQueue, r.process)
 
 	sub := c.rt.subscription(l.group, l.delim)
 	sub.Concurrency = l.concurrency
@@ -510,6 +510,11 @@ func (r *runState) shutdown() {
 	}
 	close(r.done)
 }
+
+// perKeyQueue bounds the deliveries waiting behind a busy ordering key
+// (a Kafka partition whose record is being handled). Busy keys are at most
+// Concurrency, so at most Concurrency*perKeyQueue deliveries wait.
+const perKeyQueue = 32
 
 // deadLetterTimeout bounds one dead-lettering.
 const deadLetterTimeout = 30 * time.Second

@@ -106,7 +106,16 @@ func recordHeaders(m *dispytch.Message, codec dispytch.Codec, extra []kgo.Record
 	_, hasID := h[HeaderEventID]
 	_, hasType := h[HeaderEventType]
 	if _, ok := h[dispytch.HeaderContentType]; !ok && m.ContentType != "" {
-		out = append(out, kgo.RecordHeader{Key: dispytch.HeaderContentType, Value: []byte(m.ContentType)})
+		out = append(out, kgo.RecordHeader{Key: dispytch.HeaderContentType, Value: contentTypeBytes(m.ContentType)})
+	}
+	// The id and type share one allocation.
+	if !hasID && !hasType && m.ID != "" && m.Type != "" {
+		buf := make([]byte, 0, len(m.ID)+len(m.Type))
+		buf = append(append(buf, m.ID...), m.Type...)
+		out = append(out,
+			kgo.RecordHeader{Key: HeaderEventID, Value: buf[:len(m.ID):len(m.ID)]},
+			kgo.RecordHeader{Key: HeaderEventType, Value: buf[len(m.ID):]})
+		hasID, hasType = true, true
 	}
 	if !hasID && m.ID != "" {
 		out = append(out, kgo.RecordHeader{Key: HeaderEventID, Value: []byte(m.ID)})
@@ -129,14 +138,38 @@ func recordHeaders(m *dispytch.Message, codec dispytch.Codec, extra []kgo.Record
 	return append(out, extra...)
 }
 
-// deliveryHeaders converts record headers to dispytch headers; for a
-// repeated key the last value wins. It returns nil for no headers.
-func deliveryHeaders(hs []kgo.RecordHeader) dispytch.Headers {
-	if len(hs) == 0 {
-		return nil
+// contentTypeBytes returns the header value of a content type, shared for
+// the codecs' own (header values are never modified).
+func contentTypeBytes(ct string) []byte {
+	switch ct {
+	case "application/json":
+		return ctJSON
+	case "application/msgpack":
+		return ctMsgpack
 	}
-	h := make(dispytch.Headers, len(hs))
+	return []byte(ct)
+}
+
+var (
+	ctJSON    = []byte("application/json")
+	ctMsgpack = []byte("application/msgpack")
+)
+
+// deliveryHeaders converts record headers to dispytch headers; for a
+// repeated key the last value wins. The headers the producer derives from
+// the envelope (event id, event type, content type) are left out: the event
+// carries them already, and most records then need no map at all. It
+// returns nil for no headers.
+func deliveryHeaders(hs []kgo.RecordHeader) dispytch.Headers {
+	var h dispytch.Headers
 	for _, rh := range hs {
+		switch rh.Key {
+		case HeaderEventID, HeaderEventType, dispytch.HeaderContentType:
+			continue
+		}
+		if h == nil {
+			h = make(dispytch.Headers, len(hs))
+		}
 		h[rh.Key] = string(rh.Value)
 	}
 	return h

@@ -238,6 +238,17 @@ func (p *Producer) ProduceAsync(ctx context.Context, m *dispytch.Message, done f
 
 type manualPartitionKey struct{}
 
+// detached keeps a context's values without its cancellation, like
+// context.WithoutCancel, but as a pointer-free wrapper whose Value calls do
+// not allocate (franz-go asks the record context for values on every
+// record).
+type detached struct{ parent context.Context }
+
+func (detached) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (detached) Done() <-chan struct{}       { return nil }
+func (detached) Err() error                  { return nil }
+func (d detached) Value(key any) any         { return d.parent.Value(key) }
+
 // record builds the Kafka record of m.
 func (p *Producer) record(ctx context.Context, m *dispytch.Message) (*kgo.Record, error) {
 	if m.Topic == "" {
@@ -250,7 +261,7 @@ func (p *Producer) record(ctx context.Context, m *dispytch.Message) (*kgo.Record
 	// client).
 	rctx := ctx
 	if ctx.Done() != nil {
-		rctx = context.WithoutCancel(ctx)
+		rctx = detached{ctx}
 	}
 	r := &kgo.Record{Topic: m.Topic, Key: m.Key, Value: m.Value, Context: rctx}
 	var extra []kgo.RecordHeader

@@ -21,6 +21,7 @@ type Scheduler[T any] struct {
 
 	mu     sync.Mutex
 	keys   map[string]*keyState[T]
+	free   []*keyState[T] // idle key states, reused
 	closed bool
 
 	wg sync.WaitGroup
@@ -69,7 +70,7 @@ func (s *Scheduler[T]) Submit(ctx context.Context, key string, t T) error {
 		}
 		ks, busy := s.keys[key]
 		if !busy {
-			s.keys[key] = &keyState[T]{}
+			s.keys[key] = s.newKeyState()
 			s.mu.Unlock()
 			if err := s.send(ctx, item[T]{key: key, t: t}); err != nil {
 				s.mu.Lock()
@@ -99,15 +100,35 @@ func (s *Scheduler[T]) Submit(ctx context.Context, key string, t T) error {
 	}
 }
 
-// release drops a key state that was reserved but never ran, handing its
-// pending tasks (none can exist: the reserving Submit held the key) back.
+// newKeyState returns a reset key state; s.mu held.
+func (s *Scheduler[T]) newKeyState() *keyState[T] {
+	if n := len(s.free); n > 0 {
+		ks := s.free[n-1]
+		s.free = s.free[:n-1]
+		return ks
+	}
+	return &keyState[T]{}
+}
+
+// dropKey forgets an idle key; s.mu held.
+func (s *Scheduler[T]) dropKey(key string, ks *keyState[T]) {
+	delete(s.keys, key)
+	if ks.space != nil {
+		close(ks.space)
+		ks.space = nil
+	}
+	ks.pending, ks.head = ks.pending[:0], 0
+	if len(s.free) < 1024 {
+		s.free = append(s.free, ks)
+	}
+}
+
+// release drops a key state that was reserved but never ran (the reserving
+// Submit held the key, so nothing can be pending behind it).
 func (s *Scheduler[T]) release(key string) {
 	ks := s.keys[key]
 	if ks != nil && len(ks.pending)-ks.head == 0 {
-		delete(s.keys, key)
-		if ks.space != nil {
-			close(ks.space)
-		}
+		s.dropKey(key, ks)
 	}
 }
 
@@ -163,10 +184,7 @@ func (s *Scheduler[T]) runKeyed(it item[T]) {
 		s.mu.Lock()
 		ks := s.keys[it.key]
 		if ks.head == len(ks.pending) {
-			delete(s.keys, it.key)
-			if ks.space != nil {
-				close(ks.space)
-			}
+			s.dropKey(it.key, ks)
 			s.mu.Unlock()
 			return
 		}
@@ -177,7 +195,9 @@ func (s *Scheduler[T]) runKeyed(it item[T]) {
 		if ks.head == len(ks.pending) {
 			ks.pending, ks.head = ks.pending[:0], 0
 		}
-		if ks.space != nil {
+		// Wake a blocked submitter once half the queue is free, not on
+		// every task: one wake-up per perKey/2 tasks instead of one each.
+		if ks.space != nil && len(ks.pending)-ks.head <= s.perKey/2 {
 			close(ks.space)
 			ks.space = nil
 		}
