@@ -22,7 +22,7 @@
 // Redelivered set.
 //
 // Every group queue and topic backlog holds at most the configured capacity
-// (default 1<<20 messages); Produce blocks while a target is full, until its
+// (default 65536 messages); Produce blocks while a target is full, until its
 // context is done (an error wrapping dispytch.ErrTimeout on a deadline).
 //
 // Close makes Produce and Consume return errors wrapping dispytch.ErrClosed,
@@ -55,13 +55,15 @@ type Broker struct {
 type Option func(*Broker)
 
 // Capacity bounds every group queue and topic backlog to n messages
-// (default 1<<20).
+// (default 65536). Raise it for large in-memory backlogs; each queued
+// message costs its envelope plus about 150 bytes, and GOMEMLIMIT keeps the
+// garbage collector from letting the heap double on top.
 func Capacity(n int) Option { return func(b *Broker) { b.capacity = max(n, 1) } }
 
 // New returns an empty broker.
 func New(opts ...Option) *Broker {
 	b := &Broker{
-		capacity: 1 << 20,
+		capacity: 1 << 16,
 		closedCh: make(chan struct{}),
 		groups:   map[string]*group{},
 		backlogs: map[string]*queue{},
