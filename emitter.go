@@ -206,8 +206,8 @@ func wrapDeadline(ctx context.Context, err error) error {
 // Message encodes ev into the message Emit would send, without sending it.
 func (e *Emitter) Message(ev Eventer, opts ...EmitOption) (*Message, error) {
 	var s emitSettings
-	for _, o := range opts {
-		o(&s)
+	if len(opts) > 0 {
+		s = applyEmitOptions(opts)
 	}
 	for _, o := range s.backend {
 		if o.Backend() != e.backend {
@@ -245,6 +245,16 @@ func (e *Emitter) Message(ev Eventer, opts ...EmitOption) (*Message, error) {
 		}
 	}
 	return m, nil
+}
+
+// applyEmitOptions is apart from Message so that the settings escape to the
+// heap only when there are options.
+func applyEmitOptions(opts []EmitOption) emitSettings {
+	s := new(emitSettings)
+	for _, o := range opts {
+		o(s)
+	}
+	return *s
 }
 
 func (e *Emitter) backendName() string {
