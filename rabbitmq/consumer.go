@@ -365,21 +365,7 @@ func (x *delivery) DeadLetter(ctx context.Context, failed []*dispytch.FailedMess
 		}
 		delete(t, dispytch.HeaderRedriveHandler)
 		delete(t, HeaderRetryTopic)
-		pub := amqp.Publishing{
-			Headers:         t,
-			ContentType:     raw.ContentType,
-			ContentEncoding: raw.ContentEncoding,
-			DeliveryMode:    amqp.Persistent,
-			Priority:        raw.Priority,
-			CorrelationId:   raw.CorrelationId,
-			ReplyTo:         raw.ReplyTo,
-			MessageId:       raw.MessageId,
-			Timestamp:       raw.Timestamp,
-			Type:            raw.Type,
-			UserId:          raw.UserId,
-			AppId:           raw.AppId,
-			Body:            raw.Body,
-		}
+		pub := republishing(raw, t)
 		reqs = append(reqs, &pubReq{exchange: x.s.c.dlx, key: p.dlQueue, pub: pub})
 	}
 	if err := x.s.c.publishAll(ctx, reqs); err != nil {
@@ -413,3 +399,23 @@ func (c *Client) publishAll(ctx context.Context, reqs []*pubReq) error {
 }
 
 var _ dispytch.DeadLetterer = (*delivery)(nil)
+
+// republishing is a persistent copy of a delivered message, with its
+// properties and body, under new headers (dead letters, delayed retries).
+func republishing(raw amqp.Delivery, headers amqp.Table) amqp.Publishing {
+	return amqp.Publishing{
+		Headers:         headers,
+		ContentType:     raw.ContentType,
+		ContentEncoding: raw.ContentEncoding,
+		DeliveryMode:    amqp.Persistent,
+		Priority:        raw.Priority,
+		CorrelationId:   raw.CorrelationId,
+		ReplyTo:         raw.ReplyTo,
+		MessageId:       raw.MessageId,
+		Timestamp:       raw.Timestamp,
+		Type:            raw.Type,
+		UserId:          raw.UserId,
+		AppId:           raw.AppId,
+		Body:            raw.Body,
+	}
+}

@@ -79,21 +79,7 @@ func (c *Client) DelayedRetries(after int, handlers ...string) dispytch.Middlewa
 			h[HeaderRetry] = strconv.Itoa(done + 1)
 			h[HeaderRetryTopic] = call.Meta.Topic
 			h[dispytch.HeaderRedriveHandler] = call.Handler.Name
-			pub := amqp.Publishing{
-				Headers:         h,
-				ContentType:     raw.ContentType,
-				ContentEncoding: raw.ContentEncoding,
-				DeliveryMode:    amqp.Persistent,
-				Priority:        raw.Priority,
-				CorrelationId:   raw.CorrelationId,
-				ReplyTo:         raw.ReplyTo,
-				MessageId:       raw.MessageId,
-				Timestamp:       raw.Timestamp,
-				Type:            raw.Type,
-				UserId:          raw.UserId,
-				AppId:           raw.AppId,
-				Body:            raw.Body,
-			}
+			pub := republishing(raw, h)
 			pctx, cancel := s.ctx(context.WithoutCancel(ctx))
 			defer cancel()
 			if perr := c.publishAll(pctx, []*pubReq{{exchange: "", key: t.name, pub: pub}}); perr != nil {
