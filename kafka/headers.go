@@ -86,9 +86,9 @@ func envelopeIDType(value []byte, codec dispytch.Codec) (id, typ []byte, ok bool
 // recordHeaders converts message headers to record headers, sorted by key
 // so that records are byte-for-byte reproducible, and adds the event id and
 // type unless the message already carries them.
-func recordHeaders(m *dispytch.Message, codec dispytch.Codec, extra []kgo.RecordHeader) []kgo.RecordHeader {
+func recordHeaders(dst []kgo.RecordHeader, m *dispytch.Message, codec dispytch.Codec, extra []kgo.RecordHeader) []kgo.RecordHeader {
 	h, value := m.Headers, m.Value
-	out := make([]kgo.RecordHeader, 0, len(h)+len(extra)+3)
+	out := dst
 	for k, v := range h {
 		out = append(out, kgo.RecordHeader{Key: k, Value: []byte(v)})
 	}
@@ -108,14 +108,15 @@ func recordHeaders(m *dispytch.Message, codec dispytch.Codec, extra []kgo.Record
 	if _, ok := h[dispytch.HeaderContentType]; !ok && m.ContentType != "" {
 		out = append(out, kgo.RecordHeader{Key: dispytch.HeaderContentType, Value: contentTypeBytes(m.ContentType)})
 	}
-	// The id and type share one allocation.
+	// The emitter's envelopes hold the id and type verbatim: take them
+	// from the value without copying.
 	if !hasID && !hasType && m.ID != "" && m.Type != "" {
-		buf := make([]byte, 0, len(m.ID)+len(m.Type))
-		buf = append(append(buf, m.ID...), m.Type...)
-		out = append(out,
-			kgo.RecordHeader{Key: HeaderEventID, Value: buf[:len(m.ID):len(m.ID)]},
-			kgo.RecordHeader{Key: HeaderEventType, Value: buf[len(m.ID):]})
-		hasID, hasType = true, true
+		if id, typ, ok := scanEnvelopeIDType(value); ok && string(id) == m.ID && string(typ) == m.Type {
+			out = append(out,
+				kgo.RecordHeader{Key: HeaderEventID, Value: id},
+				kgo.RecordHeader{Key: HeaderEventType, Value: typ})
+			hasID, hasType = true, true
+		}
 	}
 	if !hasID && m.ID != "" {
 		out = append(out, kgo.RecordHeader{Key: HeaderEventID, Value: []byte(m.ID)})

@@ -136,7 +136,7 @@ func TestScanEnvelopeIDType(t *testing.T) {
 // present, raw headers last.
 func TestRecordHeaders(t *testing.T) {
 	value := []byte(`{"id":"i","type":"t","body":{},"timestamp":1}`)
-	hs := recordHeaders(&dispytch.Message{Headers: dispytch.Headers{"b": "2", "a": "1"}, Value: value}, dispytch.JSON, []kgo.RecordHeader{{Key: "raw", Value: []byte{0}}})
+	hs := recordHeaders(nil, &dispytch.Message{Headers: dispytch.Headers{"b": "2", "a": "1"}, Value: value}, dispytch.JSON, []kgo.RecordHeader{{Key: "raw", Value: []byte{0}}})
 	var keys []string
 	for _, h := range hs {
 		keys = append(keys, h.Key+"="+string(h.Value))
@@ -145,11 +145,11 @@ func TestRecordHeaders(t *testing.T) {
 	if !slices.Equal(keys, want) {
 		t.Fatalf("headers %q, want %q", keys, want)
 	}
-	hs = recordHeaders(&dispytch.Message{Headers: dispytch.Headers{HeaderEventID: "kept", HeaderEventType: "kept"}, Value: value}, dispytch.JSON, nil)
+	hs = recordHeaders(nil, &dispytch.Message{Headers: dispytch.Headers{HeaderEventID: "kept", HeaderEventType: "kept"}, Value: value}, dispytch.JSON, nil)
 	if len(hs) != 2 || string(hs[0].Value) != "kept" || string(hs[1].Value) != "kept" {
 		t.Fatalf("existing id/type headers replaced: %v", hs)
 	}
-	if hs := recordHeaders(&dispytch.Message{Value: []byte("poison")}, dispytch.JSON, nil); len(hs) != 0 {
+	if hs := recordHeaders(nil, &dispytch.Message{Value: []byte("poison")}, dispytch.JSON, nil); len(hs) != 0 {
 		t.Fatalf("headers for a non-envelope: %v", hs)
 	}
 	if got := deliveryHeaders([]kgo.RecordHeader{{Key: "k", Value: []byte("1")}, {Key: "k", Value: []byte("2")}}); got["k"] != "2" {

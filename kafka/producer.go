@@ -53,6 +53,8 @@ type Producer struct {
 	// room honours the caller's context (franz-go's own wait would cancel
 	// the whole batch the record joins).
 	slots chan struct{}
+	// promise is onProduced, bound once.
+	promise func(*kgo.Record, error)
 }
 
 // NewProducer builds a producer with its own franz-go client. Idempotent
@@ -77,7 +79,9 @@ func newProducer(cl *kgo.Client, own, manual bool, codec dispytch.Codec) *Produc
 	if n <= 0 {
 		n = 10000
 	}
-	return &Producer{cl: cl, own: own, manual: manual, codec: codec, slots: make(chan struct{}, n)}
+	p := &Producer{cl: cl, own: own, manual: manual, codec: codec, slots: make(chan struct{}, n)}
+	p.promise = p.onProduced
+	return p
 }
 
 func producerKgoOpts(cfg *producerConfig) []kgo.Opt {
@@ -212,11 +216,12 @@ func (p *Producer) ProduceAsync(ctx context.Context, m *dispytch.Message, done f
 		done(fmt.Errorf("kafka: produce: %w", dispytch.ErrClosed))
 		return
 	}
-	r, err := p.record(ctx, m)
+	x, err := p.record(ctx, m)
 	if err != nil {
 		done(err)
 		return
 	}
+	x.done = done
 	select {
 	case p.slots <- struct{}{}:
 	default:
@@ -227,43 +232,58 @@ func (p *Producer) ProduceAsync(ctx context.Context, m *dispytch.Message, done f
 			return
 		}
 	}
-	p.cl.Produce(r.Context, r, func(r *kgo.Record, err error) {
-		<-p.slots
-		if err != nil {
-			err = p.produceErr(ctx, r.Topic, err)
-		}
-		done(err)
-	})
+	p.cl.Produce(x, &x.r, p.promise)
+}
+
+// onProduced is the promise of every record: the record's context is its
+// *produced.
+func (p *Producer) onProduced(r *kgo.Record, err error) {
+	x := r.Context.(*produced)
+	<-p.slots
+	if err != nil {
+		err = p.produceErr(x.parent, r.Topic, err)
+	}
+	x.done(err)
 }
 
 type manualPartitionKey struct{}
 
-// detached keeps a context's values without its cancellation, like
-// context.WithoutCancel, but as a pointer-free wrapper whose Value calls do
-// not allocate (franz-go asks the record context for values on every
-// record).
-type detached struct{ parent context.Context }
+// produced is one record on its way: the record, room for its headers and
+// what its promise needs, in one allocation. It is also the record's
+// context: it keeps the emit context's values but not its cancellation,
+// because franz-go fails a whole batch when one of its records' context is
+// done, which would fail other emits too. Produce stops waiting at the emit
+// context's deadline instead, and the record may still land (a timeout is
+// an unknown outcome, as in any Kafka client).
+type produced struct {
+	r      kgo.Record
+	hdrs   [4]kgo.RecordHeader
+	parent context.Context // the emit context
+	manual bool            // an explicit partition
+	done   func(error)
+}
 
-func (detached) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (detached) Done() <-chan struct{}       { return nil }
-func (detached) Err() error                  { return nil }
-func (d detached) Value(key any) any         { return d.parent.Value(key) }
+func (*produced) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (*produced) Done() <-chan struct{}       { return nil }
+func (*produced) Err() error                  { return nil }
+func (x *produced) Value(key any) any {
+	if _, ok := key.(manualPartitionKey); ok {
+		if x.manual {
+			return true
+		}
+		return nil
+	}
+	return x.parent.Value(key)
+}
 
 // record builds the Kafka record of m.
-func (p *Producer) record(ctx context.Context, m *dispytch.Message) (*kgo.Record, error) {
+func (p *Producer) record(ctx context.Context, m *dispytch.Message) (*produced, error) {
 	if m.Topic == "" {
 		return nil, errors.New("kafka: produce: empty topic")
 	}
-	// The record must not die with ctx: franz-go fails a whole batch when
-	// one of its records' context is done, which would fail other emits
-	// too. Produce stops waiting at ctx's deadline instead, and the record
-	// may still land (a timeout is an unknown outcome, as in any Kafka
-	// client).
-	rctx := ctx
-	if ctx.Done() != nil {
-		rctx = detached{ctx}
-	}
-	r := &kgo.Record{Topic: m.Topic, Key: m.Key, Value: m.Value, Context: rctx}
+	x := &produced{parent: ctx}
+	r := &x.r
+	*r = kgo.Record{Topic: m.Topic, Key: m.Key, Value: m.Value, Context: x}
 	var extra []kgo.RecordHeader
 	for _, o := range m.Options {
 		switch o := o.(type) {
@@ -275,7 +295,7 @@ func (p *Producer) record(ctx context.Context, m *dispytch.Message) (*kgo.Record
 				return nil, fmt.Errorf("kafka: produce to %q: negative partition %d", m.Topic, int32(o))
 			}
 			r.Partition = int32(o)
-			r.Context = context.WithValue(rctx, manualPartitionKey{}, true)
+			x.manual = true
 		case timestampOption:
 			r.Timestamp = time.Time(o)
 		case headerOption:
@@ -284,8 +304,8 @@ func (p *Producer) record(ctx context.Context, m *dispytch.Message) (*kgo.Record
 			return nil, fmt.Errorf("%w: %s option %T given to the kafka producer", dispytch.ErrForeignOption, o.Backend(), o)
 		}
 	}
-	r.Headers = recordHeaders(m, p.codec, extra)
-	return r, nil
+	r.Headers = recordHeaders(x.hdrs[:0], m, p.codec, extra)
+	return x, nil
 }
 
 func (p *Producer) produceErr(ctx context.Context, topic string, err error) error {
