@@ -89,9 +89,10 @@ func TestHandleEndToEnd(t *testing.T) {
 func TestSeveralHandlersAllRunBeforeAck(t *testing.T) {
 	kit := dispytchtest.New(t)
 	release := make(chan struct{})
+	fastDone := make(chan struct{})
 	var ran atomic.Int32
 	slow := func(dispytch.Event[UserRegistered]) error { <-release; ran.Add(1); return nil }
-	fast := func(dispytch.Event[UserRegistered]) { ran.Add(1) }
+	fast := func(dispytch.Event[UserRegistered]) { ran.Add(1); close(fastDone) }
 	g := dispytch.NewHandlerGroup(dispytch.DefaultTopic("user_events"), dispytch.DefaultEventType("user_registered"))
 	g.Handle("", "", slow, dispytch.Name("slow"))
 	g.Handle("", "", fast, dispytch.Name("fast"))
@@ -100,9 +101,10 @@ func TestSeveralHandlersAllRunBeforeAck(t *testing.T) {
 	id := kit.Emit(registered(1))
 	// The fast handler is done, the slow one is not: the message must not
 	// be acked yet.
-	deadline := time.Now().Add(5 * time.Second)
-	for ran.Load() < 1 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
+	select {
+	case <-fastDone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("fast handler did not run")
 	}
 	if st, _ := kit.Broker.GroupStats("test"); st.Unacked != 1 {
 		t.Fatalf("acked before every handler finished: %+v", st)

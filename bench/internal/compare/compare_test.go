@@ -70,9 +70,18 @@ func TestQuick(t *testing.T) {
 				t.Errorf("%s: bad latency p50 %v p99 %v", name, r.LatP50, r.LatP99)
 			}
 			for _, n := range r.Notes {
-				if strings.Contains(n, "lag") || strings.Contains(n, "twice") || strings.Contains(n, "non-empty") {
-					t.Errorf("%s: %s", name, n)
+				if !strings.Contains(n, "lag") && !strings.Contains(n, "twice") && !strings.Contains(n, "non-empty") {
+					continue
 				}
+				// Dispytch and the raw clients must leave nothing behind.
+				// Peers are reported as they behave: watermill-kafka
+				// auto-commits every second and may stop with a record
+				// uncommitted.
+				if strings.HasPrefix(r.Spec.Contender, "watermill") {
+					t.Logf("%s: %s", name, n)
+					continue
+				}
+				t.Errorf("%s: %s", name, n)
 			}
 		}
 	}
