@@ -857,7 +857,9 @@ type Settlement struct {
 
 // OnSettle calls f after every message the listener settled or abandoned,
 // from the goroutine that handled it. Use it for metrics and tests; it must
-// be fast and must not block. Several hooks run in the order given.
+// be fast and must not block. Several hooks run in the order given. A
+// nacked message may be redelivered and settled again before its
+// Redelivered settlement is reported.
 func OnSettle(f func(Settlement)) ListenerOption {
 	return listenerOptionFunc(func(l *Listener) { l.onSettle = append(l.onSettle, f) })
 }
