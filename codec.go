@@ -398,22 +398,28 @@ func (s *scanner) skip(depth int) error {
 		if _, ok := s.str(); !ok {
 			return s.fail("bad string")
 		}
-	case c == '{':
+	case c == '{' || c == '[':
+		obj, closing := c == '{', byte(']')
+		if obj {
+			closing = '}'
+		}
 		s.i++
 		s.ws()
-		if s.eat('}') {
+		if s.eat(closing) {
 			return nil
 		}
 		for {
 			s.ws()
-			if _, ok := s.str(); !ok {
-				return s.fail("expected a key")
+			if obj {
+				if _, ok := s.str(); !ok {
+					return s.fail("expected a key")
+				}
+				s.ws()
+				if !s.eat(':') {
+					return s.fail("expected ':'")
+				}
+				s.ws()
 			}
-			s.ws()
-			if !s.eat(':') {
-				return s.fail("expected ':'")
-			}
-			s.ws()
 			if err := s.skip(depth + 1); err != nil {
 				return err
 			}
@@ -421,30 +427,10 @@ func (s *scanner) skip(depth int) error {
 			if s.eat(',') {
 				continue
 			}
-			if s.eat('}') {
+			if s.eat(closing) {
 				return nil
 			}
-			return s.fail("expected ',' or '}'")
-		}
-	case c == '[':
-		s.i++
-		s.ws()
-		if s.eat(']') {
-			return nil
-		}
-		for {
-			s.ws()
-			if err := s.skip(depth + 1); err != nil {
-				return err
-			}
-			s.ws()
-			if s.eat(',') {
-				continue
-			}
-			if s.eat(']') {
-				return nil
-			}
-			return s.fail("expected ',' or ']'")
+			return s.fail("expected ',' or '" + string(closing) + "'")
 		}
 	case c == 't':
 		if !s.lit("true") {

@@ -136,7 +136,6 @@ type RedriveOption func(*redriveConfig)
 
 type redriveConfig struct {
 	group string
-	topic string
 	idle  time.Duration
 	limit int
 }

@@ -111,9 +111,13 @@ func (l *Listener) Subscription() (Subscription, error) {
 	if err != nil && c == nil {
 		return Subscription{}, err
 	}
+	return l.subscription(c), nil
+}
+
+func (l *Listener) subscription(c *compiled) Subscription {
 	sub := c.rt.subscription(l.group, l.delim)
 	sub.Concurrency = l.concurrency
-	return sub, nil
+	return sub
 }
 
 // Check builds the handlers and their dependency graph as Run would, and
@@ -164,22 +168,19 @@ func (l *Listener) Run(ctx context.Context) error {
 	}
 	defer cleanup()
 
-	base := context.WithoutCancel(ctx)
 	r := &runState{
 		l:       l,
 		c:       c,
 		stop:    ctx,
-		base:    base,
 		done:    make(chan struct{}),
 		readyCh: ready,
 	}
 	r.msgs.New = func() any { return new(msgState) }
-	r.hard, r.hardCancel = context.WithCancel(base)
+	r.hard, r.hardCancel = context.WithCancel(context.WithoutCancel(ctx))
 	defer r.hardCancel()
 	r.sched = sched.New(l.concurrency, perKeyQueue, r.process)
 
-	sub := c.rt.subscription(l.group, l.delim)
-	sub.Concurrency = l.concurrency
+	sub := l.subscription(c)
 	l.log.Info("dispytch: listener starting", "subscription", sub.String(), "handlers", c.nhandlers, "concurrency", l.concurrency)
 	errc := make(chan error, 1)
 	go func() { errc <- l.consumer.Consume(ctx, sub, r) }()
@@ -442,7 +443,6 @@ type runState struct {
 	sched *sched.Scheduler[*Delivery]
 
 	stop       context.Context // Run's context: done means shut down
-	base       context.Context // never cancelled; for settling
 	hard       context.Context // handlers' context: cancelled at the shutdown timeout
 	hardCancel context.CancelFunc
 

@@ -140,14 +140,13 @@ func (b ExponentialBackoff) Delay(retry int) time.Duration {
 const DefaultRetryInterval = 1250 * time.Millisecond
 
 type handlerConfig struct {
-	name     string
-	retries  int
-	backoff  Backoff
-	retryIf  []func(error) bool
-	policy   FailurePolicy
-	strict   bool
-	timeout  time.Duration
-	validate *bool
+	name    string
+	retries int
+	backoff Backoff
+	retryIf []func(error) bool
+	policy  FailurePolicy
+	strict  bool
+	timeout time.Duration
 }
 
 func defaultHandlerConfig() handlerConfig {

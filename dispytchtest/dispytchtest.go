@@ -232,12 +232,6 @@ func (k *Kit) DeadLetters() []*dispytch.FailedMessage {
 	return out
 }
 
-// DeadLetterTopic returns the topic the kit's listener dead-letters to
-// ("test.dlq" unless the options changed the group or the rule).
-func (k *Kit) DeadLetterTopic(f *dispytch.FailedMessage) string {
-	return dispytch.DefaultDeadLetterTopic(f)
-}
-
 // Redrive redrives every dead letter waiting on the dead-letter topic and
 // returns how many it republished.
 func (k *Kit) Redrive(dlTopic string) int {

@@ -27,11 +27,10 @@ type Ev struct {
 	Pad string `json:"pad,omitempty"`
 }
 
-func (Ev) Topic() string       { return "{t}" }
-func (Ev) EventType() string   { return "ev" }
-func (e Ev) EventKey() string  { return e.Key }
-func (e Ev) String() string    { return fmt.Sprintf("%s/%s#%d", e.T, e.Key, e.Seq) }
-func evKey(k string, i int) Ev { return Ev{Key: k, Seq: i} }
+func (Ev) Topic() string      { return "{t}" }
+func (Ev) EventType() string  { return "ev" }
+func (e Ev) EventKey() string { return e.Key }
+func (e Ev) String() string   { return fmt.Sprintf("%s/%s#%d", e.T, e.Key, e.Seq) }
 
 // soak multiplies n by 10 when DISPYTCH_SOAK=1, for longer stress runs.
 func soak(n int) int {

@@ -98,13 +98,6 @@ func (p *partition) push(recs []*kgo.Record) {
 	p.signal()
 }
 
-// queued returns how many fetched records wait to be handed over.
-func (p *partition) queued() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.queue) - p.qhead
-}
-
 // run hands the partition's records to the listener, one after another.
 func (p *partition) run() {
 	defer close(p.exited)

@@ -41,7 +41,6 @@ import (
 // dispytch.Consumer. The zero value is not usable; call New.
 type Broker struct {
 	capacity int
-	delim    string
 
 	mu       sync.RWMutex // guards topology: groups, backlogs, routes
 	closed   bool
@@ -125,7 +124,7 @@ func (b *Broker) publish(ctx context.Context, m *dispytch.Message) error {
 		if !ok {
 			b.mu.RUnlock()
 			b.mu.Lock()
-			targets = b.route(m.Topic)
+			b.route(m.Topic)
 			b.mu.Unlock()
 			continue
 		}
