@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/dispytch/dispytch-go"
 	"github.com/dispytch/dispytch-go/dispytchtest"
+	"github.com/dispytch/dispytch-go/memory"
 )
 
 var errTransient = errors.New("transient")
@@ -464,5 +466,89 @@ func TestRedriveOnlyReachesTheFailedGroup(t *testing.T) {
 	}
 	if aRuns.Load() != 2 || bRuns.Load() != 1 {
 		t.Fatalf("a ran %d, b ran %d", aRuns.Load(), bRuns.Load())
+	}
+}
+
+// signalHandler is a slog handler that closes a channel on the first record
+// with a given message.
+type signalHandler struct {
+	slog.Handler
+	msg  string
+	once *sync.Once
+	ch   chan struct{}
+}
+
+func (h signalHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.once.Do(func() { close(h.ch) })
+	}
+	return nil
+}
+
+func (h signalHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+// Deliveries still waiting for a worker when shutdown begins are not
+// started: they stay unacked and a new listener gets them.
+func TestShutdownDoesNotStartQueuedWork(t *testing.T) {
+	broker := memory.New()
+	defer broker.Close()
+	stopping := make(chan struct{})
+	log := slog.New(signalHandler{Handler: slog.DiscardHandler, msg: "dispytch: listener stopping", once: new(sync.Once), ch: stopping})
+	l := dispytch.NewListener(broker, dispytch.Group("g"), dispytch.Concurrency(1), dispytch.WithLogger(log))
+	started := make(chan string, 100)
+	release := make(chan struct{})
+	l.Handle("user_events", "user_registered", func(ev dispytch.Event[UserRegistered]) {
+		started <- ev.ID
+		<-release
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- l.Run(ctx) }()
+	<-l.Ready()
+	em := dispytch.NewEmitter(broker)
+	const n = 20
+	for i := range n {
+		if err := em.Emit(context.Background(), registered(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := <-started
+	// Wait until the listener holds work beyond the running handler.
+	for l.Stats().Received < 2 {
+		runtime.Gosched()
+	}
+	cancel()
+	<-stopping
+	close(release)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if extra := len(started); extra != 0 {
+		t.Fatalf("%d deliveries started after shutdown began", extra)
+	}
+	st := l.Stats()
+	if st.Handled != 1 || st.Abandoned != st.Received-1 {
+		t.Fatalf("stats after shutdown: %+v", st)
+	}
+	// A new listener gets the other n-1 events, not the handled one.
+	l2 := dispytch.NewListener(broker, dispytch.Group("g"), dispytch.WithLogger(quiet))
+	rest := make(chan string, n)
+	l2.Handle("user_events", "user_registered", func(ev dispytch.Event[UserRegistered]) { rest <- ev.ID })
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	go func() { errc <- l2.Run(ctx2) }()
+	for range n - 1 {
+		select {
+		case id := <-rest:
+			if id == first {
+				t.Fatalf("handled event %s delivered again", id)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("queued events were not redelivered")
+		}
+	}
+	cancel2()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
 	}
 }

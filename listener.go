@@ -178,7 +178,7 @@ func (l *Listener) Run(ctx context.Context) error {
 	r.msgs.New = func() any { return new(msgState) }
 	r.hard, r.hardCancel = context.WithCancel(context.WithoutCancel(ctx))
 	defer r.hardCancel()
-	r.sched = sched.New(l.concurrency, perKeyQueue, r.process)
+	r.sched = sched.New(l.concurrency, max(l.concurrency, readyQueue), perKeyQueue, r.process)
 
 	sub := l.subscription(c)
 	l.log.Info("dispytch: listener starting", "subscription", sub.String(), "handlers", c.nhandlers, "concurrency", l.concurrency)
@@ -488,6 +488,7 @@ func (r *runState) Deliver(ctx context.Context, d *Delivery) error {
 func (r *runState) shutdown() {
 	r.stopping.Store(true)
 	r.sched.Close()
+	r.l.log.Info("dispytch: listener stopping", "in_flight", r.l.Stats().InFlight, "timeout", r.l.shutdownTimeout)
 	drained := make(chan struct{})
 	go func() {
 		r.inflight.Wait()
@@ -510,6 +511,14 @@ func (r *runState) shutdown() {
 	}
 	close(r.done)
 }
+
+// readyQueue is the least number of deliveries that wait for a free worker
+// (Concurrency of them when that is more). With a queue only as deep as a
+// small Concurrency, the consumer and the workers hand over one delivery per
+// wake-up and throughput halves. Deliveries still waiting when shutdown
+// begins are not started: they are left unacked for redelivery, so a deeper
+// queue does not lengthen shutdown.
+const readyQueue = 64
 
 // perKeyQueue bounds the deliveries waiting behind a busy ordering key
 // (a Kafka partition whose record is being handled). Busy keys are at most
@@ -540,7 +549,10 @@ func (r *runState) process(d *Delivery) {
 		r.l.stats.finished.Add(1)
 		r.inflight.Done()
 	}()
-	if r.abandoned.Load() {
+	if r.stopping.Load() {
+		// Shutdown began before this delivery started: leave it unacked
+		// for redelivery rather than start new work.
+		r.l.stats.abandoned.Add(1)
 		return
 	}
 	l := r.l

@@ -213,14 +213,16 @@ func AttemptTimeout(d time.Duration) HandlerSetting {
 func Name(name string) HandlerOption { return setting(func(c *handlerConfig) { c.name = name }) }
 
 // Concurrency bounds the handlers running at once (default 64). The
-// listener stops taking deliveries from the consumer when all are busy.
+// listener stops taking deliveries from the consumer when all are busy and
+// max(n, 64) deliveries wait for a worker.
 func Concurrency(n int) ListenerOption {
 	return listenerOptionFunc(func(l *Listener) { l.concurrency = max(n, 1) })
 }
 
 // ShutdownTimeout bounds how long Run waits, after its context is done, for
-// in-flight handlers (default 30s). What has not finished by then is left
-// unacked for redelivery.
+// the handlers already running (default 30s); deliveries that had not
+// started are not started. What has not finished by then is left unacked
+// for redelivery.
 func ShutdownTimeout(d time.Duration) ListenerOption {
 	return listenerOptionFunc(func(l *Listener) { l.shutdownTimeout = d })
 }

@@ -38,13 +38,13 @@ type keyState[T any] struct {
 	space   chan struct{} // closed when a pending slot frees up
 }
 
-// New starts workers goroutines calling run. Up to workers tasks wait for a
+// New starts workers goroutines calling run. Up to queue tasks wait for a
 // free worker, and up to perKey tasks wait behind a busy ordering key.
-func New[T any](workers, perKey int, run func(T)) *Scheduler[T] {
+func New[T any](workers, queue, perKey int, run func(T)) *Scheduler[T] {
 	s := &Scheduler[T]{
 		run:    run,
 		perKey: max(perKey, 1),
-		ready:  make(chan item[T], workers),
+		ready:  make(chan item[T], max(queue, 0)),
 		quit:   make(chan struct{}),
 		keys:   map[string]*keyState[T]{},
 	}

@@ -19,7 +19,7 @@ func TestKeyedOrderAndParallelism(t *testing.T) {
 	var running, peak atomic.Int32
 	var bad atomic.Int32
 	var wg sync.WaitGroup
-	s := New(8, 4, func(tk task) {
+	s := New(8, 8, 4, func(tk task) {
 		defer wg.Done()
 		n := running.Add(1)
 		defer running.Add(-1)
@@ -68,7 +68,7 @@ func TestKeyedOrderAndParallelism(t *testing.T) {
 func TestBackpressureAndClose(t *testing.T) {
 	release := make(chan struct{})
 	var ran atomic.Int32
-	s := New(1, 1, func(int) { <-release; ran.Add(1) })
+	s := New(1, 1, 1, func(int) { <-release; ran.Add(1) })
 	ctx := context.Background()
 	// 1 running + 1 in the ready buffer; then the key queue holds 1.
 	for i := range 2 {
@@ -82,7 +82,7 @@ func TestBackpressureAndClose(t *testing.T) {
 		t.Fatalf("saturated pool accepted work: %v", err)
 	}
 	// A busy key's queue is bounded too.
-	s2 := New(2, 1, func(int) { <-release })
+	s2 := New(2, 2, 1, func(int) { <-release })
 	s2.Submit(ctx, "k", 1)
 	s2.Submit(ctx, "k", 2)
 	tctx2, cancel2 := context.WithTimeout(ctx, 30*time.Millisecond)
