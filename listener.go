@@ -67,7 +67,7 @@ func NewListener(c Consumer, opts ...ListenerOption) *Listener {
 		o.applyListener(l)
 	}
 	if l.validator == nil {
-		l.validator = validator.New(validator.WithRequiredStructEnabled())
+		l.validator = newValidator()
 	}
 	return l
 }

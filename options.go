@@ -264,8 +264,9 @@ func DeadLetterProducer(p Producer) ListenerOption {
 	return listenerOptionFunc(func(l *Listener) { l.dlProducer = p })
 }
 
-// WithValidator sets the validator for bodies and segments (default
-// validator.New(validator.WithRequiredStructEnabled())).
+// WithValidator sets the validator for bodies and segments. The default is
+// validator.New(validator.WithRequiredStructEnabled()) with a faster
+// "email" tag that accepts exactly the strings the built-in one does.
 func WithValidator(v *validator.Validate) ListenerOption {
 	return listenerOptionFunc(func(l *Listener) { l.validator = v })
 }
