@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"os"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 type wireVector struct {
@@ -213,4 +215,57 @@ func FuzzJSONEnvelope(f *testing.F) {
 			t.Fatalf("round trip %+v vs %+v", back, env)
 		}
 	})
+}
+
+type spacedBody struct{}
+
+func (spacedBody) Topic() string                { return "t" }
+func (spacedBody) EventType() string            { return "spaced" }
+func (spacedBody) MarshalJSON() ([]byte, error) { return []byte(`{ "a" : [1, 2] ,"b":"<&>" }`), nil }
+
+type htmlBody struct {
+	S string         `json:"s"`
+	M map[string]int `json:"m"`
+}
+
+func (htmlBody) Topic() string     { return "t" }
+func (htmlBody) EventType() string { return "html\u2028<type>" }
+
+type badBody struct{ C chan int }
+
+func (badBody) Topic() string     { return "t" }
+func (badBody) EventType() string { return "bad" }
+
+// The JSON emitter's single-buffer path writes the bytes of the generic
+// path: json.Marshal of the body inside AppendEnvelope.
+func TestEncodeJSONMatchesGenericPath(t *testing.T) {
+	e := NewEmitter(nil)
+	for _, ev := range []Eventer{
+		spacedBody{},
+		htmlBody{S: "<script>&\u2028 \"q\" é", M: map[string]int{"z": 1, "a": 2}},
+		htmlBody{S: strings.Repeat("x", 100<<10)}, // larger than the reused buffer limit
+	} {
+		for range 2 { // a fresh buffer, then a reused one
+			got, err := e.encodeJSON("id-1", ev.EventType(), 42, ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.now = func() time.Time { return time.UnixMilli(42) }
+			want, err := e.encode("id-1", ev.EventType(), ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("%T:\n got %s\nwant %s", ev, got, want)
+			}
+		}
+	}
+	if _, err := e.encodeJSON("id", "bad", 1, badBody{}); !errors.Is(err, ErrEncode) {
+		t.Fatalf("unencodable body: %v", err)
+	}
+	// The buffer is clean after a failure.
+	got, _ := e.encodeJSON("id", "spaced", 1, spacedBody{})
+	if !bytes.HasPrefix(got, []byte(`{"id":"id","type":"spaced","body":{"a":[1,2],"b":"\u003c\u0026\u003e"}`)) {
+		t.Fatalf("after a failure: %s", got)
+	}
 }

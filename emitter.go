@@ -1,10 +1,12 @@
 package dispytch
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,8 +35,9 @@ type Emitter struct {
 	onError func(ctx context.Context, ev Eventer, err error)
 	now     func() time.Time
 
-	templates sync.Map // template string -> *topicTemplate
-	fields    sync.Map // reflect.Type -> map[string][]int
+	templates sync.Map  // template string -> *topicTemplate
+	fields    sync.Map  // reflect.Type -> map[string][]int
+	scratch   sync.Pool // *jsonScratch
 }
 
 // EmitterOption configures an Emitter.
@@ -218,10 +221,6 @@ func (e *Emitter) Message(ev Eventer, opts ...EmitOption) (*Message, error) {
 	if err != nil {
 		return nil, err
 	}
-	body, err := e.codec.Marshal(ev)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s body: %w", ErrEncode, ev.EventType(), err)
-	}
 	id := s.id
 	if id == "" {
 		if ider, ok := ev.(EventIDer); ok {
@@ -231,12 +230,17 @@ func (e *Emitter) Message(ev Eventer, opts ...EmitOption) (*Message, error) {
 			id = NewUUID()
 		}
 	}
-	env := Envelope{ID: id, Type: ev.EventType(), Body: body, Timestamp: e.now().UnixMilli()}
-	value, err := e.codec.AppendEnvelope(make([]byte, 0, len(body)+len(id)+len(env.Type)+64), &env)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s envelope: %w", ErrEncode, ev.EventType(), err)
+	typ := ev.EventType()
+	var value []byte
+	if _, ok := e.codec.(jsonCodec); ok {
+		value, err = e.encodeJSON(id, typ, e.now().UnixMilli(), ev)
+	} else {
+		value, err = e.encode(id, typ, ev)
 	}
-	m := &Message{Topic: topic, Value: value, ID: id, Type: env.Type, Headers: s.headers, ContentType: e.codec.ContentType(), Options: s.backend}
+	if err != nil {
+		return nil, err
+	}
+	m := &Message{Topic: topic, Value: value, ID: id, Type: typ, Headers: s.headers, ContentType: e.codec.ContentType(), Options: s.backend}
 	if s.keySet {
 		m.Key = s.key
 	} else if k, ok := ev.(EventKeyer); ok {
@@ -245,6 +249,64 @@ func (e *Emitter) Message(ev Eventer, opts ...EmitOption) (*Message, error) {
 		}
 	}
 	return m, nil
+}
+
+// encode encodes the envelope of ev with the emitter's codec.
+func (e *Emitter) encode(id, typ string, ev Eventer) ([]byte, error) {
+	body, err := e.codec.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s body: %w", ErrEncode, typ, err)
+	}
+	env := Envelope{ID: id, Type: typ, Body: body, Timestamp: e.now().UnixMilli()}
+	value, err := e.codec.AppendEnvelope(make([]byte, 0, len(body)+len(id)+len(typ)+64), &env)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s envelope: %w", ErrEncode, typ, err)
+	}
+	return value, nil
+}
+
+// jsonScratch is the buffer the JSON envelope is built in.
+type jsonScratch struct {
+	buf bytes.Buffer
+	enc *json.Encoder
+}
+
+// maxScratch is the largest buffer kept for reuse.
+const maxScratch = 64 << 10
+
+// encodeJSON is encode for the JSON codec: the body is encoded straight
+// into the envelope, in a reused buffer, and the value is its one copy. The
+// bytes are those of encode: json.Encoder writes what json.Marshal returns,
+// plus a newline that is cut.
+func (e *Emitter) encodeJSON(id, typ string, ts int64, ev Eventer) ([]byte, error) {
+	sc, _ := e.scratch.Get().(*jsonScratch)
+	if sc == nil {
+		sc = new(jsonScratch)
+		sc.enc = json.NewEncoder(&sc.buf)
+	}
+	defer func() {
+		if sc.buf.Cap() <= maxScratch {
+			sc.buf.Reset()
+			e.scratch.Put(sc)
+		}
+	}()
+	b := sc.buf.AvailableBuffer()
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, id)
+	b = append(b, `,"type":`...)
+	b = appendJSONString(b, typ)
+	b = append(b, `,"body":`...)
+	sc.buf.Write(b)
+	if err := sc.enc.Encode(ev); err != nil {
+		return nil, fmt.Errorf("%w: %s body: %w", ErrEncode, typ, err)
+	}
+	sc.buf.Truncate(sc.buf.Len() - 1) // the newline
+	b = sc.buf.AvailableBuffer()
+	b = append(b, `,"timestamp":`...)
+	b = strconv.AppendInt(b, ts, 10)
+	b = append(b, '}')
+	sc.buf.Write(b)
+	return bytes.Clone(sc.buf.Bytes()), nil
 }
 
 // applyEmitOptions is apart from Message so that the settings escape to the
