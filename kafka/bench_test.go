@@ -262,7 +262,7 @@ func (x *bench) produceRaw(topic string, evs []benchEv) time.Duration {
 		}
 		wg.Done()
 	}
-	evType := []byte("ev")
+	evType, contentType := []byte("ev"), []byte("application/json")
 	ctx := context.Background()
 	// Connect before the clock starts, as the emitter's client is.
 	if err := cl.Ping(ctx); err != nil {
@@ -271,7 +271,8 @@ func (x *bench) produceRaw(topic string, evs []benchEv) time.Duration {
 	start := time.Now()
 	wg.Add(len(evs))
 	// What a hand-written franz-go producer does: encode the same envelope
-	// and headers, and produce with a promise.
+	// and the same three headers the emitter's records carry, and produce
+	// with a promise.
 	for _, ev := range evs {
 		id := dispytch.NewUUID()
 		value, err := json.Marshal(envelope{ID: id, Type: "ev", Body: ev, Timestamp: time.Now().UnixMilli()})
@@ -279,6 +280,7 @@ func (x *bench) produceRaw(topic string, evs []benchEv) time.Duration {
 			b.Fatal(err)
 		}
 		cl.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte(ev.Key), Value: value, Headers: []kgo.RecordHeader{
+			{Key: dispytch.HeaderContentType, Value: contentType},
 			{Key: kafka.HeaderEventID, Value: []byte(id)}, {Key: kafka.HeaderEventType, Value: evType}}}, promise)
 	}
 	wg.Wait()

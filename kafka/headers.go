@@ -49,6 +49,20 @@ func scanEnvelopeIDType(value []byte) (id, typ []byte, ok bool) {
 	return id, typ, true
 }
 
+// emittedIDType returns the bytes of id and type inside value when value
+// begins {"id":"<id>","type":"<type>" verbatim, as the emitter writes it
+// for ids and types that need no escaping. The results alias value.
+func emittedIDType(value []byte, id, typ string) (idb, typb []byte, ok bool) {
+	const pi, pt = len(`{"id":"`), len(`","type":"`)
+	end := pi + len(id) + pt + len(typ) + 1
+	if len(value) < end || string(value[:pi]) != `{"id":"` || string(value[pi:pi+len(id)]) != id ||
+		string(value[pi+len(id):pi+len(id)+pt]) != `","type":"` || string(value[end-1-len(typ):end-1]) != typ ||
+		value[end-1] != '"' {
+		return nil, nil, false
+	}
+	return value[pi : pi+len(id) : pi+len(id)], value[end-1-len(typ) : end-1 : end-1], true
+}
+
 // plainString scans the rest of a JSON string whose opening quote was
 // consumed, up to the closing quote. It fails on escapes, control characters
 // and invalid UTF-8.
@@ -111,7 +125,7 @@ func recordHeaders(dst []kgo.RecordHeader, m *dispytch.Message, codec dispytch.C
 	// The emitter's envelopes hold the id and type verbatim: take them
 	// from the value without copying.
 	if !hasID && !hasType && m.ID != "" && m.Type != "" {
-		if id, typ, ok := scanEnvelopeIDType(value); ok && string(id) == m.ID && string(typ) == m.Type {
+		if id, typ, ok := emittedIDType(value, m.ID, m.Type); ok {
 			out = append(out,
 				kgo.RecordHeader{Key: HeaderEventID, Value: id},
 				kgo.RecordHeader{Key: HeaderEventType, Value: typ})

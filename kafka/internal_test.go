@@ -2,9 +2,15 @@ package kafka
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"math/rand/v2"
 	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -177,14 +183,71 @@ func FuzzScanEnvelopeIDType(f *testing.F) {
 				}
 			}
 		}
+		if eid, etyp, ok := emittedIDType(data, id, typ); ok && (string(eid) != id || string(etyp) != typ) {
+			t.Fatalf("emittedIDType(%q, %q, %q) = %q, %q", data, id, typ, eid, etyp)
+		}
 		env := dispytch.Envelope{ID: id, Type: typ, Body: []byte(`{}`), Timestamp: 1}
 		value, err := dispytch.JSON.AppendEnvelope(nil, &env)
 		if err != nil {
 			return
+		}
+		// The emitter writes plain ids and types verbatim: the producer
+		// takes them from the value.
+		plain := func(s string) bool {
+			return utf8.ValidString(s) && !strings.ContainsAny(s, `"\<>&`) && !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r >= 0x7f })
+		}
+		if _, _, ok := emittedIDType(value, id, typ); plain(id) && plain(typ) && !ok {
+			t.Fatalf("emittedIDType refused the emitter's %q", value)
 		}
 		gid, gtyp, ok := envelopeIDType(value, dispytch.JSON)
 		if utf8.ValidString(id) && utf8.ValidString(typ) && (!ok || string(gid) != id || string(gtyp) != typ) {
 			t.Fatalf("envelope %q: got %q/%q %v, want %q/%q", value, gid, gtyp, ok, id, typ)
 		}
 	})
+}
+
+// The producer's slots never hand out more than max and never lose a
+// wake-up: 8 goroutines × 20k acquire/release pairs through 3 slots finish.
+func TestSlotsBoundAndWake(t *testing.T) {
+	s := &slots{max: 3}
+	var held, peak atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 20000 {
+				if err := s.acquire(context.Background()); err != nil {
+					t.Error(err)
+					return
+				}
+				n := held.Add(1)
+				for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+				}
+				held.Add(-1)
+				s.release()
+			}
+		}()
+	}
+	wg.Wait()
+	if peak.Load() > 3 || s.used.Load() != 0 {
+		t.Fatalf("peak %d, left %d", peak.Load(), s.used.Load())
+	}
+	// Full: acquire waits until ctx is done, or until a release.
+	for range 3 {
+		if err := s.acquire(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := s.acquire(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("acquire on full slots: %v", err)
+	}
+	got := make(chan error, 1)
+	go func() { got <- s.acquire(context.Background()) }()
+	s.release()
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
 }

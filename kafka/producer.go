@@ -52,9 +52,11 @@ type Producer struct {
 	// acknowledged at the client's MaxBufferedRecords, so that waiting for
 	// room honours the caller's context (franz-go's own wait would cancel
 	// the whole batch the record joins).
-	slots chan struct{}
+	slots slots
 	// promise is onProduced, bound once.
 	promise func(*kgo.Record, error)
+	// records holds *produced for reuse.
+	records sync.Pool
 }
 
 // NewProducer builds a producer with its own franz-go client. Idempotent
@@ -79,7 +81,8 @@ func newProducer(cl *kgo.Client, own, manual bool, codec dispytch.Codec) *Produc
 	if n <= 0 {
 		n = 10000
 	}
-	p := &Producer{cl: cl, own: own, manual: manual, codec: codec, slots: make(chan struct{}, n)}
+	p := &Producer{cl: cl, own: own, manual: manual, codec: codec}
+	p.slots.max = int64(n)
 	p.promise = p.onProduced
 	return p
 }
@@ -222,15 +225,9 @@ func (p *Producer) ProduceAsync(ctx context.Context, m *dispytch.Message, done f
 		return
 	}
 	x.done = done
-	select {
-	case p.slots <- struct{}{}:
-	default:
-		select {
-		case p.slots <- struct{}{}:
-		case <-ctx.Done():
-			done(fmt.Errorf("kafka: produce to %q: waiting for buffer space: %w", m.Topic, dispytch.CtxError(ctx.Err())))
-			return
-		}
+	if err := p.slots.acquire(ctx); err != nil {
+		done(fmt.Errorf("kafka: produce to %q: waiting for buffer space: %w", m.Topic, dispytch.CtxError(err)))
+		return
 	}
 	p.cl.Produce(x, &x.r, p.promise)
 }
@@ -239,17 +236,21 @@ func (p *Producer) ProduceAsync(ctx context.Context, m *dispytch.Message, done f
 // *produced.
 func (p *Producer) onProduced(r *kgo.Record, err error) {
 	x := r.Context.(*produced)
-	<-p.slots
+	p.slots.release()
 	if err != nil {
 		err = p.produceErr(x.parent, r.Topic, err)
 	}
 	x.done(err)
+	// franz-go is done with the record once its promise returned (it
+	// reads the record's size before calling it): reuse it.
+	*x = produced{}
+	p.records.Put(x)
 }
 
 type manualPartitionKey struct{}
 
 // produced is one record on its way: the record, room for its headers and
-// what its promise needs, in one allocation. It is also the record's
+// what its promise needs, in one reused allocation. It is also the record's
 // context: it keeps the emit context's values but not its cancellation,
 // because franz-go fails a whole batch when one of its records' context is
 // done, which would fail other emits too. Produce stops waiting at the emit
@@ -281,7 +282,11 @@ func (p *Producer) record(ctx context.Context, m *dispytch.Message) (*produced, 
 	if m.Topic == "" {
 		return nil, errors.New("kafka: produce: empty topic")
 	}
-	x := &produced{parent: ctx}
+	x, _ := p.records.Get().(*produced)
+	if x == nil {
+		x = new(produced)
+	}
+	x.parent = ctx
 	r := &x.r
 	*r = kgo.Record{Topic: m.Topic, Key: m.Key, Value: m.Value, Context: x}
 	var extra []kgo.RecordHeader
@@ -441,4 +446,59 @@ func (t *backupTopicPartitioner) PartitionByBackup(r *kgo.Record, n int, it kgo.
 		return int(r.Partition)
 	}
 	return t.backup.PartitionByBackup(r, n, it)
+}
+
+// slots is a counting semaphore that costs two atomic operations per record
+// while there is room, and takes a lock only when a producer has to wait.
+type slots struct {
+	used    atomic.Int64
+	max     int64
+	waiting atomic.Bool // a producer waits on space
+	mu      sync.Mutex
+	space   chan struct{} // closed when a slot frees up
+}
+
+// acquire takes a slot, waiting until one is free or ctx is done.
+func (s *slots) acquire(ctx context.Context) error {
+	for {
+		n := s.used.Load()
+		if n < s.max {
+			if s.used.CompareAndSwap(n, n+1) {
+				return nil
+			}
+			continue
+		}
+		s.mu.Lock()
+		// Announce the wait before looking again: a release either sees
+		// it, or freed its slot before the look below.
+		s.waiting.Store(true)
+		if s.used.Load() < s.max {
+			s.mu.Unlock()
+			continue
+		}
+		if s.space == nil {
+			s.space = make(chan struct{})
+		}
+		space := s.space
+		s.mu.Unlock()
+		select {
+		case <-space:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// release frees a slot and wakes the producers waiting for one.
+func (s *slots) release() {
+	s.used.Add(-1)
+	if s.waiting.Load() {
+		s.mu.Lock()
+		s.waiting.Store(false)
+		if s.space != nil {
+			close(s.space)
+			s.space = nil
+		}
+		s.mu.Unlock()
+	}
 }
