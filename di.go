@@ -33,6 +33,8 @@ type Provider struct {
 
 	// sval holds a singleton's value once Run resolved it.
 	sval reflect.Value
+	// words holds the value of a Value or singleton of a word kind.
+	words iword
 }
 
 type retShape uint8
@@ -126,7 +128,11 @@ func Value[T any](v T) *Provider {
 	t := reflect.TypeFor[T]()
 	rv := reflect.ValueOf(&v).Elem()
 	_, file, line, _ := runtime.Caller(1)
-	return &Provider{val: rv, isValue: true, out: t, name: "Value[" + t.String() + "]", loc: fmt.Sprintf("%s:%d", shortFile(file), line)}
+	p := &Provider{val: rv, isValue: true, out: t, name: "Value[" + t.String() + "]", loc: fmt.Sprintf("%s:%d", shortFile(file), line)}
+	if wordKind(t) != wNone {
+		p.words = wordsOf(rv)
+	}
+	return p
 }
 
 // Override replaces the provider of p's type, as FastAPI's
@@ -145,6 +151,7 @@ func (p *Provider) applyListener(l *Listener) { l.providers = append(l.providers
 // eventMaker is implemented by *Event[T].
 type eventMaker interface {
 	makeEvent(a *attempt, vi *bodyValidation, pool *sync.Pool) (reflect.Value, any, error)
+	wordCall(form hform, deps []wkind) handlerCall
 	reset(o any)
 	bodyType() reflect.Type
 	direct(fn any) directCall
@@ -462,6 +469,9 @@ type node struct {
 	seg    segmentsMaker
 	binder *segBinder
 	pool   *sync.Pool // reusable *Event[T] of an event node
+	// The word path of a provider node (see di_words.go).
+	pcall provCall
+	pfn   word
 }
 
 // release gives a pooled object back once the call it served returned: the
@@ -484,10 +494,20 @@ type plan struct {
 	// event built by node evNode.
 	direct directCall
 	evNode int
+	// hcall, when set, runs the plan on its word path (di_words.go): it
+	// calls the handler hfn with the event of node evNode and the values
+	// of nodes hdeps.
+	hcall handlerCall
+	hfn   word
+	hdeps []int
 }
 
 // errDependency marks a provider failure.
 var errDependency = errors.New("dependency failed")
+
+func dependencyError(p *Provider, err error) error {
+	return fmt.Errorf("%w: %s: %w", errDependency, p.name, err)
+}
 
 // attempt is the state of one handler attempt.
 type attempt struct {
@@ -505,6 +525,8 @@ type scratch struct {
 	args     []reflect.Value
 	pooled   []any // per node: an object to give back to the node's pool
 	cleanups []func()
+	words    []iword // per node: its value on the word path
+	win      []iword // arguments on the word path
 }
 
 func (p *plan) getScratch() *scratch {
@@ -515,6 +537,8 @@ func (p *plan) getScratch() *scratch {
 		vals:   make([]reflect.Value, len(p.nodes)),
 		args:   make([]reflect.Value, p.maxArgs),
 		pooled: make([]any, len(p.nodes)),
+		words:  make([]iword, len(p.nodes)),
+		win:    make([]iword, p.maxArgs),
 	}
 }
 
@@ -527,6 +551,8 @@ func (p *plan) putScratch(s *scratch) {
 	}
 	clear(s.vals)
 	clear(s.args)
+	clear(s.words)
+	clear(s.win)
 	clear(s.cleanups)
 	s.cleanups = s.cleanups[:0]
 	s.a = attempt{}
@@ -558,6 +584,9 @@ func (p *plan) run(ctx context.Context, a attempt) (out []reflect.Value, err err
 			panic(panicked)
 		}
 	}()
+	if p.hcall != nil {
+		return nil, p.runWords(ctx, s)
+	}
 	vals := s.vals
 	for i := range p.nodes {
 		n := &p.nodes[i]
@@ -594,14 +623,14 @@ func (p *plan) run(ctx context.Context, a attempt) (out []reflect.Value, err err
 			switch n.prov.ret {
 			case retTErr:
 				if e := res[1]; !e.IsNil() {
-					return nil, fmt.Errorf("%w: %s: %w", errDependency, n.prov.name, e.Interface().(error))
+					return nil, dependencyError(n.prov, e.Interface().(error))
 				}
 			case retTCleanupErr:
 				if c := res[1]; !c.IsNil() {
 					s.cleanups = append(s.cleanups, c.Interface().(func()))
 				}
 				if e := res[2]; !e.IsNil() {
-					return nil, fmt.Errorf("%w: %s: %w", errDependency, n.prov.name, e.Interface().(error))
+					return nil, dependencyError(n.prov, e.Interface().(error))
 				}
 			}
 			vals[i] = res[0]
@@ -785,6 +814,9 @@ func compileHandler(fn reflect.Value, where string, pat *Pattern, provs map[refl
 				c.p.direct, c.p.evNode = d, i
 			}
 		}
+	}
+	if len(c.problems) == 0 {
+		c.p.compileWords(fn)
 	}
 	return c.p, c.problems
 }

@@ -317,3 +317,88 @@ func TestDICleanupPanicRunsTheRest(t *testing.T) {
 		t.Fatalf("%+v, y closed %v", s, yClosed.Load())
 	}
 }
+
+// The handler shapes of the word path (no reflect.Value.Call): the event
+// after an optional context, then up to three pointer-like or interface
+// dependencies. The same graph features must hold on it: nesting,
+// per-attempt caching, NoCache, singletons, values, cleanups in reverse
+// order, provider errors and panics.
+func TestDIWordPath(t *testing.T) {
+	j := &journal{}
+	type Tx struct{ n int32 }
+	type Pool struct{}
+	var txs, pools atomic.Int32
+	newDB := func() (*DB, func(), error) {
+		j.add("db")
+		return &DB{name: "main"}, func() { j.add("close-db") }, nil
+	}
+	newRepo := func(ctx context.Context, db *DB) (*Repo, func(), error) {
+		if ctx == nil {
+			return nil, nil, errors.New("no context")
+		}
+		j.add("repo")
+		return &Repo{db: db}, func() { j.add("close-repo") }, nil
+	}
+	newService := func(r *Repo, s Store) (*UserService, error) {
+		if s.Name() == "broken" {
+			return nil, errors.New("store is broken")
+		}
+		j.add("svc")
+		return &UserService{repo: r, actor: s.Name()}, nil
+	}
+	store := &swappableStore{name: "pg"}
+	kit := dispytchtest.New(t,
+		dispytch.Provide(newDB),
+		dispytch.Provide(newRepo),
+		dispytch.Provide(newService),
+		dispytch.Provide(func() *Tx { return &Tx{n: txs.Add(1)} }, dispytch.NoCache()),
+		dispytch.Provide(func(context.Context) *Pool { pools.Add(1); return &Pool{} }, dispytch.Singleton()),
+		dispytch.Value[Store](store))
+	var seen atomic.Value
+	kit.Listener.Handle("user_events", "user_registered", func(ctx context.Context, ev dispytch.Event[UserRegistered], svc *UserService, r *Repo, s Store) error {
+		if svc.repo != r || ctx == nil {
+			return errors.New("repo not cached within the attempt")
+		}
+		if ev.Body.Timestamp == 13 {
+			panic("unlucky")
+		}
+		seen.Store(ev.Body.User.ID + "/" + svc.actor + "/" + s.Name())
+		j.add("handler")
+		return nil
+	})
+	kit.Listener.Handle("user_events", "user_registered", func(ev dispytch.Event[UserRegistered], a, b *Tx, p *Pool) {
+		if a == b || p == nil {
+			panic("NoCache provider shared, or no singleton")
+		}
+	}, dispytch.Name("tx"))
+	kit.Start()
+	if s := kit.Wait(kit.Emit(registered(7))); s.Outcome != dispytch.Acked {
+		t.Fatalf("%+v", s.Failures)
+	}
+	if got := j.String(); got != "db repo svc handler close-repo close-db" {
+		t.Fatalf("order: %s", got)
+	}
+	if seen.Load() != "u7/pg/pg" || txs.Load() != 2 || pools.Load() != 1 {
+		t.Fatal(seen.Load(), txs.Load(), pools.Load())
+	}
+	s := kit.Wait(kit.Emit(registered(13)))
+	if s.Outcome != dispytch.DeadLettered || s.Failures[0].Reason != dispytch.ReasonPanic {
+		t.Fatalf("panic: %+v", s.Failures)
+	}
+	store.name = "broken"
+	s = kit.Wait(kit.Emit(registered(8)))
+	if s.Outcome != dispytch.DeadLettered || s.Failures[0].Reason != dispytch.ReasonDependency ||
+		!strings.Contains(s.Failures[0].Err.Error(), "store is broken") {
+		t.Fatalf("provider error: %+v", s.Failures)
+	}
+	// Every cleanup ran, also after the panic and the provider error.
+	if got := j.String(); strings.Count(got, "close-db") != 3 || strings.Count(got, "close-repo") != 3 {
+		t.Fatalf("cleanups: %s", got)
+	}
+}
+
+// swappableStore is a Store whose name the test changes between events
+// (handled one at a time).
+type swappableStore struct{ name string }
+
+func (s *swappableStore) Name() string { return s.name }

@@ -400,6 +400,9 @@ func (c *compiled) resolveSingletons(ctx context.Context, log *slog.Logger) (fun
 			return nil, fmt.Errorf("dispytch: singleton %s (%s): %w", p.name, p.loc, err)
 		}
 		p.sval = out[0]
+		if wordKind(p.out) != wNone {
+			p.words = wordsOf(out[0])
+		}
 	}
 	return cleanup, nil
 }

@@ -166,7 +166,7 @@ func (f producerOption) applyProducer(c *producerConfig) { f(c) }
 
 // Compression sets the codecs to compress batches with, in order of
 // preference, e.g. Compression(kgo.ZstdCompression(), kgo.SnappyCompression()).
-// Default: no compression.
+// Default: franz-go's, snappy when the brokers support it, else none.
 func Compression(codecs ...kgo.CompressionCodec) ProducerOption {
 	return producerOption(func(c *producerConfig) { c.compression = append([]kgo.CompressionCodec(nil), codecs...) })
 }
