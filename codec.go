@@ -223,6 +223,18 @@ func decodeJSONString(val []byte) (string, error) {
 }
 
 func parseTimestamp(val []byte) (int64, error) {
+	// The common case, up to 18 digits (no overflow possible), without
+	// strconv's string conversion.
+	if n := len(val); n > 0 && n <= 18 && val[0] != '0' || n == 1 {
+		var ts int64
+		i := 0
+		for ; i < n && val[i] >= '0' && val[i] <= '9'; i++ {
+			ts = ts*10 + int64(val[i]-'0')
+		}
+		if i == n {
+			return ts, nil
+		}
+	}
 	if ts, err := strconv.ParseInt(string(val), 10, 64); err == nil {
 		return ts, nil
 	}
@@ -274,6 +286,10 @@ func (s *scanner) str() ([]byte, bool) {
 	}
 	for s.i < len(s.data) {
 		c := s.data[s.i]
+		if !strSpecial[c] {
+			s.i++
+			continue
+		}
 		switch {
 		case c == '"':
 			s.i++
@@ -307,6 +323,15 @@ func (s *scanner) str() ([]byte, bool) {
 	}
 	return nil, false
 }
+
+// strSpecial marks the bytes a JSON string scan must stop at.
+var strSpecial = func() (t [256]bool) {
+	for c := range 0x20 {
+		t[c] = true
+	}
+	t['"'], t['\\'] = true, true
+	return t
+}()
 
 func isHex(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
@@ -369,16 +394,26 @@ func (s *scanner) skipFast() error {
 				return nil
 			}
 		case '"':
-			s.i++
-			for s.i < len(s.data) && s.data[s.i] != '"' {
-				if s.data[s.i] == '\\' {
-					s.i++
+			// Jump to the next quote not escaped by an odd run of
+			// backslashes (IndexByte is vectorised).
+			j := s.i + 1
+			for {
+				k := bytes.IndexByte(s.data[j:], '"')
+				if k < 0 {
+					s.i = len(s.data)
+					return s.fail("unterminated string")
 				}
-				s.i++
+				j += k
+				bs := 0
+				for b := j - 1; b > s.i && s.data[b] == '\\'; b-- {
+					bs++
+				}
+				if bs%2 == 0 {
+					break
+				}
+				j++
 			}
-			if s.i >= len(s.data) {
-				return s.fail("unterminated string")
-			}
+			s.i = j
 		}
 		s.i++
 	}

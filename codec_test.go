@@ -176,6 +176,9 @@ func FuzzJSONEnvelope(f *testing.F) {
 		f.Add(p)
 	}
 	f.Add([]byte(`{"id":"a","type":"b","body":{"x":[1,2,{"y":"\u0041"}]},"timestamp":-0.5e-3}`))
+	// Quotes after runs of backslashes inside body strings.
+	f.Add([]byte(`{"id":"a","type":"b","body":{"x":"\\","y":"\\\"}","z":"\"}"},"timestamp":1}`))
+	f.Add([]byte(`{"id":"a","type":"b","body":["\\\\"],"timestamp":1}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var env Envelope
 		if err := JSON.DecodeEnvelope(data, &env); err != nil {
@@ -267,5 +270,38 @@ func TestEncodeJSONMatchesGenericPath(t *testing.T) {
 	got, _ := e.encodeJSON("id", "spaced", 1, spacedBody{})
 	if !bytes.HasPrefix(got, []byte(`{"id":"id","type":"spaced","body":{"a":[1,2],"b":"\u003c\u0026\u003e"}`)) {
 		t.Fatalf("after a failure: %s", got)
+	}
+}
+
+// The envelope scan delimits bodies whose strings end in escaped
+// backslashes or hold escaped quotes and braces.
+func TestEnvelopeBodyEscapes(t *testing.T) {
+	body := `{"x":"\\","y":"\\\"}","z":"\"}"}`
+	var env Envelope
+	if err := JSON.DecodeEnvelope([]byte(`{"id":"a","type":"b","body":`+body+`,"timestamp":1}`), &env); err != nil {
+		t.Fatal(err)
+	}
+	if string(env.Body) != body {
+		t.Fatalf("body %s", env.Body)
+	}
+	if err := JSON.DecodeEnvelope([]byte(`{"id":"a","type":"b","body":{"x":"\\\"}`), &env); err == nil {
+		t.Fatal("accepted an unterminated body")
+	}
+}
+
+func TestParseTimestamp(t *testing.T) {
+	for in, want := range map[string]int64{
+		"0": 0, "7": 7, "1700000000000": 1700000000000, "999999999999999999": 999999999999999999,
+		"9223372036854775807": 9223372036854775807, "-1": -1, "-9223372036854775808": -9223372036854775808,
+		"1.5e3": 1500, "2E2": 200, "-0.5": 0,
+	} {
+		if got, err := parseTimestamp([]byte(in)); err != nil || got != want {
+			t.Errorf("parseTimestamp(%s) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"1e400", "-1e400", "9223372036854775808e10", ""} {
+		if _, err := parseTimestamp([]byte(in)); err == nil {
+			t.Errorf("parseTimestamp(%q) accepted", in)
+		}
 	}
 }

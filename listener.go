@@ -592,15 +592,8 @@ func (r *runState) process(d *Delivery) {
 			return
 		}
 	}
-	var one struct {
-		h *handler
-		m *routeMatch
-	}
-	type hm struct {
-		h *handler
-		m *routeMatch
-	}
-	var many []hm
+	var one handlerMatch
+	var many []handlerMatch
 	n := 0
 	for i := range matches {
 		for _, h := range matches[i].r.byType[env.Type] {
@@ -611,9 +604,9 @@ func (r *runState) process(d *Delivery) {
 				one.h, one.m = h, &matches[i]
 			} else {
 				if n == 1 {
-					many = append(many, hm{one.h, one.m})
+					many = append(many, one)
 				}
-				many = append(many, hm{h, &matches[i]})
+				many = append(many, handlerMatch{h, &matches[i]})
 			}
 			n++
 		}
@@ -658,8 +651,21 @@ func (r *runState) process(d *Delivery) {
 		r.settle(d, env, []outcome{o})
 		return
 	}
-	// Several handlers run concurrently, each with its own copy of the
-	// metadata (their attempt numbers and segments differ).
+	r.runMany(d, env, meta, many)
+}
+
+// handlerMatch is a handler of a message and the route that matched it.
+type handlerMatch struct {
+	h *handler
+	m *routeMatch
+}
+
+// runMany runs several handlers of one message concurrently, each with its
+// own copy of the metadata (their attempt numbers and segments differ), and
+// settles the message. It is apart from process so that the single-handler
+// path allocates nothing for it.
+func (r *runState) runMany(d *Delivery, env *Envelope, meta *Metadata, many []handlerMatch) {
+	n := len(many)
 	outs := make([]outcome, n)
 	metas := make([]Metadata, n)
 	var wg sync.WaitGroup
