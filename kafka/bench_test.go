@@ -36,7 +36,9 @@ import (
 // franz-go group consumer's poll loop that decodes each envelope with
 // encoding/json and commits after every poll; "dispytch" is a listener
 // with one handler taking Event[benchEv] on this package's Consumer,
-// measured until the committed offsets reach the end.
+// measured until the committed offsets reach the end; "dispytch-paused" is
+// the same with partition queues of 500 records, so that fetching pauses
+// and resumes all along.
 //
 // Produce: encode and send b.N events and wait for every ack. "raw"
 // encodes the same envelope with encoding/json and hands the record (the
@@ -145,10 +147,15 @@ func (x *bench) compare(names []string, run func(name string, n int) time.Durati
 
 func BenchmarkConsume(b *testing.B) {
 	x := newBench(b)
-	x.compare([]string{"raw", "dispytch"}, func(name string, n int) time.Duration {
+	x.compare([]string{"raw", "dispytch", "dispytch-paused"}, func(name string, n int) time.Duration {
 		topic := x.fill(n)
-		if name == "raw" {
+		switch name {
+		case "raw":
 			return x.consumeRaw(topic, n)
+		case "dispytch-paused":
+			// Partition queues far smaller than the backlog: fetching
+			// pauses and resumes every few hundred records.
+			return x.consumeDispytch(topic, n, kafka.PartitionQueue(500, 0))
 		}
 		return x.consumeDispytch(topic, n)
 	})
@@ -186,11 +193,11 @@ func (x *bench) consumeRaw(topic string, n int) time.Duration {
 	return time.Since(start)
 }
 
-func (x *bench) consumeDispytch(topic string, n int) time.Duration {
+func (x *bench) consumeDispytch(topic string, n int, opts ...kafka.ConsumerOption) time.Duration {
 	b := x.b
 	group := topic + "-dispytch"
-	k, err := kafka.NewConsumer(kafka.Brokers(x.c.ListenAddrs()...), kafka.WithLogger(quietLogger()),
-		kafka.ClientOptions(groupOpts()...), kafka.CommitInterval(20*time.Millisecond))
+	k, err := kafka.NewConsumer(append([]kafka.ConsumerOption{kafka.Brokers(x.c.ListenAddrs()...), kafka.WithLogger(quietLogger()),
+		kafka.ClientOptions(groupOpts()...), kafka.CommitInterval(20 * time.Millisecond)}, opts...)...)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -209,6 +209,9 @@ func (c *Consumer) Consume(ctx context.Context, sub dispytch.Subscription, inbox
 	return perr
 }
 
+// fetchMaxWait is the consumer's default fetch wait (see kgoOpts).
+const fetchMaxWait = 100 * time.Millisecond
+
 func (s *session) kgoOpts() []kgo.Opt {
 	cfg := &s.c.cfg
 	conn := cfg.conn
@@ -231,10 +234,16 @@ func (s *session) kgoOpts() []kgo.Opt {
 		kgo.ConsumeResetOffset(start),
 		kgo.MetadataMaxAge(cfg.topicRefresh),
 		kgo.MetadataMinAge(min(cfg.topicRefresh, 5*time.Second)),
-		// Kafka's default: a resumed partition waits at most this long
-		// for a fetch in flight to the same broker (franz-go's default
-		// is 5s).
-		kgo.FetchMaxWait(500*time.Millisecond),
+		// How long a fetch waits at the broker for new records. A
+		// resumed partition waits for the fetch in flight to its broker
+		// (franz-go starts one fetch per broker at a time), and that
+		// fetch long-polls when the other partitions are at their end:
+		// with Kafka's 500ms (franz-go's 5s), each pause of a partition
+		// whose queue filled cost up to that long idle. 100ms bounds
+		// the stall, at the price of an idle consumer fetching ten
+		// times a second per broker. kafka.ClientOptions(
+		// kgo.FetchMaxWait(d)) overrides it.
+		kgo.FetchMaxWait(fetchMaxWait),
 	)
 	if len(s.sub.Patterns) == 0 {
 		opts = append(opts, kgo.ConsumeTopics(s.sub.Topics...))

@@ -77,7 +77,6 @@ func groupOpts() []kgo.Opt {
 	return []kgo.Opt{
 		kgo.HeartbeatInterval(100 * time.Millisecond),
 		kgo.SessionTimeout(3 * time.Second),
-		kgo.FetchMaxWait(500 * time.Millisecond),
 		kgo.RetryBackoffFn(func(int) time.Duration { return 50 * time.Millisecond }),
 	}
 }
