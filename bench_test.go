@@ -5,10 +5,14 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"os"
 	"runtime"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dispytch/dispytch-go"
 	"github.com/dispytch/dispytch-go/memory"
@@ -54,7 +58,7 @@ type BenchService struct{ n atomic.Int64 }
 
 func benchLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func encodedBench(b *testing.B) []byte {
+func encodedBench(b testing.TB) []byte {
 	m, err := dispytch.NewEmitter(memory.New()).Message(benchEvent)
 	if err != nil {
 		b.Fatal(err)
@@ -62,15 +66,39 @@ func encodedBench(b *testing.B) []byte {
 	return m.Value
 }
 
+// timer is what a runner starts and stops around the measured part: the
+// *testing.B of a standard benchmark, so that ns/op and allocs/op cover
+// only that part, or noTimer.
+type timer interface {
+	StartTimer()
+	StopTimer()
+}
+
+type noTimer struct{}
+
+func (noTimer) StartTimer() {}
+func (noTimer) StopTimer()  {}
+
+// runBench runs a runner as a standard benchmark.
+func runBench(b *testing.B, run func(testing.TB, timer, int) time.Duration) {
+	b.SetBytes(int64(len(encodedBench(b))))
+	b.ReportAllocs()
+	b.StopTimer()
+	d := run(b, b, b.N)
+	b.ReportMetric(float64(b.N)/d.Seconds(), "events/s")
+}
+
 // BenchmarkPipeline is emit → memory broker → route → decode → validate →
 // DI → handler → ack, end to end.
-func BenchmarkPipeline(b *testing.B) {
+func BenchmarkPipeline(b *testing.B) { runBench(b, runPipeline) }
+
+func runPipeline(tb testing.TB, t timer, n int) time.Duration {
 	broker := memory.New()
 	defer broker.Close()
 	svc := &BenchService{}
 	var handled atomic.Int64
 	done := make(chan struct{})
-	target := int64(b.N)
+	target := int64(n)
 	l := dispytch.NewListener(broker, dispytch.WithLogger(benchLog()), dispytch.Concurrency(runtime.GOMAXPROCS(0)),
 		dispytch.Provide(func() *BenchService { return svc }))
 	l.Handle("user_events", "user_registered", func(ev dispytch.Event[BenchEvent], s *BenchService) error {
@@ -86,24 +114,24 @@ func BenchmarkPipeline(b *testing.B) {
 	<-l.Ready()
 	e := dispytch.NewEmitter(broker)
 	bctx := context.Background()
-	b.SetBytes(int64(len(encodedBench(b))))
-	b.ReportAllocs()
-	b.ResetTimer()
-	for range b.N {
+	t.StartTimer()
+	start := time.Now()
+	for range n {
 		if err := e.Emit(bctx, benchEvent); err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 	}
 	<-done
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	d := time.Since(start)
+	t.StopTimer()
 	cancel()
 	if err := <-errc; err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
+	return d
 }
 
-// feeder is a Consumer replaying one pre-encoded message b.N times.
+// feeder is a Consumer replaying one pre-encoded message n times.
 type feeder struct {
 	value []byte
 	n     int
@@ -131,8 +159,8 @@ func (f *feeder) Consume(ctx context.Context, sub dispytch.Subscription, in disp
 
 func (f *feeder) Produce(context.Context, ...*dispytch.Message) error { return nil }
 
-func benchDispatch[T any](b *testing.B) {
-	f := &feeder{value: encodedBench(b), n: b.N}
+func runDispatch[T any](tb testing.TB, t timer, n int) time.Duration {
+	f := &feeder{value: encodedBench(tb), n: n}
 	svc := &BenchService{}
 	l := dispytch.NewListener(f, dispytch.WithLogger(benchLog()), dispytch.Concurrency(runtime.GOMAXPROCS(0)),
 		dispytch.Provide(func() *BenchService { return svc }))
@@ -142,35 +170,37 @@ func benchDispatch[T any](b *testing.B) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	b.SetBytes(int64(len(f.value)))
-	b.ReportAllocs()
-	b.ResetTimer()
+	t.StartTimer()
+	start := time.Now()
 	go func() { errc <- l.Run(ctx) }()
 	<-l.Ready()
 	f.acks.Wait()
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	d := time.Since(start)
+	t.StopTimer()
 	cancel()
 	if err := <-errc; err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	if svc.n.Load() != int64(b.N) {
-		b.Fatalf("handled %d of %d", svc.n.Load(), b.N)
+	if svc.n.Load() != int64(n) {
+		tb.Fatalf("handled %d of %d", svc.n.Load(), n)
 	}
+	return d
 }
 
 // BenchmarkDispatch feeds pre-encoded messages straight into the listener:
 // route → decode → validate → DI → handler → ack.
-func BenchmarkDispatch(b *testing.B) { benchDispatch[BenchEvent](b) }
+func BenchmarkDispatch(b *testing.B) { runBench(b, runDispatch[BenchEvent]) }
 
 // BenchmarkDispatchNoValidation is Dispatch with a body type without
 // validate tags.
-func BenchmarkDispatchNoValidation(b *testing.B) { benchDispatch[PlainEvent](b) }
+func BenchmarkDispatchNoValidation(b *testing.B) { runBench(b, runDispatch[PlainEvent]) }
 
 // BenchmarkBareLoop is the physical limit: a buffered channel feeding
 // GOMAXPROCS workers that json.Unmarshal the same message into a struct.
-func BenchmarkBareLoop(b *testing.B) {
-	value := encodedBench(b)
+func BenchmarkBareLoop(b *testing.B) { runBench(b, runBareLoop) }
+
+func runBareLoop(tb testing.TB, t timer, n int) time.Duration {
+	value := encodedBench(tb)
 	type envelope struct {
 		ID        string     `json:"id"`
 		Type      string     `json:"type"`
@@ -180,10 +210,9 @@ func BenchmarkBareLoop(b *testing.B) {
 	workers := runtime.GOMAXPROCS(0)
 	ch := make(chan []byte, 1024)
 	var wg sync.WaitGroup
-	var n atomic.Int64
-	b.SetBytes(int64(len(value)))
-	b.ReportAllocs()
-	b.ResetTimer()
+	var handled atomic.Int64
+	t.StartTimer()
+	start := time.Now()
 	for range workers {
 		wg.Add(1)
 		go func() {
@@ -193,28 +222,98 @@ func BenchmarkBareLoop(b *testing.B) {
 				if err := json.Unmarshal(m, &e); err != nil {
 					panic(err)
 				}
-				n.Add(1)
+				handled.Add(1)
 			}
 		}()
 	}
-	for range b.N {
+	for range n {
 		ch <- value
 	}
 	close(ch)
 	wg.Wait()
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	d := time.Since(start)
+	t.StopTimer()
+	return d
 }
 
 // BenchmarkBodyDecode is the part of the work that is the user's own: one
 // json.Unmarshal of the body, for computing the framework's overhead.
-func BenchmarkBodyDecode(b *testing.B) {
+func BenchmarkBodyDecode(b *testing.B) { runBench(b, runBodyDecode) }
+
+func runBodyDecode(tb testing.TB, t timer, n int) time.Duration {
 	body, _ := json.Marshal(benchEvent)
-	b.ReportAllocs()
-	for range b.N {
+	t.StartTimer()
+	start := time.Now()
+	for range n {
 		var e PlainEvent
 		if err := json.Unmarshal(body, &e); err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 	}
+	d := time.Since(start)
+	t.StopTimer()
+	return d
+}
+
+// BenchmarkRatios runs the benchmarks above in alternating rounds
+// (DISPYTCH_BENCH_ROUNDS, default 5) of b.N events each, so that the
+// machine's noise hits them alike, and reports median rates and the ratios
+// the goals are stated in: the median of the per-round ratios to the bare
+// loop. On one core (-cpu 1) it also reports the framework's overhead per
+// event beyond the body's own decode: the median over rounds of
+// DispatchNoValidation's time per event minus BodyDecode's.
+//
+//	go test -run '^$' -bench Ratios -benchtime 300000x .
+//	go test -run '^$' -bench Ratios -benchtime 300000x -cpu 1 .
+func BenchmarkRatios(b *testing.B) {
+	rounds := 5
+	if v, err := strconv.Atoi(os.Getenv("DISPYTCH_BENCH_ROUNDS")); err == nil && v > 0 {
+		rounds = v
+	}
+	if b.N == 1 {
+		rounds = 1 // the sizing run
+	}
+	contenders := []struct {
+		name string
+		run  func(testing.TB, timer, int) time.Duration
+	}{
+		{"bare", runBareLoop},
+		{"pipeline", runPipeline},
+		{"dispatch", runDispatch[BenchEvent]},
+		{"novalidate", runDispatch[PlainEvent]},
+		{"bodydecode", runBodyDecode},
+	}
+	b.StopTimer()
+	rates := map[string][]float64{}
+	var overhead []float64
+	for range rounds {
+		ns := map[string]float64{}
+		for _, c := range contenders {
+			runtime.GC()
+			d := c.run(b, noTimer{}, b.N)
+			ns[c.name] = float64(d.Nanoseconds()) / float64(b.N)
+			rates[c.name] = append(rates[c.name], 1e9/ns[c.name])
+		}
+		overhead = append(overhead, ns["novalidate"]-ns["bodydecode"])
+	}
+	med := func(xs []float64) float64 {
+		s := slices.Clone(xs)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	for _, c := range contenders[:4] {
+		b.ReportMetric(med(rates[c.name]), c.name+"-events/s")
+	}
+	for _, c := range contenders[1:4] {
+		var rs []float64
+		for i := range rates[c.name] {
+			rs = append(rs, rates[c.name][i]/rates["bare"][i])
+		}
+		b.ReportMetric(med(rs), c.name+"/bare")
+	}
+	if runtime.GOMAXPROCS(0) == 1 {
+		b.ReportMetric(med(overhead), "overhead-ns/event")
+	}
+	b.ReportMetric(0, "ns/op")
+	b.Logf("%d rounds of %d events; events/s per round: %v; overhead ns/event per round: %.0f", rounds, b.N, rates, overhead)
 }
