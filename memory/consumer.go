@@ -8,6 +8,10 @@ import (
 	"github.com/dispytch/dispytch-go"
 )
 
+// consumeBatch is the most entries a consumer takes from its queue at once:
+// one lock and one wake-up for many messages.
+const consumeBatch = 32
+
 // session is one Consume call.
 type session struct {
 	inflight map[*entry]struct{}
@@ -38,32 +42,37 @@ func (b *Broker) Consume(ctx context.Context, sub dispytch.Subscription, inbox d
 	sess := &session{inflight: map[*entry]struct{}{}}
 	inbox.Ready()
 	var cerr error
+	var buf [consumeBatch]*entry
+loop:
 	for {
-		e, err := g.q.next(ctx, sess, b.closedCh)
+		es, err := g.q.next(ctx, sess, b.closedCh, buf[:])
 		if err != nil {
 			if errors.Is(err, dispytch.ErrClosed) {
 				cerr = err
 			}
 			break
 		}
-		d := &delivery{q: &g.q, e: e, gen: e.gen, sess: sess}
-		d.d = dispytch.Delivery{
-			Topic:   e.s.topic,
-			Key:     e.s.key,
-			Value:   e.s.value,
-			Headers: e.s.headers,
-			Info: dispytch.DeliveryInfo{
-				Redelivered:   e.deliveries > 1,
-				DeliveryCount: e.deliveries,
-				Partition:     -1,
-				Offset:        -1,
-			},
-			Acker: d,
+		for i, e := range es {
+			d := &delivery{q: &g.q, e: e, gen: e.gen, sess: sess}
+			d.d = dispytch.Delivery{
+				Topic:   e.s.topic,
+				Key:     e.s.key,
+				Value:   e.s.value,
+				Headers: e.s.headers,
+				Info: dispytch.DeliveryInfo{
+					Redelivered:   e.deliveries > 1,
+					DeliveryCount: e.deliveries,
+					Partition:     -1,
+					Offset:        -1,
+				},
+				Acker: d,
+			}
+			if err := inbox.Deliver(ctx, &d.d); err != nil {
+				g.q.unpop(es[i:], sess)
+				break loop
+			}
 		}
-		if err := inbox.Deliver(ctx, &d.d); err != nil {
-			g.q.unpop(e, sess)
-			break
-		}
+		clear(es)
 	}
 	if cerr == nil {
 		select {

@@ -81,8 +81,20 @@ func (b *Broker) Backend() string { return "memory" }
 type stored struct {
 	topic   string
 	key     []byte
+	skey    string // key as a string, made once for all groups
 	value   []byte
 	headers dispytch.Headers
+	first   entry // the entry of the first group, in the same allocation
+}
+
+// entry returns the queue entry of the i-th group the message goes to.
+func (s *stored) entry(i int) *entry {
+	e := &s.first
+	if i > 0 {
+		e = new(entry)
+	}
+	*e = entry{s: s, key: s.skey}
+	return e
 }
 
 // Produce publishes msgs in order. It returns once every message is queued
@@ -113,7 +125,7 @@ func (b *Broker) publish(ctx context.Context, m *dispytch.Message) error {
 	if len(m.Options) > 0 {
 		return fmt.Errorf("%w: %T", dispytch.ErrForeignOption, m.Options[0])
 	}
-	s := &stored{topic: m.Topic, key: m.Key, value: m.Value, headers: m.Headers}
+	s := &stored{topic: m.Topic, key: m.Key, skey: string(m.Key), value: m.Value, headers: m.Headers}
 	for {
 		b.mu.RLock()
 		if b.closed {
@@ -140,11 +152,17 @@ func (b *Broker) publish(ctx context.Context, m *dispytch.Message) error {
 				b.mu.Unlock()
 				continue
 			}
-			if q.tryPush(s) {
+			if q.tryPush(s.entry(0)) {
 				b.mu.RUnlock()
 				return nil
 			}
 			full = q
+		} else if len(targets) == 1 {
+			if targets[0].q.tryPush(s.entry(0)) {
+				b.mu.RUnlock()
+				return nil
+			}
+			full = &targets[0].q
 		} else {
 			// Reserve a slot in every target, then push: a message reaches
 			// all of its groups or none.
@@ -157,8 +175,8 @@ func (b *Broker) publish(ctx context.Context, m *dispytch.Message) error {
 				reserved++
 			}
 			if full == nil {
-				for _, g := range targets {
-					g.q.pushReserved(s)
+				for i, g := range targets {
+					g.q.pushReserved(s.entry(i))
 				}
 				b.mu.RUnlock()
 				return nil

@@ -60,20 +60,20 @@ func (q *queue) unreserve() {
 	q.mu.Unlock()
 }
 
-func (q *queue) pushReserved(s *stored) {
+func (q *queue) pushReserved(e *entry) {
 	q.mu.Lock()
-	q.enqueue(&entry{s: s, key: string(s.key)})
+	q.enqueue(e)
 	q.mu.Unlock()
 }
 
-func (q *queue) tryPush(s *stored) bool {
+func (q *queue) tryPush(e *entry) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.count >= q.cap {
 		return false
 	}
 	q.count++
-	q.enqueue(&entry{s: s, key: string(s.key)})
+	q.enqueue(e)
 	return true
 }
 
@@ -137,19 +137,24 @@ func (q *queue) claim(bl *queue) {
 	q.mu.Unlock()
 }
 
-// next waits for a ready entry and hands it to sess.
-func (q *queue) next(ctx context.Context, sess *session, closed <-chan struct{}) (*entry, error) {
+// next waits for ready entries and hands up to len(buf) of them to sess,
+// in order, in buf.
+func (q *queue) next(ctx context.Context, sess *session, closed <-chan struct{}, buf []*entry) ([]*entry, error) {
 	for {
 		q.mu.Lock()
 		if q.ready.len() > 0 {
-			e := q.ready.pop()
-			e.deliveries++
-			e.gen++
-			e.owner = sess
-			sess.inflight[e] = struct{}{}
-			q.unacked++
+			n := min(len(buf), q.ready.len())
+			for i := range n {
+				e := q.ready.pop()
+				e.deliveries++
+				e.gen++
+				e.owner = sess
+				sess.inflight[e] = struct{}{}
+				buf[i] = e
+			}
+			q.unacked += n
 			q.mu.Unlock()
-			return e, nil
+			return buf[:n], nil
 		}
 		if q.readyCh == nil {
 			q.readyCh = make(chan struct{})
@@ -196,14 +201,18 @@ func (q *queue) settle(e *entry, gen uint64, sess *session, requeue bool) error 
 	return nil
 }
 
-// unpop returns an entry that was never handed over to the front.
-func (q *queue) unpop(e *entry, sess *session) {
+// unpop returns entries that were never handed over to the front, in
+// their order.
+func (q *queue) unpop(es []*entry, sess *session) {
 	q.mu.Lock()
-	delete(sess.inflight, e)
-	e.owner = nil
-	e.deliveries--
-	q.unacked--
-	q.ready.pushFront(e)
+	for i := len(es) - 1; i >= 0; i-- {
+		e := es[i]
+		delete(sess.inflight, e)
+		e.owner = nil
+		e.deliveries--
+		q.unacked--
+		q.ready.pushFront(e)
+	}
 	q.signalReady()
 	q.mu.Unlock()
 }
