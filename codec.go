@@ -105,6 +105,14 @@ func (jsonCodec) decodeEnvelope(data []byte, e *Envelope, types map[string]strin
 	if !utf8.Valid(data) {
 		return errors.New("payload is not valid UTF-8")
 	}
+	if canonicalEnvelope(data, e, types) {
+		return nil
+	}
+	return scanEnvelope(data, e, types)
+}
+
+// scanEnvelope is decodeEnvelope for any layout.
+func scanEnvelope(data []byte, e *Envelope, types map[string]string) error {
 	s := scanner{data: data}
 	s.ws()
 	if !s.eat('{') {
@@ -197,6 +205,81 @@ func (jsonCodec) decodeEnvelope(data []byte, e *Envelope, types map[string]strin
 		return missingKeys(have)
 	}
 	return nil
+}
+
+// canonicalEnvelope decodes data when it is laid out exactly as the JSON
+// codec writes envelopes, {"id":"…","type":"…","body":…,"timestamp":…},
+// with id and type free of escapes, the body an object or array, and an
+// integer timestamp; it reports false for anything else, and the general
+// scan decides. It checks what the general scan checks (the caller already
+// validated UTF-8): only the layout is fixed.
+func canonicalEnvelope(data []byte, e *Envelope, types map[string]string) bool {
+	const (
+		pID   = `{"id":"`
+		pType = `","type":"`
+		pBody = `","body":`
+		pTS   = `,"timestamp":`
+	)
+	rest, ok := bytes.CutPrefix(data, []byte(pID))
+	if !ok {
+		return false
+	}
+	id, rest, ok := plainJSONString(rest)
+	if !ok {
+		return false
+	}
+	if rest, ok = bytes.CutPrefix(rest, []byte(pType[1:])); !ok {
+		return false
+	}
+	typ, rest, ok := plainJSONString(rest)
+	if !ok {
+		return false
+	}
+	if rest, ok = bytes.CutPrefix(rest, []byte(pBody[1:])); !ok || len(rest) == 0 || (rest[0] != '{' && rest[0] != '[') {
+		return false
+	}
+	s := scanner{data: rest}
+	if s.skipFast() != nil {
+		return false
+	}
+	body := rest[:s.i]
+	if rest, ok = bytes.CutPrefix(rest[s.i:], []byte(pTS)); !ok || len(rest) < 2 || len(rest) > 19 || rest[len(rest)-1] != '}' {
+		return false
+	}
+	digits := rest[:len(rest)-1]
+	if digits[0] == '0' && len(digits) > 1 {
+		return false
+	}
+	var ts int64
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return false
+		}
+		ts = ts*10 + int64(c-'0')
+	}
+	e.Body, e.Timestamp = body, ts
+	if t, ok := types[string(typ)]; ok {
+		e.Type = t
+	} else {
+		e.Type = string(typ)
+	}
+	e.ID = string(id)
+	return true
+}
+
+// plainJSONString scans the rest of a JSON string, after its opening
+// quote, that has no escapes or control characters; it returns the
+// contents and what follows the closing quote.
+func plainJSONString(b []byte) (str, rest []byte, ok bool) {
+	for i, c := range b {
+		if strSpecial[c] {
+			if c != '"' {
+				return nil, nil, false
+			}
+			return b[:i], b[i+1:], true
+		}
+	}
+	return nil, nil, false
 }
 
 func missingKeys(have int) error {

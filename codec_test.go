@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 type wireVector struct {
@@ -181,6 +182,15 @@ func FuzzJSONEnvelope(f *testing.F) {
 	f.Add([]byte(`{"id":"a","type":"b","body":["\\\\"],"timestamp":1}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var env Envelope
+		if utf8.Valid(data) && canonicalEnvelope(data, &env, nil) {
+			// The fast path for the codec's own layout agrees with the
+			// general scan.
+			var gen Envelope
+			if err := scanEnvelope(data, &gen, nil); err != nil || gen.ID != env.ID || gen.Type != env.Type ||
+				!bytes.Equal(gen.Body, env.Body) || gen.Timestamp != env.Timestamp {
+				t.Fatalf("canonical %+v, general %+v (%v) for %q", env, gen, err, data)
+			}
+		}
 		if err := JSON.DecodeEnvelope(data, &env); err != nil {
 			return
 		}
@@ -302,6 +312,35 @@ func TestParseTimestamp(t *testing.T) {
 	for _, in := range []string{"1e400", "-1e400", "9223372036854775808e10", ""} {
 		if _, err := parseTimestamp([]byte(in)); err == nil {
 			t.Errorf("parseTimestamp(%q) accepted", in)
+		}
+	}
+}
+
+// What the emitter writes takes the canonical fast path; other layouts
+// (Python's json.dumps puts spaces after the colons) take the general scan.
+func TestCanonicalEnvelopeFastPath(t *testing.T) {
+	e := NewEmitter(nil)
+	value, err := e.encodeJSON("5b6e0c52-7f4c-4e0a-9d0e-1b2c3d4e5f60", "user_registered", 1700000000123, htmlBody{S: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env Envelope
+	if !canonicalEnvelope(value, &env, nil) || env.Type != "user_registered" || env.Timestamp != 1700000000123 ||
+		string(env.Body) != `{"s":"x","m":null}` {
+		t.Fatalf("emitter output %s: %+v", value, env)
+	}
+	for _, other := range []string{
+		`{"id": "a", "type": "b", "body": {}, "timestamp": 1}`,
+		`{"id":"a","type":"b","body":{},"timestamp":-1}`,
+		`{"id":"a","type":"b","body":{},"timestamp":1.5}`,
+		`{"id":"a\u0041","type":"b","body":{},"timestamp":1}`,
+		`{"id":"a","type":"b","body":"str","timestamp":1}`,
+		`{"id":"a","type":"b","body":{},"timestamp":1} `,
+		`{"id":"a","type":"b","body":{},"timestamp":01}`,
+		`{"id":"a","type":"b","body":{},"timestamp":1234567890123456789}`,
+	} {
+		if canonicalEnvelope([]byte(other), &env, nil) {
+			t.Errorf("fast path took %s", other)
 		}
 	}
 }
