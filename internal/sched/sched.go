@@ -157,6 +157,13 @@ func (s *Scheduler[T]) send(ctx context.Context, it item[T]) error {
 func (s *Scheduler[T]) worker() {
 	defer s.wg.Done()
 	for {
+		// Fast path: a queued task, without the two-way select.
+		select {
+		case it := <-s.ready:
+			s.runKeyed(it)
+			continue
+		default:
+		}
 		select {
 		case it := <-s.ready:
 			s.runKeyed(it)
