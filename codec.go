@@ -80,8 +80,7 @@ func (jsonCodec) AppendEnvelope(dst []byte, e *Envelope) ([]byte, error) {
 
 func appendJSONString(dst []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+		if !plainByte[s[i]] {
 			b, _ := json.Marshal(s) // a Go string always marshals
 			return append(dst, b...)
 		}
@@ -406,6 +405,16 @@ func (s *scanner) str() ([]byte, bool) {
 	}
 	return nil, false
 }
+
+// plainByte marks the bytes json.Marshal writes into a string as they are:
+// printable ASCII but the quote, the backslash and HTML's <, > and &.
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < 0x7f; c++ {
+		t[c] = true
+	}
+	t['"'], t['\\'], t['<'], t['>'], t['&'] = false, false, false, false, false
+	return t
+}()
 
 // strSpecial marks the bytes a JSON string scan must stop at.
 var strSpecial = func() (t [256]bool) {

@@ -344,3 +344,14 @@ func TestCanonicalEnvelopeFastPath(t *testing.T) {
 		}
 	}
 }
+
+// appendJSONString writes what json.Marshal writes, for every byte.
+func TestAppendJSONStringMatchesMarshal(t *testing.T) {
+	for c := range 256 {
+		s := "a" + string([]byte{byte(c)}) + "b"
+		want, _ := json.Marshal(s)
+		if got := appendJSONString(nil, s); !bytes.Equal(got, want) {
+			t.Errorf("byte %#x: %s, want %s", c, got, want)
+		}
+	}
+}

@@ -103,8 +103,10 @@ func envelopeIDType(value []byte, codec dispytch.Codec) (id, typ []byte, ok bool
 func recordHeaders(dst []kgo.RecordHeader, m *dispytch.Message, codec dispytch.Codec, extra []kgo.RecordHeader) []kgo.RecordHeader {
 	h, value := m.Headers, m.Value
 	out := dst
-	for k, v := range h {
-		out = append(out, kgo.RecordHeader{Key: k, Value: []byte(v)})
+	if len(h) > 0 { // ranging over even an empty map costs an iterator
+		for k, v := range h {
+			out = append(out, kgo.RecordHeader{Key: k, Value: []byte(v)})
+		}
 	}
 	if len(out) > 1 {
 		slices.SortFunc(out, func(a, b kgo.RecordHeader) int {

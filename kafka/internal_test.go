@@ -251,3 +251,21 @@ func TestSlotsBoundAndWake(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The producer bounds what it hands to franz-go at the client's own
+// MaxBufferedRecords (an int64 option value), not a guess.
+func TestProducerSlotsFollowClient(t *testing.T) {
+	for _, c := range []struct {
+		opts []kgo.Opt
+		want int64
+	}{{nil, 50000}, {[]kgo.Opt{kgo.MaxBufferedRecords(123)}, 123}} {
+		p, err := NewProducer(Brokers("127.0.0.1:1"), ClientOptions(c.opts...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.slots.max != c.want {
+			t.Errorf("slots %d, want %d", p.slots.max, c.want)
+		}
+		_ = p.Close(context.Background())
+	}
+}

@@ -77,12 +77,8 @@ func NewProducer(opts ...ProducerOption) (*Producer, error) {
 }
 
 func newProducer(cl *kgo.Client, own, manual bool, codec dispytch.Codec) *Producer {
-	n, _ := cl.OptValue(kgo.MaxBufferedRecords).(int)
-	if n <= 0 {
-		n = 10000
-	}
 	p := &Producer{cl: cl, own: own, manual: manual, codec: codec}
-	p.slots.max = int64(n)
+	p.slots.max = maxBufferedRecords(cl)
 	p.promise = p.onProduced
 	return p
 }
@@ -230,6 +226,22 @@ func (p *Producer) ProduceAsync(ctx context.Context, m *dispytch.Message, done f
 		return
 	}
 	p.cl.Produce(x, &x.r, p.promise)
+}
+
+// maxBufferedRecords is the client's MaxBufferedRecords (franz-go's
+// default is 50,000).
+func maxBufferedRecords(cl *kgo.Client) int64 {
+	switch n := cl.OptValue(kgo.MaxBufferedRecords).(type) {
+	case int64:
+		if n > 0 {
+			return n
+		}
+	case int:
+		if n > 0 {
+			return int64(n)
+		}
+	}
+	return 50000
 }
 
 // onProduced is the promise of every record: the record's context is its
