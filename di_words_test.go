@@ -231,3 +231,45 @@ func TestWordPathSelection(t *testing.T) {
 		}
 	}
 }
+
+type wordClock func() int
+
+// Every pointer-like kind (pointer, map, channel, func) and an interface,
+// from values, singletons-to-be and providers, reach the handler intact on
+// the word path, and a provider's cleanup runs.
+func TestWordPathKinds(t *testing.T) {
+	m := map[string]int{"k": 7}
+	ch := make(chan int, 1)
+	cleaned := false
+	provs, probs := providerMap([]*Provider{
+		Value(m),
+		Value(ch),
+		Value[wordClock](func() int { return 42 }),
+		Provide(func(ctx context.Context, c wordClock) (fmt.Stringer, func(), error) {
+			return wordStringer{fmt.Sprint(c())}, func() { cleaned = true }, nil
+		}),
+	})
+	if len(probs) > 0 {
+		t.Fatal(probs)
+	}
+	var got string
+	h := func(ctx context.Context, ev Event[wordBody], mm map[string]int, c chan int, s fmt.Stringer) error {
+		c <- mm["k"]
+		got = fmt.Sprintf("%d %d %s %v", ev.Body.A, <-c, s.String(), ctx.Value(ctxKey{}))
+		return nil
+	}
+	p, probs := compileHandler(reflect.ValueOf(h), "h", nil, provs)
+	if len(probs) > 0 || p.hcall == nil {
+		t.Fatalf("word path not taken: %v", probs)
+	}
+	meta := &Metadata{ID: "i", Type: "t"}
+	ctx := context.WithValue(context.Background(), ctxKey{}, "v")
+	if _, err := p.run(ctx, attempt{meta: meta, body: []byte(`{"A":3}`), codec: JSON, v: newValidator()}); err != nil {
+		t.Fatal(err)
+	}
+	if got != "3 7 42 v" || !cleaned {
+		t.Fatalf("got %q, cleaned %v", got, cleaned)
+	}
+}
+
+type ctxKey struct{}
