@@ -287,7 +287,8 @@ type GroupStats struct {
 	// Ready counts messages waiting for delivery (including those held back
 	// behind an unsettled message with the same key).
 	Ready int
-	// Unacked counts messages delivered and not yet settled.
+	// Unacked counts messages taken by consumers (delivered, or among the
+	// up to 32 a consumer takes at once) and not yet settled.
 	Unacked int
 	// Redelivered counts redeliveries so far.
 	Redelivered int64
