@@ -29,6 +29,7 @@ type AsyncProducer interface {
 // Producer. It is safe for concurrent use.
 type Emitter struct {
 	p       Producer
+	ap      AsyncProducer // p, when it batches
 	codec   Codec
 	backend string
 	log     *slog.Logger
@@ -58,6 +59,7 @@ func OnEmitError(f func(ctx context.Context, ev Eventer, err error)) EmitterOpti
 // unless WithCodec says otherwise.
 func NewEmitter(p Producer, opts ...EmitterOption) *Emitter {
 	e := &Emitter{p: p, codec: JSON, log: slog.Default(), now: time.Now}
+	e.ap, _ = p.(AsyncProducer)
 	if bn, ok := p.(BackendNamer); ok {
 		e.backend = bn.Backend()
 	}
@@ -150,8 +152,8 @@ func (e *Emitter) EmitAsync(ctx context.Context, ev Eventer, done func(error), o
 		}
 		done(err)
 	}
-	if ap, ok := e.p.(AsyncProducer); ok {
-		ap.ProduceAsync(ctx, m, cb)
+	if e.ap != nil {
+		e.ap.ProduceAsync(ctx, m, cb)
 		return
 	}
 	cb(e.p.Produce(ctx, m))
