@@ -242,19 +242,12 @@ func canonicalEnvelope(data []byte, e *Envelope, types map[string]string) bool {
 		return false
 	}
 	body := rest[:s.i]
-	if rest, ok = bytes.CutPrefix(rest[s.i:], []byte(pTS)); !ok || len(rest) < 2 || len(rest) > 19 || rest[len(rest)-1] != '}' {
+	if rest, ok = bytes.CutPrefix(rest[s.i:], []byte(pTS)); !ok || len(rest) < 2 || rest[len(rest)-1] != '}' {
 		return false
 	}
-	digits := rest[:len(rest)-1]
-	if digits[0] == '0' && len(digits) > 1 {
+	ts, ok := plainInt(rest[:len(rest)-1])
+	if !ok {
 		return false
-	}
-	var ts int64
-	for _, c := range digits {
-		if c < '0' || c > '9' {
-			return false
-		}
-		ts = ts*10 + int64(c-'0')
 	}
 	e.Body, e.Timestamp = body, ts
 	if t, ok := types[string(typ)]; ok {
@@ -304,18 +297,25 @@ func decodeJSONString(val []byte) (string, error) {
 	return str, err
 }
 
+// plainInt parses a JSON integer of 1 to 18 digits without sign or leading
+// zero (so it cannot overflow), without strconv's string conversion.
+func plainInt(b []byte) (int64, bool) {
+	if n := len(b); n == 0 || n > 18 || b[0] == '0' && n > 1 {
+		return 0, false
+	}
+	var v int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + int64(c-'0')
+	}
+	return v, true
+}
+
 func parseTimestamp(val []byte) (int64, error) {
-	// The common case, up to 18 digits (no overflow possible), without
-	// strconv's string conversion.
-	if n := len(val); n > 0 && n <= 18 && val[0] != '0' || n == 1 {
-		var ts int64
-		i := 0
-		for ; i < n && val[i] >= '0' && val[i] <= '9'; i++ {
-			ts = ts*10 + int64(val[i]-'0')
-		}
-		if i == n {
-			return ts, nil
-		}
+	if ts, ok := plainInt(val); ok {
+		return ts, nil
 	}
 	if ts, err := strconv.ParseInt(string(val), 10, 64); err == nil {
 		return ts, nil
