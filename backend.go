@@ -32,9 +32,20 @@ type Message struct {
 }
 
 // Producer sends messages to a broker. Produce returns only after the broker
-// accepted every message (or failed). Errors from a deadline wrap ErrTimeout;
-// when only some messages of a batch fail, the error is a *BatchError.
-// Implementations must be safe for concurrent use.
+// accepted every message (or failed). Implementations must be safe for
+// concurrent use.
+//
+// The context rules are what let callers retry without creating
+// duplicates:
+//   - Nothing is sent once ctx is done: a message not handed to the broker
+//     fails with an error wrapping ErrNotSent and ctx.Err().
+//   - A message handed to the broker whose confirmation did not arrive
+//     before ctx ended (or before the connection was lost) fails with an
+//     error wrapping ErrUnconfirmed: the broker may or may not have it.
+//   - Errors from a deadline also wrap ErrTimeout (see CtxError).
+//
+// When only some messages of a batch fail, the error is a *BatchError with
+// one error per message.
 type Producer interface {
 	Produce(ctx context.Context, msgs ...*Message) error
 }
@@ -54,9 +65,36 @@ type BackendOption interface {
 }
 
 // BatchError reports the messages of a batch that failed. Errs has one entry
-// per message, nil for those that succeeded.
+// per message, nil for those that succeeded. An entry wrapping ErrNotSent
+// was not sent (retrying it cannot duplicate it); one wrapping
+// ErrUnconfirmed was sent but not confirmed (the broker may have it).
 type BatchError struct {
 	Errs []error
+}
+
+// Failed returns the indexes of the messages that failed, in order.
+func (b *BatchError) Failed() []int { return b.indexes(func(error) bool { return true }) }
+
+// NotSent returns the indexes of the messages that were not sent: retrying
+// them cannot create duplicates.
+func (b *BatchError) NotSent() []int {
+	return b.indexes(func(e error) bool { return errors.Is(e, ErrNotSent) })
+}
+
+// Unconfirmed returns the indexes of the messages that were sent but whose
+// confirmation did not arrive: the broker may have stored them.
+func (b *BatchError) Unconfirmed() []int {
+	return b.indexes(func(e error) bool { return errors.Is(e, ErrUnconfirmed) })
+}
+
+func (b *BatchError) indexes(f func(error) bool) []int {
+	var out []int
+	for i, e := range b.Errs {
+		if e != nil && f(e) {
+			out = append(out, i)
+		}
+	}
+	return out
 }
 
 func (b *BatchError) Error() string {
@@ -100,6 +138,17 @@ type Acknowledger interface {
 	Nack(ctx context.Context) error
 }
 
+// StaleChecker may be implemented by an Acknowledger whose deliveries die
+// with a session: an AMQP channel, a Kafka partition assignment. Once Stale
+// reports true, the broker redelivers the message elsewhere and settling it
+// here is impossible, so the listener neither starts it nor retries it: it
+// is abandoned (counted in Stats.Abandoned). This is what keeps a consumer
+// that lost its connection from running a message that the broker already
+// gave to another consumer.
+type StaleChecker interface {
+	Stale() bool
+}
+
 // DeadLetterer may be implemented by an Acknowledger whose broker has its
 // own dead-lettering. The listener then settles a failed delivery by calling
 // DeadLetter instead of publishing the dead letters itself and acking. It must
@@ -118,6 +167,10 @@ type Delivery struct {
 	// the order delivered (a Kafka partition, for example). Empty means the
 	// listener orders by Key when it is set, and otherwise not at all.
 	OrderingKey string
+	// ContentType is the message's content type (an AMQP property, a
+	// content-type header), or "". The listener decodes the message with
+	// the codec it names, or sniffs the first byte without one.
+	ContentType string
 	// Info carries Redelivered, DeliveryCount, Partition, Offset and Raw;
 	// the listener fills in Key and Attempt.
 	Info DeliveryInfo
@@ -192,7 +245,14 @@ type Inbox interface {
 // inbox.Deliver until ctx is done. Then it stops fetching, waits for
 // inbox.Done (so that in-flight deliveries can still be acked, and offsets
 // committed), releases what was not settled for redelivery, and returns nil.
-// It returns an error only for a failure it cannot recover from.
+//
+// It returns an error for a failure it cannot recover from, at once for a
+// permanent cause (access refused, a missing virtual host, a topology that
+// contradicts the broker's): the error carries the broker's reason. While
+// it cannot subscribe for a transient cause (a refused connection) it keeps
+// trying; when ctx ends before it called inbox.Ready, it returns the last
+// such cause (or ctx.Err() when there was none), never nil, so that a
+// listener that never subscribed does not report a clean run.
 type Consumer interface {
 	Consume(ctx context.Context, sub Subscription, inbox Inbox) error
 }

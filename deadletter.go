@@ -1,11 +1,9 @@
 package dispytch
 
 import (
-	"context"
-	"fmt"
+	"errors"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -31,6 +29,9 @@ const (
 	// ReasonDependency: a provider failed, so the handler could not be
 	// called.
 	ReasonDependency Reason = "dependency"
+	// ReasonTimeout: the handler's last attempt did not return within its
+	// AttemptTimeout.
+	ReasonTimeout Reason = "timeout"
 )
 
 // Headers written on a dead letter, next to the original headers.
@@ -43,6 +44,15 @@ const (
 	HeaderDLLastFailure  = "dispytch-dlq-last-failure"
 	HeaderDLTopic        = "dispytch-dlq-topic"
 	HeaderDLGroup        = "dispytch-dlq-group"
+	// HeaderDLPartition and HeaderDLOffset are the original's position in
+	// a partitioned log (Kafka), when it has one.
+	HeaderDLPartition = "dispytch-dlq-partition"
+	HeaderDLOffset    = "dispytch-dlq-offset"
+	// HeaderDLTruncated, on a dead letter that was too large for the
+	// broker, holds the original value's size in bytes: the letter carries
+	// no value and only the failure headers; the original is at its
+	// coordinates (topic, partition, offset).
+	HeaderDLTruncated = "dispytch-dlq-truncated"
 	// HeaderRedriveHandler, set by Redrive, limits a message to the named
 	// handler.
 	HeaderRedriveHandler = "dispytch-redrive-handler"
@@ -79,6 +89,14 @@ type FailedMessage struct {
 	// DeadLetterTopic is where the listener's DeadLetterTopic rule sends the
 	// message; set before dead-lettering.
 	DeadLetterTopic string
+	// Partition and Offset are the original's position in a partitioned log
+	// (Kafka); -1 when the backend has none.
+	Partition int32
+	Offset    int64
+	// Truncated, on a dead letter read back, is the size of the original
+	// value that was left out because the letter was too large (0 when
+	// nothing was left out).
+	Truncated int
 }
 
 // DeadLetterTopicFunc names the topic a dead letter goes to.
@@ -116,9 +134,74 @@ func (dl *FailedMessage) Message(topic string) *Message {
 	if dl.Group != "" {
 		h[HeaderDLGroup] = dl.Group
 	}
+	if dl.Partition >= 0 && dl.Offset >= 0 {
+		h[HeaderDLPartition] = strconv.FormatInt(int64(dl.Partition), 10)
+		h[HeaderDLOffset] = strconv.FormatInt(dl.Offset, 10)
+	}
 	delete(h, HeaderRedriveHandler)
 	delete(h, HeaderRedriveGroup)
 	return &Message{Topic: topic, Key: dl.Key, Value: dl.Value, Headers: h}
+}
+
+// truncatedMessage is the dead letter of a message too large to
+// dead-letter whole: the failure headers and the original's coordinates,
+// its event id, type and content type, and no value.
+func (dl *FailedMessage) truncatedMessage(topic string) *Message {
+	small := *dl
+	small.Headers = nil
+	small.Value = nil
+	m := small.Message(topic)
+	for _, k := range []string{HeaderContentType, "dispytch-event-id", "dispytch-event-type"} {
+		if v, ok := dl.Headers[k]; ok && len(v) <= 256 {
+			m.Headers[k] = v
+		}
+	}
+	m.Headers[HeaderDLTruncated] = strconv.Itoa(len(dl.Value))
+	if len(dl.Key) > 1024 {
+		m.Key = nil
+	}
+	return m
+}
+
+// ParseDeadLetter reads the failure headers of a dead letter back into a
+// FailedMessage: Err holds the recorded error text. It reports false when
+// headers mark no dead letter.
+func ParseDeadLetter(topic string, key, value []byte, headers Headers) (*FailedMessage, bool) {
+	if !IsDeadLetter(headers) {
+		return nil, false
+	}
+	f := &FailedMessage{
+		Topic:           headers[HeaderDLTopic],
+		Key:             key,
+		Value:           value,
+		Group:           headers[HeaderDLGroup],
+		Reason:          Reason(headers[HeaderDLReason]),
+		Handler:         headers[HeaderDLHandler],
+		DeadLetterTopic: topic,
+		Partition:       -1,
+		Offset:          -1,
+	}
+	if e := headers[HeaderDLError]; e != "" {
+		f.Err = errors.New(e)
+	}
+	f.Attempts, _ = strconv.Atoi(headers[HeaderDLAttempts])
+	f.FirstFailure, _ = time.Parse(time.RFC3339Nano, headers[HeaderDLFirstFailure])
+	f.LastFailure, _ = time.Parse(time.RFC3339Nano, headers[HeaderDLLastFailure])
+	if p, err := strconv.ParseInt(headers[HeaderDLPartition], 10, 32); err == nil {
+		f.Partition = int32(p)
+	}
+	if o, err := strconv.ParseInt(headers[HeaderDLOffset], 10, 64); err == nil {
+		f.Offset = o
+	}
+	f.Truncated, _ = strconv.Atoi(headers[HeaderDLTruncated])
+	h := make(Headers, len(headers))
+	for k, v := range headers {
+		if !strings.HasPrefix(k, "dispytch-dlq-") {
+			h[k] = v
+		}
+	}
+	f.Headers = h
+	return f, true
 }
 
 func truncate(s string, n int) string {
@@ -130,167 +213,3 @@ func truncate(s string, n int) string {
 
 // IsDeadLetter reports whether headers mark a dead letter.
 func IsDeadLetter(h Headers) bool { _, ok := h[HeaderDLReason]; return ok }
-
-// RedriveOption configures Redrive.
-type RedriveOption func(*redriveConfig)
-
-type redriveConfig struct {
-	group string
-	idle  time.Duration
-	limit int
-}
-
-// RedriveGroup sets the consumer group Redrive reads the dead-letter topic
-// with. Default: "dispytch-redrive".
-func RedriveGroup(g string) RedriveOption { return func(c *redriveConfig) { c.group = g } }
-
-// RedriveIdle stops Redrive once no dead letter arrived for d. Default 2s.
-func RedriveIdle(d time.Duration) RedriveOption { return func(c *redriveConfig) { c.idle = d } }
-
-// RedriveLimit stops Redrive after n messages. Default: no limit.
-func RedriveLimit(n int) RedriveOption { return func(c *redriveConfig) { c.limit = n } }
-
-// Redrive consumes the dead-letter topic dlTopic and republishes each dead
-// letter to its original topic, with the original key, value and headers.
-// It marks each with the handler that failed, so that only that handler runs
-// again. It stops when ctx is done, when no dead letter arrived for the idle
-// time, or after the limit, and returns how many messages it redrove. A dead
-// letter is acked only after its republish was accepted.
-func Redrive(ctx context.Context, c Consumer, p Producer, dlTopic string, opts ...RedriveOption) (int, error) {
-	cfg := redriveConfig{group: "dispytch-redrive", idle: 2 * time.Second}
-	for _, o := range opts {
-		o(&cfg)
-	}
-	cctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	in := &redriveInbox{
-		ready: make(chan struct{}),
-		done:  make(chan struct{}),
-		seen:  make(chan struct{}, 1),
-		p:     p,
-		cfg:   &cfg,
-		stop:  cancel,
-	}
-	errc := make(chan error, 1)
-	go func() {
-		errc <- c.Consume(cctx, Subscription{Group: cfg.group, Topics: []string{dlTopic}, Delimiter: DefaultDelimiter}, in)
-	}()
-	timer := time.NewTimer(cfg.idle)
-	defer timer.Stop()
-	var cerr error
-loop:
-	for {
-		select {
-		case <-cctx.Done():
-			break loop
-		case cerr = <-errc:
-			errc = nil
-			break loop
-		case <-in.seen:
-			if !timer.Stop() {
-				select {
-				case <-timer.C:
-				default:
-				}
-			}
-			timer.Reset(cfg.idle)
-		case <-timer.C:
-			break loop
-		}
-	}
-	cancel()
-	in.mu.Lock()
-	in.closed = true
-	in.mu.Unlock()
-	in.wg.Wait()
-	close(in.done)
-	if errc != nil {
-		cerr = <-errc
-	}
-	in.mu.Lock()
-	n, err := in.n, in.err
-	in.mu.Unlock()
-	if err == nil {
-		err = cerr
-	}
-	return n, err
-}
-
-type redriveInbox struct {
-	ready, done chan struct{}
-	seen        chan struct{}
-	p           Producer
-	cfg         *redriveConfig
-	stop        func()
-
-	mu     sync.Mutex
-	wg     sync.WaitGroup
-	closed bool
-	n      int
-	err    error
-}
-
-func (r *redriveInbox) Ready()                { close(r.ready) }
-func (r *redriveInbox) Done() <-chan struct{} { return r.done }
-
-func (r *redriveInbox) Deliver(ctx context.Context, d *Delivery) error {
-	r.mu.Lock()
-	if r.closed || (r.cfg.limit > 0 && r.n >= r.cfg.limit) {
-		r.mu.Unlock()
-		return ErrStopping
-	}
-	r.wg.Add(1)
-	r.mu.Unlock()
-	defer r.wg.Done()
-	m := redriveMessage(d)
-	if m == nil {
-		// Not a dead letter: leave it unsettled, so the broker keeps it.
-		return nil
-	}
-	select {
-	case r.seen <- struct{}{}:
-	default:
-	}
-	if err := r.p.Produce(ctx, m); err != nil {
-		_ = d.Acker.Nack(context.WithoutCancel(ctx))
-		r.mu.Lock()
-		r.err = fmt.Errorf("dispytch: redrive to %q: %w", m.Topic, err)
-		r.mu.Unlock()
-		r.stop()
-		return ErrStopping
-	}
-	if err := d.Acker.Ack(context.WithoutCancel(ctx)); err != nil {
-		r.mu.Lock()
-		r.err = fmt.Errorf("dispytch: redrive ack: %w", err)
-		r.mu.Unlock()
-	}
-	r.mu.Lock()
-	r.n++
-	if r.cfg.limit > 0 && r.n >= r.cfg.limit {
-		r.stop()
-	}
-	r.mu.Unlock()
-	return nil
-}
-
-// redriveMessage turns a dead letter back into the original message, marked
-// for the handler that failed. It returns nil when d is no dead letter.
-func redriveMessage(d *Delivery) *Message {
-	topic := d.Headers[HeaderDLTopic]
-	if topic == "" {
-		return nil
-	}
-	h := make(Headers, len(d.Headers))
-	for k, v := range d.Headers {
-		if !strings.HasPrefix(k, "dispytch-dlq-") {
-			h[k] = v
-		}
-	}
-	if hn := d.Headers[HeaderDLHandler]; hn != "" {
-		h[HeaderRedriveHandler] = hn
-	}
-	if g, ok := d.Headers[HeaderDLGroup]; ok {
-		h[HeaderRedriveGroup] = g
-	}
-	return &Message{Topic: topic, Key: d.Key, Value: d.Value, Headers: h}
-}

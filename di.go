@@ -3,7 +3,6 @@ package dispytch
 import (
 	"context"
 	"encoding"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -14,6 +13,8 @@ import (
 	"sync"
 
 	"github.com/go-playground/validator/v10"
+
+	"github.com/dispytch/dispytch-go/codec"
 )
 
 // Provider supplies values of one type to handlers and to other providers.
@@ -31,10 +32,18 @@ type Provider struct {
 	name, loc string
 	problem   string
 
-	// sval holds a singleton's value once Run resolved it.
-	sval reflect.Value
-	// words holds the value of a Value or singleton of a word kind.
+	// words holds the value of a Value of a word kind.
 	words iword
+}
+
+// constSlot holds the value of a Value or a singleton for one compile of a
+// listener (one Run): a Provider given to two listeners keeps no state of
+// its own.
+type constSlot struct {
+	v reflect.Value
+	w iword // the value's words on the word path
+	// ready is set once a singleton's value is in the slot.
+	ready bool
 }
 
 type retShape uint8
@@ -230,21 +239,13 @@ func (*Event[T]) direct(fn any) directCall {
 }
 
 func decodeBody(a *attempt, v any) error {
-	switch p := v.(type) {
-	case *[]byte:
-		if a.codec == JSON && !json.Valid(a.body) {
-			return fmt.Errorf("%w: body of %q is not valid JSON", ErrDecode, a.meta.Type)
+	if p, ok := v.(*[]byte); ok {
+		// The body as it is on the wire, checked when the codec can.
+		if bv, ok := a.codec.(codec.BodyValidator); ok && !bv.ValidBody(a.body) {
+			return fmt.Errorf("%w: body of %q is not valid %s", ErrDecode, a.meta.Type, a.codec.ContentType())
 		}
 		*p = append([]byte(nil), a.body...)
 		return nil
-	case *json.RawMessage:
-		if a.codec == JSON {
-			if !json.Valid(a.body) {
-				return fmt.Errorf("%w: body of %q is not valid JSON", ErrDecode, a.meta.Type)
-			}
-			*p = append(json.RawMessage(nil), a.body...)
-			return nil
-		}
 	}
 	if err := a.codec.Unmarshal(a.body, v, a.strict); err != nil {
 		return fmt.Errorf("%w: body of %q into %T: %w", ErrDecode, a.meta.Type, v, err)
@@ -469,6 +470,7 @@ type node struct {
 	seg    segmentsMaker
 	binder *segBinder
 	pool   *sync.Pool // reusable *Event[T] of an event node
+	slot   *constSlot // the value of a constant node
 	// The word path of a provider node (see di_words.go).
 	pcall provCall
 	pfn   word
@@ -513,7 +515,7 @@ func dependencyError(p *Provider, err error) error {
 type attempt struct {
 	meta   *Metadata
 	body   []byte
-	codec  Codec
+	codec  codec.Codec
 	strict bool
 	v      *validator.Validate
 }
@@ -609,11 +611,7 @@ func (p *plan) run(ctx context.Context, a attempt) (out []reflect.Value, err err
 			}
 			vals[i] = v
 		case nConst:
-			if n.prov.isValue {
-				vals[i] = n.prov.val
-			} else {
-				vals[i] = n.prov.sval
-			}
+			vals[i] = n.slot.v
 		case nProvider:
 			args := s.args[:len(n.args)]
 			for j, k := range n.args {
@@ -669,7 +667,21 @@ type compiler struct {
 	cache     map[reflect.Type]int
 	stack     []reflect.Type
 	problems  []string
-	deps      []*Provider // singletons a singleton depends on
+	deps      []*Provider // singletons a singleton (or handler) depends on
+	slots     map[*Provider]*constSlot
+}
+
+// slot returns the compile's slot for a Value or singleton provider.
+func (c *compiler) slot(p *Provider) *constSlot {
+	if s := c.slots[p]; s != nil {
+		return s
+	}
+	s := &constSlot{}
+	if p.isValue {
+		s.v, s.w, s.ready = p.val, p.words, true
+	}
+	c.slots[p] = s
+	return s
 }
 
 func (c *compiler) problem(format string, args ...any) {
@@ -724,7 +736,7 @@ func (c *compiler) resolve(t reflect.Type, chain string) (int, bool) {
 		return -1, false
 	}
 	if prov.isValue {
-		return c.cached(t, node{kind: nConst, prov: prov}), true
+		return c.cached(t, node{kind: nConst, prov: prov, slot: c.slot(prov)}), true
 	}
 	for _, s := range c.stack {
 		if s == t {
@@ -733,10 +745,8 @@ func (c *compiler) resolve(t reflect.Type, chain string) (int, bool) {
 		}
 	}
 	if prov.singleton {
-		if c.singleton {
-			c.deps = append(c.deps, prov)
-		}
-		return c.cached(t, node{kind: nConst, prov: prov}), true
+		c.deps = append(c.deps, prov)
+		return c.cached(t, node{kind: nConst, prov: prov, slot: c.slot(prov)}), true
 	}
 	if c.singleton {
 		c.problem("%s: a singleton cannot depend on %s, which %s provides per attempt", chain, t, prov.name)
@@ -781,9 +791,10 @@ func cycleText(stack []reflect.Type, t reflect.Type) string {
 	return strings.Join(append(s, t.String()), " → ")
 }
 
-// compileHandler builds the plan of a handler function.
-func compileHandler(fn reflect.Value, where string, pat *Pattern, provs map[reflect.Type]*Provider) (*plan, []string) {
-	c := &compiler{provs: provs, pattern: pat, where: where, p: &plan{fn: fn}, cache: map[reflect.Type]int{}}
+// compileHandler builds the plan of a handler function. It also returns the
+// singletons the handler needs directly.
+func compileHandler(fn reflect.Value, where string, pat *Pattern, provs map[reflect.Type]*Provider, slots map[*Provider]*constSlot) (*plan, []*Provider, []string) {
+	c := &compiler{provs: provs, pattern: pat, where: where, p: &plan{fn: fn}, cache: map[reflect.Type]int{}, slots: slots}
 	t := fn.Type()
 	switch {
 	case t.IsVariadic():
@@ -818,13 +829,13 @@ func compileHandler(fn reflect.Value, where string, pat *Pattern, provs map[refl
 	if len(c.problems) == 0 {
 		c.p.compileWords(fn)
 	}
-	return c.p, c.problems
+	return c.p, c.deps, c.problems
 }
 
 // compileSingleton builds the plan of a singleton provider, and lists the
 // singletons it depends on.
-func compileSingleton(p *Provider, provs map[reflect.Type]*Provider) (*plan, []*Provider, []string) {
-	c := &compiler{provs: provs, singleton: true, where: fmt.Sprintf("singleton %s (%s)", p.name, p.loc), p: &plan{fn: p.fn}, cache: map[reflect.Type]int{}}
+func compileSingleton(p *Provider, provs map[reflect.Type]*Provider, slots map[*Provider]*constSlot) (*plan, []*Provider, []string) {
+	c := &compiler{provs: provs, singleton: true, where: fmt.Sprintf("singleton %s (%s)", p.name, p.loc), p: &plan{fn: p.fn}, cache: map[reflect.Type]int{}, slots: slots}
 	c.stack = []reflect.Type{p.out}
 	for i, in := range p.ins {
 		a, _ := c.resolve(in, fmt.Sprintf("parameter %d (%s)", i+1, in))
@@ -857,9 +868,6 @@ func providerMap(ps []*Provider) (map[reflect.Type]*Provider, []string) {
 		if p.problem != "" {
 			problems = append(problems, p.problem)
 			continue
-		}
-		if p.isValue && p.singleton {
-			p.singleton = false
 		}
 		target := m
 		if p.override {

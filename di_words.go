@@ -403,7 +403,7 @@ func (p *plan) runWords(ctx context.Context, s *scratch) error {
 				return err
 			}
 		case nConst:
-			words[i] = n.prov.words
+			words[i] = n.slot.w
 		case nProvider:
 			in := s.win[:len(n.args)]
 			for j, k := range n.args {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"reflect"
 	"testing"
+
+	"github.com/dispytch/dispytch-go/codec"
 )
 
 // The word path calls functions through function types of the same shape.
@@ -222,7 +224,7 @@ func TestWordPathSelection(t *testing.T) {
 		{func(Event[wordBody], *wordSvc, *wordSvc, *wordSvc, *wordSvc) {}, false}, // four dependencies
 		{func(Event[wordBody]) error { return nil }, false},                       // the direct path instead
 	} {
-		p, probs := compileHandler(reflect.ValueOf(c.fn), "h", nil, provs)
+		p, _, probs := compileHandler(reflect.ValueOf(c.fn), "h", nil, provs, map[*Provider]*constSlot{})
 		if len(probs) > 0 {
 			t.Fatal(probs)
 		}
@@ -258,13 +260,13 @@ func TestWordPathKinds(t *testing.T) {
 		got = fmt.Sprintf("%d %d %s %v", ev.Body.A, <-c, s.String(), ctx.Value(ctxKey{}))
 		return nil
 	}
-	p, probs := compileHandler(reflect.ValueOf(h), "h", nil, provs)
+	p, _, probs := compileHandler(reflect.ValueOf(h), "h", nil, provs, map[*Provider]*constSlot{})
 	if len(probs) > 0 || p.hcall == nil {
 		t.Fatalf("word path not taken: %v", probs)
 	}
 	meta := &Metadata{ID: "i", Type: "t"}
 	ctx := context.WithValue(context.Background(), ctxKey{}, "v")
-	if _, err := p.run(ctx, attempt{meta: meta, body: []byte(`{"A":3}`), codec: JSON, v: newValidator()}); err != nil {
+	if _, err := p.run(ctx, attempt{meta: meta, body: []byte(`{"A":3}`), codec: codec.JSON, v: newValidator()}); err != nil {
 		t.Fatal(err)
 	}
 	if got != "3 7 42 v" || !cleaned {

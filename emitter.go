@@ -1,12 +1,10 @@
 package dispytch
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/dispytch/dispytch-go/codec"
 )
 
 // AsyncProducer is implemented by producers that can send without waiting,
@@ -28,17 +28,17 @@ type AsyncProducer interface {
 // Emitter encodes events into Dispytch envelopes and sends them through a
 // Producer. It is safe for concurrent use.
 type Emitter struct {
-	p       Producer
-	ap      AsyncProducer // p, when it batches
-	codec   Codec
-	backend string
-	log     *slog.Logger
-	onError func(ctx context.Context, ev Eventer, err error)
-	now     func() time.Time
+	p        Producer
+	ap       AsyncProducer // p, when it batches
+	codec    codec.Codec
+	appender codec.EventAppender // codec, when it has the fast path
+	backend  string
+	log      *slog.Logger
+	onError  func(ctx context.Context, ev Eventer, err error)
+	now      func() time.Time
 
-	templates sync.Map  // template string -> *topicTemplate
-	fields    sync.Map  // reflect.Type -> map[string][]int
-	scratch   sync.Pool // *jsonScratch
+	templates sync.Map // template string -> *topicTemplate
+	fields    sync.Map // reflect.Type -> map[string][]int
 }
 
 // EmitterOption configures an Emitter.
@@ -58,7 +58,7 @@ func OnEmitError(f func(ctx context.Context, ev Eventer, err error)) EmitterOpti
 // NewEmitter returns an emitter that sends through p, encoding with JSON
 // unless WithCodec says otherwise.
 func NewEmitter(p Producer, opts ...EmitterOption) *Emitter {
-	e := &Emitter{p: p, codec: JSON, log: slog.Default(), now: time.Now}
+	e := &Emitter{p: p, codec: codec.JSON, log: slog.Default(), now: time.Now}
 	e.ap, _ = p.(AsyncProducer)
 	if bn, ok := p.(BackendNamer); ok {
 		e.backend = bn.Backend()
@@ -66,6 +66,7 @@ func NewEmitter(p Producer, opts ...EmitterOption) *Emitter {
 	for _, o := range opts {
 		o.applyEmitter(e)
 	}
+	e.appender, _ = e.codec.(codec.EventAppender)
 	return e
 }
 
@@ -120,10 +121,18 @@ func WithBackendOption(o BackendOption) EmitOption {
 }
 
 // Emit encodes ev and sends it. It returns once the broker accepted the
-// message. Errors wrap ErrTopicField, ErrEncode, ErrForeignOption, ErrTimeout
-// (the ctx deadline passed), ErrClosed or the producer's own errors.
+// message.
+//
+// When it fails, the error says whether the message may have been stored:
+// one wrapping ErrNotSent was not sent (ctx was done before it was handed
+// to the broker, it did not encode, the producer is closed), so retrying
+// cannot duplicate it; one wrapping ErrUnconfirmed was sent but its
+// confirmation did not arrive, so the broker may have it. Errors also wrap
+// the cause: ErrTopicField, ErrEncode, ErrForeignOption, ErrTimeout (the
+// ctx deadline passed; with context.DeadlineExceeded), context.Canceled,
+// ErrClosed, ErrUnroutable or the producer's own errors.
 func (e *Emitter) Emit(ctx context.Context, ev Eventer, opts ...EmitOption) error {
-	m, err := e.Message(ev, opts...)
+	m, err := e.message(ctx, ev, opts)
 	if err == nil {
 		err = e.produceErr(ctx, m, e.p.Produce(ctx, m))
 	}
@@ -133,11 +142,33 @@ func (e *Emitter) Emit(ctx context.Context, ev Eventer, opts ...EmitOption) erro
 	return err
 }
 
+// message encodes ev for sending, and checks what must hold before
+// anything is sent: a producer, a live context.
+func (e *Emitter) message(ctx context.Context, ev Eventer, opts []EmitOption) (*Message, error) {
+	if ctx == nil {
+		return nil, fmt.Errorf("dispytch: emit: nil context: %w", ErrNotSent)
+	}
+	if e.p == nil {
+		return nil, fmt.Errorf("dispytch: emit: the emitter has no producer: %w", ErrNotSent)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("dispytch: emit: %w: %w", ErrNotSent, ctxErr(err))
+	}
+	m, err := e.Message(ev, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("%w (%w)", err, ErrNotSent)
+	}
+	return m, nil
+}
+
 // EmitAsync sends ev without waiting for the broker when the producer
 // batches (AsyncProducer), and calls done once with the outcome. With any
 // other producer it sends synchronously before calling done.
 func (e *Emitter) EmitAsync(ctx context.Context, ev Eventer, done func(error), opts ...EmitOption) {
-	m, err := e.Message(ev, opts...)
+	if done == nil {
+		done = func(error) {}
+	}
+	m, err := e.message(ctx, ev, opts)
 	if err != nil {
 		if e.onError != nil {
 			e.onError(ctx, ev, err)
@@ -160,17 +191,26 @@ func (e *Emitter) EmitAsync(ctx context.Context, ev Eventer, done func(error), o
 }
 
 // EmitBatch encodes every event, then sends them all in one Produce call.
-// Nothing is sent when one of them fails to encode. When some messages fail
-// to send, the error is a *BatchError telling which.
+// Nothing is sent when one of them fails to encode, or when ctx is done.
+// When some messages fail to send, the error is a *BatchError with one
+// entry per event: BatchError.NotSent lists those not sent,
+// BatchError.Unconfirmed those sent without a confirmation. OnEmitError
+// is called for every event that failed.
 func (e *Emitter) EmitBatch(ctx context.Context, events []Eventer, opts ...EmitOption) error {
 	if len(events) == 0 {
 		return nil
 	}
 	msgs := make([]*Message, len(events))
 	for i, ev := range events {
-		m, err := e.Message(ev, opts...)
+		m, err := e.message(ctx, ev, opts)
 		if err != nil {
-			return fmt.Errorf("event %d: %w", i, err)
+			err = fmt.Errorf("event %d of %d: %w", i, len(events), err)
+			if e.onError != nil {
+				for _, ev := range events {
+					e.onError(ctx, ev, err)
+				}
+			}
+			return err
 		}
 		msgs[i] = m
 	}
@@ -179,15 +219,23 @@ func (e *Emitter) EmitBatch(ctx context.Context, events []Eventer, opts ...EmitO
 		return nil
 	}
 	var be *BatchError
-	if errors.As(err, &be) {
-		for i, m := range msgs {
-			if i < len(be.Errs) && be.Errs[i] != nil {
-				be.Errs[i] = e.produceErr(ctx, m, be.Errs[i])
+	if !errors.As(err, &be) || len(be.Errs) != len(msgs) {
+		// One error for the whole batch: it applies to every message.
+		whole := err
+		be = &BatchError{Errs: make([]error, len(msgs))}
+		for i := range msgs {
+			be.Errs[i] = whole
+		}
+	}
+	for i, m := range msgs {
+		if be.Errs[i] != nil {
+			be.Errs[i] = e.produceErr(ctx, m, be.Errs[i])
+			if e.onError != nil {
+				e.onError(ctx, events[i], be.Errs[i])
 			}
 		}
-		return be
 	}
-	return fmt.Errorf("dispytch: emit batch of %d: %w", len(msgs), wrapDeadline(ctx, err))
+	return be
 }
 
 func (e *Emitter) produceErr(ctx context.Context, m *Message, err error) error {
@@ -210,6 +258,12 @@ func wrapDeadline(ctx context.Context, err error) error {
 
 // Message encodes ev into the message Emit would send, without sending it.
 func (e *Emitter) Message(ev Eventer, opts ...EmitOption) (*Message, error) {
+	if ev == nil {
+		return nil, fmt.Errorf("%w: nil event", ErrEncode)
+	}
+	if rv := reflect.ValueOf(ev); rv.Kind() == reflect.Pointer && rv.IsNil() {
+		return nil, fmt.Errorf("%w: nil %T", ErrEncode, ev)
+	}
 	var s emitSettings
 	if len(opts) > 0 {
 		s = applyEmitOptions(opts)
@@ -233,12 +287,7 @@ func (e *Emitter) Message(ev Eventer, opts ...EmitOption) (*Message, error) {
 		}
 	}
 	typ := ev.EventType()
-	var value []byte
-	if _, ok := e.codec.(jsonCodec); ok {
-		value, err = e.encodeJSON(id, typ, e.now().UnixMilli(), ev)
-	} else {
-		value, err = e.encode(id, typ, ev)
-	}
+	value, err := e.encode(id, typ, ev)
 	if err != nil {
 		return nil, err
 	}
@@ -255,60 +304,23 @@ func (e *Emitter) Message(ev Eventer, opts ...EmitOption) (*Message, error) {
 
 // encode encodes the envelope of ev with the emitter's codec.
 func (e *Emitter) encode(id, typ string, ev Eventer) ([]byte, error) {
+	if e.appender != nil {
+		value, err := e.appender.AppendEvent(nil, id, typ, e.now().UnixMilli(), ev)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s body: %w", ErrEncode, typ, err)
+		}
+		return value, nil
+	}
 	body, err := e.codec.Marshal(ev)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s body: %w", ErrEncode, typ, err)
 	}
-	env := Envelope{ID: id, Type: typ, Body: body, Timestamp: e.now().UnixMilli()}
+	env := codec.Envelope{ID: id, Type: typ, Body: body, Timestamp: e.now().UnixMilli()}
 	value, err := e.codec.AppendEnvelope(make([]byte, 0, len(body)+len(id)+len(typ)+64), &env)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s envelope: %w", ErrEncode, typ, err)
 	}
 	return value, nil
-}
-
-// jsonScratch is the buffer the JSON envelope is built in.
-type jsonScratch struct {
-	buf bytes.Buffer
-	enc *json.Encoder
-}
-
-// maxScratch is the largest buffer kept for reuse.
-const maxScratch = 64 << 10
-
-// encodeJSON is encode for the JSON codec: the body is encoded straight
-// into the envelope, in a reused buffer, and the value is its one copy. The
-// bytes are those of encode: json.Encoder writes what json.Marshal returns,
-// plus a newline that is cut.
-func (e *Emitter) encodeJSON(id, typ string, ts int64, ev Eventer) ([]byte, error) {
-	sc, _ := e.scratch.Get().(*jsonScratch)
-	if sc == nil {
-		sc = new(jsonScratch)
-		sc.enc = json.NewEncoder(&sc.buf)
-	}
-	defer func() {
-		if sc.buf.Cap() <= maxScratch {
-			sc.buf.Reset()
-			e.scratch.Put(sc)
-		}
-	}()
-	b := sc.buf.AvailableBuffer()
-	b = append(b, `{"id":`...)
-	b = appendJSONString(b, id)
-	b = append(b, `,"type":`...)
-	b = appendJSONString(b, typ)
-	b = append(b, `,"body":`...)
-	sc.buf.Write(b)
-	if err := sc.enc.Encode(ev); err != nil {
-		return nil, fmt.Errorf("%w: %s body: %w", ErrEncode, typ, err)
-	}
-	sc.buf.Truncate(sc.buf.Len() - 1) // the newline
-	b = sc.buf.AvailableBuffer()
-	b = append(b, `,"timestamp":`...)
-	b = strconv.AppendInt(b, ts, 10)
-	b = append(b, '}')
-	sc.buf.Write(b)
-	return bytes.Clone(sc.buf.Bytes()), nil
 }
 
 // applyEmitOptions is apart from Message so that the settings escape to the

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dispytch/dispytch-go/codec"
 )
 
 // recorder is a Producer keeping what it was given.
@@ -77,8 +79,8 @@ func TestEmitDynamicTopic(t *testing.T) {
 	if m.Topic != "user.42.notification" {
 		t.Fatalf("topic %q", m.Topic)
 	}
-	var env Envelope
-	if err := JSON.DecodeEnvelope(m.Value, &env); err != nil {
+	var env codec.Envelope
+	if err := codec.JSON.DecodeEnvelope(m.Value, &env); err != nil {
 		t.Fatal(err)
 	}
 	if !uuidRE.MatchString(env.ID) || env.Type != "user_notification" || string(env.Body) != `{"user_id":42,"message":"Hey there!"}` {

@@ -15,8 +15,9 @@ var (
 	ErrTimeout = errors.New("dispytch: timeout")
 	// ErrClosed reports an operation on a closed producer, consumer or broker.
 	ErrClosed = errors.New("dispytch: closed")
-	// ErrTopicField reports a dynamic topic whose {field} placeholder names
-	// no field of the event.
+	// ErrTopicField reports a dynamic topic whose {field} placeholder
+	// cannot be filled: the event has no such field, or its value is nil,
+	// empty or of a kind that has no text form.
 	ErrTopicField = errors.New("dispytch: topic placeholder has no matching event field")
 	// ErrForeignOption reports a backend-specific emit option passed to a
 	// producer of another backend.
@@ -45,7 +46,29 @@ var (
 	// down and accepts no more deliveries.
 	ErrStopping = errors.New("dispytch: listener stopping")
 	// ErrPermanent marks an error that must not be retried. See Permanent.
+	// Backends wrap it around permanent broker errors too (access refused,
+	// a missing virtual host, an inequivalent declaration), so a handler
+	// whose emit failed that way is not retried.
 	ErrPermanent = errors.New("dispytch: permanent error")
+	// ErrNotSent reports a message that was not sent: the context was done
+	// before it was handed to the broker, or the producer could not send
+	// it. Retrying it cannot create a duplicate.
+	ErrNotSent = errors.New("dispytch: not sent")
+	// ErrUnconfirmed reports a message that was handed to the broker but
+	// whose confirmation did not arrive (the context ended, or the
+	// connection was lost): the broker may or may not have stored it.
+	// Retrying it may create a duplicate, which at-least-once consumers
+	// tolerate.
+	ErrUnconfirmed = errors.New("dispytch: sent but not confirmed")
+	// ErrTooLarge reports a message larger than the broker accepts.
+	ErrTooLarge = errors.New("dispytch: message too large")
+	// ErrNotReady reports a listener that never subscribed: Run returns it
+	// when the start timeout passed, or its context ended, before the
+	// consumer's subscription was in place, wrapped around the last cause.
+	ErrNotReady = errors.New("dispytch: listener never became ready")
+	// ErrAttemptTimeout reports a handler attempt that did not return
+	// within its AttemptTimeout. It wraps context.DeadlineExceeded.
+	ErrAttemptTimeout = fmt.Errorf("dispytch: handler attempt timed out: %w", context.DeadlineExceeded)
 )
 
 // ctxErr converts a context error into a dispytch error: a deadline wraps both

@@ -1,6 +1,10 @@
 package dispytch
 
-import "time"
+import (
+	"time"
+
+	"github.com/dispytch/dispytch-go/codec"
+)
 
 // Eventer is an event that can be emitted. Topic returns the topic, which may
 // hold {field} placeholders filled from the event's own fields at emit time;
@@ -70,7 +74,8 @@ type Metadata struct {
 	// Delivery describes the delivery and the handler attempt.
 	Delivery DeliveryInfo
 
-	seg *segmentMatch
+	seg   *segmentMatch
+	codec codec.Codec // the codec the message was written with
 }
 
 // Segment returns the value of the topic segment named name by the

@@ -8,12 +8,15 @@ import (
 	"reflect"
 	"runtime/debug"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-playground/validator/v10"
 
+	"github.com/dispytch/dispytch-go/codec"
+	"github.com/dispytch/dispytch-go/codec/msgpack"
 	"github.com/dispytch/dispytch-go/internal/sched"
 )
 
@@ -22,7 +25,8 @@ import (
 // broker once every handler of it succeeded or its failure was dealt with.
 type Listener struct {
 	consumer        Consumer
-	codec           Codec
+	codec           codec.Codec
+	codecs          map[string]codec.Codec // by content type
 	log             *slog.Logger
 	settings        []setting
 	providers       []*Provider
@@ -37,10 +41,15 @@ type Listener struct {
 	validator       *validator.Validate
 	orderByKey      bool
 	onSettle        []func(Settlement)
+	startTimeout    time.Duration
+	dlAttempts      int
+	dlFallback      FailurePolicy
 
 	mu      sync.Mutex
 	running bool
-	ready   chan struct{}
+	ready   chan struct{} // closed when subscribed, or when Run returned
+	readyOK bool          // the current (or last) Run subscribed
+	runErr  error         // why the last Run ended
 	stats   counters
 }
 
@@ -49,7 +58,7 @@ type Listener struct {
 func NewListener(c Consumer, opts ...ListenerOption) *Listener {
 	l := &Listener{
 		consumer:        c,
-		codec:           JSON,
+		codec:           codec.JSON,
 		log:             slog.Default(),
 		concurrency:     64,
 		shutdownTimeout: 30 * time.Second,
@@ -59,6 +68,9 @@ func NewListener(c Consumer, opts ...ListenerOption) *Listener {
 		dlTopic:         DefaultDeadLetterTopic,
 		orderByKey:      true,
 		ready:           make(chan struct{}),
+		startTimeout:    DefaultStartTimeout,
+		dlAttempts:      5,
+		dlFallback:      Drop,
 	}
 	if p, ok := c.(Producer); ok {
 		l.dlProducer = p
@@ -69,7 +81,53 @@ func NewListener(c Consumer, opts ...ListenerOption) *Listener {
 	if l.validator == nil {
 		l.validator = newValidator()
 	}
+	if l.log == nil {
+		l.log = slog.Default()
+	}
+	if l.codec == nil {
+		l.codec = codec.JSON
+	}
+	// Every listener reads JSON and msgpack, whatever its own codec, so
+	// that Go and Python producers of either kind can share its topics.
+	l.codecs = map[string]codec.Codec{}
+	for _, c := range []codec.Codec{codec.JSON, msgpack.Codec, l.codec} {
+		l.codecs[c.ContentType()] = c
+	}
 	return l
+}
+
+// DefaultStartTimeout is how long Run waits for the consumer's
+// subscription before it gives up (see StartTimeout).
+const DefaultStartTimeout = 30 * time.Second
+
+// codecFor picks the codec a delivery was written with: the one its
+// content type names, else the one its first byte shows (JSON or msgpack),
+// else the listener's own.
+func (l *Listener) codecFor(d *Delivery) codec.Codec {
+	ct := d.ContentType
+	if ct == "" && len(d.Headers) > 0 {
+		ct = d.Headers[HeaderContentType]
+	}
+	if ct != "" {
+		if c, ok := l.codecs[ct]; ok {
+			return c
+		}
+		if i := strings.IndexByte(ct, ';'); i >= 0 {
+			if c, ok := l.codecs[strings.TrimSpace(ct[:i])]; ok {
+				return c
+			}
+		}
+	}
+	switch codec.Sniff(d.Value) {
+	case codec.FormatJSON:
+		if l.codec.ContentType() == "application/json" {
+			return l.codec
+		}
+		return l.codecs["application/json"]
+	case codec.FormatMsgpack:
+		return l.codecs["application/msgpack"]
+	}
+	return l.codec
 }
 
 // Handle registers fn for eventType on topic, like HandlerGroup.Handle.
@@ -96,11 +154,34 @@ func (l *Listener) Use(mw ...Middleware) {
 }
 
 // Ready is closed once the consumer's subscription is in place, so that
-// events emitted from then on reach the listener.
+// events emitted from then on reach the listener, or once Run returned, so
+// that nothing waits forever on a listener that failed to start. WaitReady
+// tells the two apart. Before Run is called, Ready waits for it.
 func (l *Listener) Ready() <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.ready
+}
+
+// WaitReady waits until the listener's subscription is in place and returns
+// nil, or returns why it is not: the error Run returned (wrapping
+// ErrNotReady when it never subscribed), ErrClosed when Run returned after
+// a clean run, or ctx's error.
+func (l *Listener) WaitReady(ctx context.Context) error {
+	select {
+	case <-l.Ready():
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.running && l.readyOK:
+		return nil
+	case l.runErr != nil:
+		return l.runErr
+	}
+	return fmt.Errorf("dispytch: listener is not running: %w", ErrClosed)
 }
 
 // Subscription returns what the listener consumes: the literal topics and
@@ -108,7 +189,10 @@ func (l *Listener) Ready() <-chan struct{} {
 // returns an error wrapping ErrBadPattern when a topic does not parse.
 func (l *Listener) Subscription() (Subscription, error) {
 	c, err := l.compile()
-	if err != nil && c == nil {
+	if c == nil || c.patternErr != nil {
+		if c != nil {
+			err = c.patternErr
+		}
 		return Subscription{}, err
 	}
 	return l.subscription(c), nil
@@ -138,22 +222,30 @@ func (l *Listener) Stats() Stats { return l.stats.snapshot() }
 // Before consuming anything, Run checks every handler and provider, and
 // returns a *GraphError (wrapping ErrInvalidGraph) listing all problems. It
 // then resolves singleton providers, whose cleanups run when Run returns.
-func (l *Listener) Run(ctx context.Context) error {
+func (l *Listener) Run(ctx context.Context) (err error) {
+	if ctx == nil {
+		return errors.New("dispytch: Run with a nil context")
+	}
 	l.mu.Lock()
 	if l.running {
 		l.mu.Unlock()
 		return errors.New("dispytch: listener is already running")
 	}
-	l.running = true
+	l.running, l.readyOK, l.runErr = true, false, nil
+	select {
+	case <-l.ready:
+		l.ready = make(chan struct{}) // closed by the previous Run
+	default:
+	}
 	ready := l.ready
 	l.mu.Unlock()
 	defer func() {
 		l.mu.Lock()
-		l.running = false
+		l.running, l.runErr = false, err
 		select {
 		case <-l.ready:
-			l.ready = make(chan struct{})
 		default:
+			close(l.ready)
 		}
 		l.mu.Unlock()
 	}()
@@ -173,7 +265,7 @@ func (l *Listener) Run(ctx context.Context) error {
 		c:       c,
 		stop:    ctx,
 		done:    make(chan struct{}),
-		readyCh: ready,
+		readyCh: make(chan struct{}),
 	}
 	r.msgs.New = func() any { return new(msgState) }
 	r.hard, r.hardCancel = context.WithCancel(context.WithoutCancel(ctx))
@@ -182,18 +274,44 @@ func (l *Listener) Run(ctx context.Context) error {
 
 	sub := l.subscription(c)
 	l.log.Info("dispytch: listener starting", "subscription", sub.String(), "handlers", c.nhandlers, "concurrency", l.concurrency)
+	cctx, ccancel := context.WithCancel(ctx)
+	defer ccancel()
 	errc := make(chan error, 1)
-	go func() { errc <- l.consumer.Consume(ctx, sub, r) }()
+	go func() { errc <- l.consumer.Consume(cctx, sub, r) }()
 
+	// Wait for the subscription. A listener that never subscribed returns
+	// an error, whatever ended the wait.
+	var startTimer <-chan time.Time
+	if l.startTimeout > 0 {
+		t := time.NewTimer(l.startTimeout)
+		defer t.Stop()
+		startTimer = t.C
+	}
 	var cerr error
-	consumerDone := false
+	consumerDone, subscribed := false, false
 	select {
-	case <-ctx.Done():
+	case <-r.readyCh:
+		subscribed = true
 	case cerr = <-errc:
 		consumerDone = true
-		if cerr == nil && ctx.Err() == nil {
-			cerr = errors.New("dispytch: consumer stopped")
+	case <-startTimer:
+	case <-ctx.Done():
+	}
+	if subscribed {
+		l.mu.Lock()
+		l.readyOK = true
+		close(ready)
+		l.mu.Unlock()
+		select {
+		case <-ctx.Done():
+		case cerr = <-errc:
+			consumerDone = true
+			if cerr == nil && ctx.Err() == nil {
+				cerr = errors.New("dispytch: consumer stopped")
+			}
 		}
+	} else {
+		ccancel()
 	}
 	r.shutdown()
 	if !consumerDone {
@@ -204,6 +322,21 @@ func (l *Listener) Run(ctx context.Context) error {
 			cerr = errors.New("dispytch: consumer did not stop after the shutdown")
 		}
 		t.Stop()
+	}
+	if !subscribed {
+		cause := cerr
+		switch {
+		case cause == nil && ctx.Err() != nil:
+			cause = ctx.Err()
+		case cause == nil:
+			cause = fmt.Errorf("no subscription after the start timeout (%s)", l.startTimeout)
+		case errors.Is(cause, context.Canceled) && ctx.Err() == nil:
+			// Cancelled by the start timeout: say so.
+			cause = fmt.Errorf("no subscription after the start timeout (%s): %w", l.startTimeout, cause)
+		}
+		err := fmt.Errorf("%w: %w", ErrNotReady, cause)
+		l.log.Error("dispytch: listener never subscribed", "subscription", sub.String(), "err", err)
+		return err
 	}
 	if cerr != nil && ctx.Err() != nil && errors.Is(cerr, ctx.Err()) {
 		cerr = nil
@@ -219,9 +352,11 @@ func (l *Listener) Run(ctx context.Context) error {
 type compiled struct {
 	rt         *router
 	types      map[string]string // the event types handled, for interning
-	singletons []*Provider
+	singletons []*Provider       // the singletons some handler needs, in order
 	splans     map[*Provider]*plan
+	slots      map[*Provider]*constSlot
 	nhandlers  int
+	patternErr error // the first topic that did not parse
 }
 
 func (l *Listener) compile() (*compiled, error) {
@@ -231,6 +366,9 @@ func (l *Listener) compile() (*compiled, error) {
 	l.mu.Unlock()
 
 	provs, problems := providerMap(l.providers)
+	slots := map[*Provider]*constSlot{}
+	var patternErr error
+	var needed []*Provider // singletons handlers need directly
 	routes := map[string]*route{}
 	needDL := l.poison == DeadLetter || l.unknown == DeadLetter
 	names := map[string]string{}
@@ -239,6 +377,9 @@ func (l *Listener) compile() (*compiled, error) {
 		pat, err := ParsePattern(s.topic, l.delim)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("%s: %v", where, err))
+			if patternErr == nil {
+				patternErr = fmt.Errorf("%s: %w", where, err)
+			}
 			continue
 		}
 		cfg := defaultHandlerConfig()
@@ -255,8 +396,9 @@ func (l *Listener) compile() (*compiled, error) {
 			cfg.name = s.fname
 		}
 		needDL = needDL || cfg.policy == DeadLetter
-		pl, probs := compileHandler(s.fn, where, pat, provs)
+		pl, sdeps, probs := compileHandler(s.fn, where, pat, provs, slots)
 		problems = append(problems, probs...)
+		needed = append(needed, sdeps...)
 		key := pat.String() + "\x00" + s.eventType + "\x00" + cfg.name
 		if prev, dup := names[key]; dup {
 			problems = append(problems, fmt.Sprintf("%s: another handler for the same topic and event type is named %q (%s); give one a Name", where, cfg.name, prev))
@@ -275,24 +417,43 @@ func (l *Listener) compile() (*compiled, error) {
 		h.call = chain(h, mws)
 		r.byType[s.eventType] = append(r.byType[s.eventType], h)
 	}
-	c := &compiled{splans: map[*Provider]*plan{}, nhandlers: len(specs), types: map[string]string{}}
+	c := &compiled{splans: map[*Provider]*plan{}, slots: slots, nhandlers: len(specs), types: map[string]string{}, patternErr: patternErr}
 	for _, r := range routes {
 		for t := range r.byType {
 			c.types[t] = t
 		}
 	}
+	// Every singleton is checked, but only those some handler needs,
+	// directly or through other singletons, run at Run.
 	deps := map[*Provider][]*Provider{}
+	var singles []*Provider
 	for _, p := range provs {
-		if !p.singleton {
-			continue
+		if p.singleton {
+			singles = append(singles, p)
 		}
-		pl, d, probs := compileSingleton(p, provs)
+	}
+	sort.Slice(singles, func(i, j int) bool { return singles[i].loc < singles[j].loc })
+	for _, p := range singles {
+		pl, d, probs := compileSingleton(p, provs, slots)
 		problems = append(problems, probs...)
 		c.splans[p], deps[p] = pl, d
 	}
 	order, probs := topoSingletons(deps)
 	problems = append(problems, probs...)
-	c.singletons = order
+	use := map[*Provider]bool{}
+	for len(needed) > 0 {
+		p := needed[len(needed)-1]
+		needed = needed[:len(needed)-1]
+		if !use[p] {
+			use[p] = true
+			needed = append(needed, deps[p]...)
+		}
+	}
+	for _, p := range order {
+		if use[p] {
+			c.singletons = append(c.singletons, p)
+		}
+	}
 	if len(specs) == 0 {
 		problems = append(problems, "no handlers registered")
 	}
@@ -399,9 +560,10 @@ func (c *compiled) resolveSingletons(ctx context.Context, log *slog.Logger) (fun
 			cleanup()
 			return nil, fmt.Errorf("dispytch: singleton %s (%s): %w", p.name, p.loc, err)
 		}
-		p.sval = out[0]
+		slot := c.slots[p]
+		slot.v, slot.ready = out[0], true
 		if wordKind(p.out) != wNone {
-			p.words = wordsOf(out[0])
+			slot.w = wordsOf(out[0])
 		}
 	}
 	return cleanup, nil
@@ -533,7 +695,7 @@ const deadLetterTimeout = 30 * time.Second
 
 // msgState is the per-message state of process, pooled.
 type msgState struct {
-	env  Envelope
+	env  codec.Envelope
 	meta Metadata
 }
 
@@ -558,13 +720,21 @@ func (r *runState) process(d *Delivery) {
 		r.l.stats.abandoned.Add(1)
 		return
 	}
+	if stale(d) {
+		// Its channel or partition is gone: the broker gives the message
+		// to another consumer, which must be the only one to run it.
+		r.l.stats.abandoned.Add(1)
+		r.report(d, nil, Abandoned, nil, nil)
+		return
+	}
 	l := r.l
 	env := &ms.env
 	var err error
-	if jc, ok := l.codec.(jsonCodec); ok {
-		err = jc.decodeEnvelope(d.Value, env, r.c.types)
+	cd := l.codecFor(d)
+	if ic, ok := cd.(codec.InterningDecoder); ok {
+		err = ic.DecodeEnvelopeInterned(d.Value, env, r.c.types)
 	} else {
-		err = l.codec.DecodeEnvelope(d.Value, env)
+		err = cd.DecodeEnvelope(d.Value, env)
 	}
 	if err != nil {
 		l.stats.poison.Add(1)
@@ -641,6 +811,7 @@ func (r *runState) process(d *Delivery) {
 	}
 	meta := &ms.meta
 	meta.Delivery.Key = d.Key
+	meta.codec = cd
 	if n == 1 {
 		meta.seg = one.m.seg
 		o := r.runHandler(one.h, meta, env.Body, d)
@@ -664,7 +835,7 @@ type handlerMatch struct {
 // own copy of the metadata (their attempt numbers and segments differ), and
 // settles the message. It is apart from process so that the single-handler
 // path allocates nothing for it.
-func (r *runState) runMany(d *Delivery, env *Envelope, meta *Metadata, many []handlerMatch) {
+func (r *runState) runMany(d *Delivery, env *codec.Envelope, meta *Metadata, many []handlerMatch) {
 	n := len(many)
 	outs := make([]outcome, n)
 	metas := make([]Metadata, n)
@@ -684,6 +855,12 @@ func (r *runState) runMany(d *Delivery, env *Envelope, meta *Metadata, many []ha
 	r.settle(d, env, outs)
 }
 
+// stale reports whether d's session ended (see StaleChecker).
+func stale(d *Delivery) bool {
+	sc, ok := d.Acker.(StaleChecker)
+	return ok && sc.Stale()
+}
+
 func literalMatch(ms []routeMatch) bool {
 	for _, m := range ms {
 		if m.seg == nil {
@@ -698,6 +875,7 @@ func (r *runState) failure(d *Delivery, handler string, reason Reason, err error
 		Topic: d.Topic, Key: d.Key, Value: d.Value, Headers: d.Headers, Group: r.l.group,
 		Reason: reason, Err: err, Handler: handler, Attempts: attempts,
 		FirstFailure: first, LastFailure: time.Now(),
+		Partition: d.Info.Partition, Offset: d.Info.Offset,
 	}
 }
 
@@ -720,6 +898,8 @@ func (r *runState) runHandler(h *handler, meta *Metadata, body []byte, d *Delive
 			// The shutdown timeout passed while the handler ran: its
 			// failure is most likely the cancellation. Leave the message
 			// for redelivery.
+			l.log.Info("dispytch: attempt cut off by the shutdown timeout; message left for redelivery",
+				"handler", h.info.Name, "topic", meta.Topic, "type", meta.Type, "id", meta.ID, "attempt", attempt, "err", err)
 			return outcome{abandoned: true}
 		}
 		reason := reasonOf(err)
@@ -732,19 +912,29 @@ func (r *runState) runHandler(h *handler, meta *Metadata, body []byte, d *Delive
 				"id", meta.ID, "attempts", attempt, "reason", string(reason), "err", err, "policy", h.cfg.policy.String())
 			return outcome{policy: h.cfg.policy, failed: r.failure(d, h.info.Name, reason, err, attempt, first)}
 		}
+		if r.stop.Err() != nil || stale(d) {
+			// Shutting down, or the delivery's session is gone: no retry
+			// here; the broker redelivers the message.
+			l.log.Info("dispytch: handler failed; not retrying during shutdown, message left for redelivery",
+				"handler", h.info.Name, "topic", meta.Topic, "type", meta.Type, "id", meta.ID, "attempt", attempt, "err", err)
+			return outcome{abandoned: true}
+		}
 		delay := h.cfg.backoff.Delay(attempt)
 		l.stats.retries.Add(1)
 		l.log.Warn("dispytch: handler failed, retrying", "handler", h.info.Name, "topic", meta.Topic, "type", meta.Type,
-			"id", meta.ID, "attempt", attempt, "retry_in", delay, "err", err)
+			"id", meta.ID, "attempt", attempt, "retry_in", delay.String(), "err", err)
 		if delay > 0 {
 			t := time.NewTimer(delay)
 			select {
 			case <-t.C:
 			case <-r.stop.Done():
 				t.Stop()
+				l.log.Info("dispytch: retry wait cut off by shutdown; message left for redelivery",
+					"handler", h.info.Name, "topic", meta.Topic, "id", meta.ID)
 				return outcome{abandoned: true}
 			}
-		} else if r.stop.Err() != nil {
+		}
+		if stale(d) {
 			return outcome{abandoned: true}
 		}
 	}
@@ -754,6 +944,8 @@ func reasonOf(err error) Reason {
 	switch {
 	case errors.Is(err, ErrPanic):
 		return ReasonPanic
+	case errors.Is(err, ErrAttemptTimeout):
+		return ReasonTimeout
 	case errors.Is(err, ErrDecode):
 		return ReasonDecode
 	case errors.Is(err, ErrValidation):
@@ -764,15 +956,44 @@ func reasonOf(err error) Reason {
 	return ReasonHandler
 }
 
-// attempt runs one attempt through the middleware, recovering panics.
-func (r *runState) attempt(h *handler, meta *Metadata, body []byte) (err error) {
-	ctx := r.hard
-	if h.cfg.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, h.cfg.timeout)
-		defer cancel()
+// attempt runs one attempt through the middleware, recovering panics. With
+// an AttemptTimeout, the attempt fails at the timeout even when the handler
+// ignores its context: the handler's goroutine goes on until it returns,
+// and its late result is ignored.
+func (r *runState) attempt(h *handler, meta *Metadata, body []byte) error {
+	if h.cfg.timeout <= 0 {
+		return r.call(r.hard, h, meta, body)
 	}
-	a := attempt{meta: meta, body: body, codec: r.l.codec, strict: h.cfg.strict, v: r.l.validator}
+	ctx, cancel := context.WithTimeout(r.hard, h.cfg.timeout)
+	defer cancel()
+	// The goroutine may outlive this attempt: it gets its own metadata,
+	// since the caller's is reused for the next attempt and message.
+	own := new(Metadata)
+	*own = *meta
+	done := make(chan error, 1)
+	go func() { done <- r.call(ctx, h, own, body) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	if r.hard.Err() != nil {
+		// Shutdown cut it off; runHandler leaves the message for
+		// redelivery.
+		return r.hard.Err()
+	}
+	r.l.stats.timeouts.Add(1)
+	go func() {
+		err := <-done
+		r.l.log.Warn("dispytch: a timed-out attempt returned late; its result is ignored", "handler", h.info.Name,
+			"topic", own.Topic, "id", own.ID, "attempt", own.Delivery.Attempt, "err", err)
+	}()
+	return fmt.Errorf("%w: %s after %s (attempt %d)", ErrAttemptTimeout, h.info.Name, h.cfg.timeout, meta.Delivery.Attempt)
+}
+
+// call runs one attempt through the middleware, recovering panics.
+func (r *runState) call(ctx context.Context, h *handler, meta *Metadata, body []byte) (err error) {
+	a := attempt{meta: meta, body: body, codec: meta.codec, strict: h.cfg.strict, v: r.l.validator}
 	defer func() {
 		if p := recover(); p != nil {
 			r.l.log.Error("dispytch: handler panicked", "handler", h.info.Name, "topic", meta.Topic,
@@ -789,7 +1010,7 @@ func (r *runState) attempt(h *handler, meta *Metadata, body []byte) (err error) 
 
 // settle acks, nacks or dead-letters d according to its handlers' outcomes.
 // env is nil for an undecodable payload.
-func (r *runState) settle(d *Delivery, env *Envelope, outs []outcome) {
+func (r *runState) settle(d *Delivery, env *codec.Envelope, outs []outcome) {
 	var dls, fails []*FailedMessage
 	redeliver, dropped := false, false
 	for _, o := range outs {
@@ -885,7 +1106,7 @@ func OnSettle(f func(Settlement)) ListenerOption {
 	return listenerOptionFunc(func(l *Listener) { l.onSettle = append(l.onSettle, f) })
 }
 
-func (r *runState) report(d *Delivery, env *Envelope, o Outcome, fails []*FailedMessage, err error) {
+func (r *runState) report(d *Delivery, env *codec.Envelope, o Outcome, fails []*FailedMessage, err error) {
 	if len(r.l.onSettle) == 0 {
 		return
 	}
@@ -899,7 +1120,7 @@ func (r *runState) report(d *Delivery, env *Envelope, o Outcome, fails []*Failed
 }
 
 // settleWith settles d with f unless the run abandoned its deliveries.
-func (r *runState) settleWith(d *Delivery, env *Envelope, o Outcome, fails []*FailedMessage, f func(context.Context) error) {
+func (r *runState) settleWith(d *Delivery, env *codec.Envelope, o Outcome, fails []*FailedMessage, f func(context.Context) error) {
 	r.settleMu.RLock()
 	defer r.settleMu.RUnlock()
 	if r.abandoned.Load() {
@@ -921,16 +1142,16 @@ func (r *runState) settleWith(d *Delivery, env *Envelope, o Outcome, fails []*Fa
 	r.report(d, env, o, fails, nil)
 }
 
-func (r *runState) ack(d *Delivery, env *Envelope, o Outcome) {
+func (r *runState) ack(d *Delivery, env *codec.Envelope, o Outcome) {
 	r.settleWith(d, env, o, nil, d.Acker.Ack)
 }
 
-func (r *runState) nack(d *Delivery, env *Envelope, fails []*FailedMessage) {
+func (r *runState) nack(d *Delivery, env *codec.Envelope, fails []*FailedMessage) {
 	r.l.stats.redelivered.Add(1)
 	r.settleWith(d, env, Redelivered, fails, d.Acker.Nack)
 }
 
-func (r *runState) deadLetter(d *Delivery, env *Envelope, dls, fails []*FailedMessage) {
+func (r *runState) deadLetter(d *Delivery, env *codec.Envelope, dls, fails []*FailedMessage) {
 	r.settleMu.RLock()
 	defer r.settleMu.RUnlock()
 	if r.abandoned.Load() {
@@ -944,32 +1165,77 @@ func (r *runState) deadLetter(d *Delivery, env *Envelope, dls, fails []*FailedMe
 	// goes back for redelivery instead of holding a worker forever.
 	ctx, cancel := context.WithTimeout(r.hard, deadLetterTimeout)
 	defer cancel()
-	var err error
-	if dler, ok := d.Acker.(DeadLetterer); ok {
-		err = dler.DeadLetter(ctx, dls)
-	} else {
-		msgs := make([]*Message, len(dls))
-		for i, f := range dls {
-			msgs[i] = f.Message(f.DeadLetterTopic)
-		}
-		if err = r.l.dlProducer.Produce(ctx, msgs...); err == nil {
-			if aerr := d.Acker.Ack(r.hard); aerr != nil {
-				// The dead letter is safe; the original may come back and
-				// be dead-lettered twice, which at-least-once allows.
-				r.l.stats.ackErrors.Add(1)
-				r.l.log.Error("dispytch: ack after dead-lettering failed", "topic", d.Topic, "err", aerr)
-			}
-		}
+	err := r.publishDeadLetters(ctx, d, dls, false)
+	if errors.Is(err, ErrTooLarge) {
+		// The broker took the original but not the dead letter, which
+		// adds headers: send it without the original's value and headers,
+		// keeping its coordinates, so that it can be found at its source.
+		r.l.log.Warn("dispytch: dead letter too large; sending it truncated", "topic", d.Topic,
+			"partition", d.Info.Partition, "offset", d.Info.Offset, "bytes", len(d.Value), "err", err)
+		err = r.publishDeadLetters(ctx, d, dls, true)
 	}
-	if err != nil {
-		r.l.stats.deadLetterErrors.Add(1)
-		r.l.log.Error("dispytch: dead-lettering failed; message left for redelivery", "topic", d.Topic, "err", err)
-		if nerr := d.Acker.Nack(r.hard); nerr != nil {
-			r.l.log.Error("dispytch: nack failed", "topic", d.Topic, "err", nerr)
-		}
-		r.report(d, env, SettleFailed, fails, err)
+	if err == nil {
+		r.l.stats.deadLettered.Add(int64(len(dls)))
+		r.report(d, env, DeadLettered, fails, nil)
 		return
 	}
-	r.l.stats.deadLettered.Add(int64(len(dls)))
-	r.report(d, env, DeadLettered, fails, nil)
+	r.l.stats.deadLetterErrors.Add(1)
+	if errors.Is(err, ErrTooLarge) || errors.Is(err, ErrPermanent) || d.Info.DeliveryCount >= r.l.dlAttempts {
+		// Retrying cannot help, or it did not: the last resort applies,
+		// so that the message does not hold its partition forever.
+		r.deadLetterFailed(d, env, fails, err)
+		return
+	}
+	r.l.log.Error("dispytch: dead-lettering failed; message left for redelivery", "topic", d.Topic,
+		"delivery_count", d.Info.DeliveryCount, "err", err)
+	if nerr := d.Acker.Nack(r.hard); nerr != nil {
+		r.l.log.Error("dispytch: nack failed", "topic", d.Topic, "err", nerr)
+	}
+	r.report(d, env, SettleFailed, fails, err)
+}
+
+// publishDeadLetters stores the dead letters of d, and acks d when the
+// listener published them itself.
+func (r *runState) publishDeadLetters(ctx context.Context, d *Delivery, dls []*FailedMessage, truncated bool) error {
+	if dler, ok := d.Acker.(DeadLetterer); ok && !truncated {
+		return dler.DeadLetter(ctx, dls)
+	}
+	msgs := make([]*Message, len(dls))
+	for i, f := range dls {
+		if truncated {
+			msgs[i] = f.truncatedMessage(f.DeadLetterTopic)
+		} else {
+			msgs[i] = f.Message(f.DeadLetterTopic)
+		}
+	}
+	if err := r.l.dlProducer.Produce(ctx, msgs...); err != nil {
+		return err
+	}
+	if aerr := d.Acker.Ack(r.hard); aerr != nil {
+		// The dead letter is safe; the original may come back and be
+		// dead-lettered twice, which at-least-once allows.
+		r.l.stats.ackErrors.Add(1)
+		r.l.log.Error("dispytch: ack after dead-lettering failed", "topic", d.Topic, "err", aerr)
+	}
+	return nil
+}
+
+// deadLetterFailed applies the last resort to a message that could not be
+// dead-lettered (DeadLetterFallback).
+func (r *runState) deadLetterFailed(d *Delivery, env *codec.Envelope, fails []*FailedMessage, err error) {
+	l := r.l
+	attrs := []any{"topic", d.Topic, "partition", d.Info.Partition, "offset", d.Info.Offset,
+		"delivery_count", d.Info.DeliveryCount, "err", err}
+	if env != nil {
+		attrs = append(attrs, "id", env.ID, "type", env.Type)
+	}
+	if l.dlFallback == Redeliver {
+		l.log.Error("dispytch: dead-lettering failed for good; redelivering (DeadLetterFallback(Redeliver))", attrs...)
+		r.nack(d, env, fails)
+		return
+	}
+	l.stats.deadLetterDropped.Add(1)
+	l.stats.dropped.Add(1)
+	l.log.Error("dispytch: dead-lettering failed for good; message dropped (DeadLetterFallback(Drop))", attrs...)
+	r.settleWith(d, env, Dropped, fails, d.Acker.Ack)
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/go-playground/validator/v10"
+
+	"github.com/dispytch/dispytch-go/codec"
 )
 
 // ListenerOption configures a Listener.
@@ -56,9 +58,11 @@ type sharedOption struct {
 	e func(*Emitter)
 }
 
-// WithCodec sets the codec: the emitter encodes with it, the listener
-// decodes with it. Default: JSON.
-func WithCodec(c Codec) SharedOption {
+// WithCodec sets the codec: the emitter encodes with it; the listener
+// decodes with it the messages whose format it cannot tell otherwise (no
+// content type it knows, a first byte that is neither JSON's nor
+// msgpack's). Default: codec.JSON.
+func WithCodec(c codec.Codec) SharedOption {
 	return sharedOption{l: func(l *Listener) { l.codec = c }, e: func(e *Emitter) { e.codec = c }}
 }
 
@@ -255,6 +259,38 @@ func PoisonPolicy(p FailurePolicy) ListenerOption {
 // DeadLetterTopic sets the dead-letter rule (default DefaultDeadLetterTopic).
 func DeadLetterTopic(f DeadLetterTopicFunc) ListenerOption {
 	return listenerOptionFunc(func(l *Listener) { l.dlTopic = f })
+}
+
+// StartTimeout bounds how long Run waits for the consumer's subscription
+// (default DefaultStartTimeout, 30s; 0 waits as long as Run's context). A
+// listener that is not subscribed by then stops and Run returns an error
+// wrapping ErrNotReady and the consumer's last cause (a refused
+// connection, say). Permanent causes (refused credentials) end Run at
+// once, whatever the timeout.
+func StartTimeout(d time.Duration) ListenerOption {
+	return listenerOptionFunc(func(l *Listener) { l.startTimeout = max(d, 0) })
+}
+
+// DeadLetterAttempts bounds how often a message whose dead-lettering
+// failed is redelivered to try again (default 5), for backends that count
+// deliveries (Kafka, the memory broker, RabbitMQ quorum queues): at that
+// delivery count the DeadLetterFallback applies, so that a dead-letter
+// topic that cannot be written never holds a partition's commit. Where the
+// broker counts nothing, the message is redelivered until
+// dead-lettering succeeds. A permanent failure (a dead letter too large
+// even without the original's value, an error wrapping ErrPermanent)
+// applies the fallback at once.
+func DeadLetterAttempts(n int) ListenerOption {
+	return listenerOptionFunc(func(l *Listener) { l.dlAttempts = max(n, 1) })
+}
+
+// DeadLetterFallback sets the last resort for a message that could not be
+// dead-lettered (see DeadLetterAttempts): Drop (the default) acks it with
+// an error log naming its topic, partition, offset and id, counted in
+// Stats.DeadLetterDropped; Redeliver nacks it again, which on Kafka holds
+// the partition's commit behind it.
+func DeadLetterFallback(p FailurePolicy) ListenerOption {
+	return listenerOptionFunc(func(l *Listener) { l.dlFallback = p })
 }
 
 // DeadLetterProducer sets the producer dead letters are published with.

@@ -34,6 +34,13 @@ type Stats struct {
 	Abandoned int64
 	// AckErrors counts failed acks and nacks.
 	AckErrors int64
+	// Timeouts counts handler attempts that failed at their
+	// AttemptTimeout.
+	Timeouts int64
+	// DeadLetterDropped counts messages that could not be dead-lettered
+	// after DeadLetterAttempts deliveries (or for a permanent cause) and
+	// were dropped by the DeadLetterFallback (also counted in Dropped).
+	DeadLetterDropped int64
 	// InFlight is the number of messages accepted and not yet settled.
 	InFlight int64
 }
@@ -48,6 +55,7 @@ type counter struct {
 type counters struct {
 	received, finished, handled, retries, failed, panics, deadLettered, deadLetterErrors counter
 	redelivered, dropped, unhandled, poison, skippedDeadLetters, abandoned, ackErrors    counter
+	timeouts, deadLetterDropped                                                          counter
 }
 
 func (c *counters) snapshot() Stats {
@@ -58,5 +66,6 @@ func (c *counters) snapshot() Stats {
 		Dropped: c.dropped.Load(), Unhandled: c.unhandled.Load(), Poison: c.poison.Load(),
 		SkippedDeadLetters: c.skippedDeadLetters.Load(), Abandoned: c.abandoned.Load(),
 		AckErrors: c.ackErrors.Load(), InFlight: c.received.Load() - c.finished.Load(),
+		Timeouts: c.timeouts.Load(), DeadLetterDropped: c.deadLetterDropped.Load(),
 	}
 }

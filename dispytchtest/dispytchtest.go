@@ -102,12 +102,21 @@ func (k *Kit) Start() {
 	k.stop = cancel
 	k.runErr = make(chan error, 1)
 	go func() { k.runErr <- k.Listener.Run(ctx) }()
-	select {
-	case <-k.Listener.Ready():
-	case err := <-k.runErr:
-		k.T.Fatalf("dispytchtest: listener stopped at start: %v", err)
-	case <-time.After(k.Timeout):
-		k.T.Fatalf("dispytchtest: listener not ready after %v", k.Timeout)
+	wctx, wcancel := context.WithTimeout(ctx, k.Timeout)
+	defer wcancel()
+	if err := k.Listener.WaitReady(wctx); err != nil {
+		// Run has returned (or is stopped now): nothing is left for Stop
+		// to wait for.
+		k.stop()
+		k.stop = nil
+		select {
+		case rerr := <-k.runErr:
+			if rerr != nil {
+				err = rerr
+			}
+		case <-time.After(k.Timeout):
+		}
+		k.T.Fatalf("dispytchtest: listener did not start: %v", err)
 	}
 }
 
@@ -132,21 +141,21 @@ func (k *Kit) Stop() {
 	k.mu.Unlock()
 }
 
-// Emit emits ev and returns its event ID (generated unless opts set one with
-// dispytch.EventID). It fails the test on error.
+// Emit emits ev and returns its event ID: the one dispytch.EventID or the
+// event's EventID method gives, or a generated one. It fails the test on
+// error.
 func (k *Kit) Emit(ev dispytch.Eventer, opts ...dispytch.EmitOption) string {
 	k.T.Helper()
-	id := dispytch.NewUUID()
 	ctx, cancel := context.WithTimeout(context.Background(), k.Timeout)
 	defer cancel()
-	m, err := k.Emitter.Message(ev, append([]dispytch.EmitOption{dispytch.EventID(id)}, opts...)...)
+	m, err := k.Emitter.Message(ev, opts...)
 	if err == nil {
 		err = k.Broker.Produce(ctx, m)
 	}
 	if err != nil {
-		k.T.Fatalf("dispytchtest: emit %s: %v", ev.EventType(), err)
+		k.T.Fatalf("dispytchtest: emit %T: %v", ev, err)
 	}
-	return id
+	return m.ID
 }
 
 // Publish puts a raw payload on topic, for malformed-input tests.
@@ -232,22 +241,14 @@ func (k *Kit) DeadLetters() []*dispytch.FailedMessage {
 	return out
 }
 
-// Redrive redrives every dead letter waiting on the dead-letter topic and
-// returns how many it republished.
-func (k *Kit) Redrive(dlTopic string) int {
+// Redrive makes one pass over the dead letters retained on the
+// dead-letter topic and republishes the ones opts select (by default those
+// dispytch.DeadLetterQueue.Redrive takes), returning how many.
+func (k *Kit) Redrive(dlTopic string, opts ...dispytch.DeadLetterOption) int {
 	k.T.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), k.Timeout)
 	defer cancel()
-	const group = "dispytch-redrive"
-	pending := k.Broker.Retained(dlTopic)
-	if st, ok := k.Broker.GroupStats(group); ok {
-		pending += st.Ready
-	}
-	if pending == 0 {
-		return 0
-	}
-	n, err := dispytch.Redrive(ctx, k.Broker, k.Broker, dlTopic,
-		dispytch.RedriveGroup(group), dispytch.RedriveLimit(pending), dispytch.RedriveIdle(k.Timeout))
+	n, err := dispytch.DeadLetters(k.Broker, dlTopic).Redrive(ctx, k.Broker, opts...)
 	if err != nil {
 		k.T.Fatalf("dispytchtest: redrive: %v", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/codec"
 )
 
 // Record headers the producer adds next to the envelope, so that tools can
@@ -83,15 +84,15 @@ func plainString(b []byte) (s, rest []byte, ok bool) {
 
 // envelopeIDType returns the event id and type of value: by the fast scan,
 // else by decoding it with codec. ok is false when value is no envelope.
-func envelopeIDType(value []byte, codec dispytch.Codec) (id, typ []byte, ok bool) {
+func envelopeIDType(value []byte, cd codec.Codec) (id, typ []byte, ok bool) {
 	if id, typ, ok = scanEnvelopeIDType(value); ok {
 		return id, typ, true
 	}
-	if codec == nil {
+	if cd == nil {
 		return nil, nil, false
 	}
-	var env dispytch.Envelope
-	if err := codec.DecodeEnvelope(value, &env); err != nil {
+	var env codec.Envelope
+	if err := cd.DecodeEnvelope(value, &env); err != nil {
 		return nil, nil, false
 	}
 	return []byte(env.ID), []byte(env.Type), true
@@ -100,7 +101,7 @@ func envelopeIDType(value []byte, codec dispytch.Codec) (id, typ []byte, ok bool
 // recordHeaders converts message headers to record headers, sorted by key
 // so that records are byte-for-byte reproducible, and adds the event id and
 // type unless the message already carries them.
-func recordHeaders(dst []kgo.RecordHeader, m *dispytch.Message, codec dispytch.Codec, extra []kgo.RecordHeader) []kgo.RecordHeader {
+func recordHeaders(dst []kgo.RecordHeader, m *dispytch.Message, cd codec.Codec, extra []kgo.RecordHeader) []kgo.RecordHeader {
 	h, value := m.Headers, m.Value
 	out := dst
 	if len(h) > 0 { // ranging over even an empty map costs an iterator
@@ -143,7 +144,7 @@ func recordHeaders(dst []kgo.RecordHeader, m *dispytch.Message, codec dispytch.C
 		hasType = true
 	}
 	if !hasID || !hasType {
-		if id, typ, ok := envelopeIDType(value, codec); ok {
+		if id, typ, ok := envelopeIDType(value, cd); ok {
 			if !hasID {
 				out = append(out, kgo.RecordHeader{Key: HeaderEventID, Value: id})
 			}

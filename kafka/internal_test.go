@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/codec"
 )
 
 // TestTrackerMark acks records in random orders and checks that the mark is
@@ -110,8 +111,8 @@ func TestTrackerInterleaved(t *testing.T) {
 // TestScanEnvelopeIDType checks the fast id/type scan on the emitter's own
 // encoding and its refusals.
 func TestScanEnvelopeIDType(t *testing.T) {
-	env := dispytch.Envelope{ID: "5b6e0c52-7f4c-4e0a-9d0e-1b2c3d4e5f60", Type: "user_registered", Body: []byte(`{"a":1}`), Timestamp: 1}
-	value, err := dispytch.JSON.AppendEnvelope(nil, &env)
+	env := codec.Envelope{ID: "5b6e0c52-7f4c-4e0a-9d0e-1b2c3d4e5f60", Type: "user_registered", Body: []byte(`{"a":1}`), Timestamp: 1}
+	value, err := codec.JSON.AppendEnvelope(nil, &env)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,11 +130,11 @@ func TestScanEnvelopeIDType(t *testing.T) {
 	}
 	// The slow path decodes what the fast scan refuses.
 	escaped := []byte(`{"type":"t\u0041","id":"x","body":{},"timestamp":1}`)
-	id, typ, ok = envelopeIDType(escaped, dispytch.JSON)
+	id, typ, ok = envelopeIDType(escaped, codec.JSON)
 	if !ok || string(id) != "x" || string(typ) != "tA" {
 		t.Fatalf("slow path: %q %q %v", id, typ, ok)
 	}
-	if _, _, ok := envelopeIDType([]byte("garbage"), dispytch.JSON); ok {
+	if _, _, ok := envelopeIDType([]byte("garbage"), codec.JSON); ok {
 		t.Fatal("garbage has an id")
 	}
 }
@@ -142,7 +143,7 @@ func TestScanEnvelopeIDType(t *testing.T) {
 // present, raw headers last.
 func TestRecordHeaders(t *testing.T) {
 	value := []byte(`{"id":"i","type":"t","body":{},"timestamp":1}`)
-	hs := recordHeaders(nil, &dispytch.Message{Headers: dispytch.Headers{"b": "2", "a": "1"}, Value: value}, dispytch.JSON, []kgo.RecordHeader{{Key: "raw", Value: []byte{0}}})
+	hs := recordHeaders(nil, &dispytch.Message{Headers: dispytch.Headers{"b": "2", "a": "1"}, Value: value}, codec.JSON, []kgo.RecordHeader{{Key: "raw", Value: []byte{0}}})
 	var keys []string
 	for _, h := range hs {
 		keys = append(keys, h.Key+"="+string(h.Value))
@@ -151,11 +152,11 @@ func TestRecordHeaders(t *testing.T) {
 	if !slices.Equal(keys, want) {
 		t.Fatalf("headers %q, want %q", keys, want)
 	}
-	hs = recordHeaders(nil, &dispytch.Message{Headers: dispytch.Headers{HeaderEventID: "kept", HeaderEventType: "kept"}, Value: value}, dispytch.JSON, nil)
+	hs = recordHeaders(nil, &dispytch.Message{Headers: dispytch.Headers{HeaderEventID: "kept", HeaderEventType: "kept"}, Value: value}, codec.JSON, nil)
 	if len(hs) != 2 || string(hs[0].Value) != "kept" || string(hs[1].Value) != "kept" {
 		t.Fatalf("existing id/type headers replaced: %v", hs)
 	}
-	if hs := recordHeaders(nil, &dispytch.Message{Value: []byte("poison")}, dispytch.JSON, nil); len(hs) != 0 {
+	if hs := recordHeaders(nil, &dispytch.Message{Value: []byte("poison")}, codec.JSON, nil); len(hs) != 0 {
 		t.Fatalf("headers for a non-envelope: %v", hs)
 	}
 	if got := deliveryHeaders([]kgo.RecordHeader{{Key: "k", Value: []byte("1")}, {Key: "k", Value: []byte("2")}}); got["k"] != "2" {
@@ -176,8 +177,8 @@ func FuzzScanEnvelopeIDType(f *testing.F) {
 			if !bytes.Contains(data, sid) || !bytes.Contains(data, styp) {
 				t.Fatal("scan result not from the payload")
 			}
-			var env dispytch.Envelope
-			if err := dispytch.JSON.DecodeEnvelope(data, &env); err == nil {
+			var env codec.Envelope
+			if err := codec.JSON.DecodeEnvelope(data, &env); err == nil {
 				if env.ID != string(sid) || env.Type != string(styp) {
 					t.Fatalf("scan %q/%q, codec %q/%q for %q", sid, styp, env.ID, env.Type, data)
 				}
@@ -186,8 +187,8 @@ func FuzzScanEnvelopeIDType(f *testing.F) {
 		if eid, etyp, ok := emittedIDType(data, id, typ); ok && (string(eid) != id || string(etyp) != typ) {
 			t.Fatalf("emittedIDType(%q, %q, %q) = %q, %q", data, id, typ, eid, etyp)
 		}
-		env := dispytch.Envelope{ID: id, Type: typ, Body: []byte(`{}`), Timestamp: 1}
-		value, err := dispytch.JSON.AppendEnvelope(nil, &env)
+		env := codec.Envelope{ID: id, Type: typ, Body: []byte(`{}`), Timestamp: 1}
+		value, err := codec.JSON.AppendEnvelope(nil, &env)
 		if err != nil {
 			return
 		}
@@ -199,7 +200,7 @@ func FuzzScanEnvelopeIDType(f *testing.F) {
 		if _, _, ok := emittedIDType(value, id, typ); plain(id) && plain(typ) && !ok {
 			t.Fatalf("emittedIDType refused the emitter's %q", value)
 		}
-		gid, gtyp, ok := envelopeIDType(value, dispytch.JSON)
+		gid, gtyp, ok := envelopeIDType(value, codec.JSON)
 		if utf8.ValidString(id) && utf8.ValidString(typ) && (!ok || string(gid) != id || string(gtyp) != typ) {
 			t.Fatalf("envelope %q: got %q/%q %v, want %q/%q", value, gid, gtyp, ok, id, typ)
 		}

@@ -10,7 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
-	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/codec"
 )
 
 // ProducerOption configures a Producer (NewProducer, NewProducerFromClient).
@@ -157,7 +157,7 @@ type producerConfig struct {
 	linger        time.Duration
 	acks          Acks
 	noIdempotence bool
-	codec         dispytch.Codec
+	codec         codec.Codec
 }
 
 type producerOption func(*producerConfig)
@@ -193,9 +193,9 @@ func DisableIdempotence() ProducerOption {
 
 // EnvelopeCodec sets the codec the producer decodes envelopes with to copy
 // the event id and type into record headers, when the fast JSON scan does
-// not apply (default dispytch.JSON). Set it to the emitter's codec.
-func EnvelopeCodec(codec dispytch.Codec) ProducerOption {
-	return producerOption(func(c *producerConfig) { c.codec = codec })
+// not apply (default codec.JSON). Set it to the emitter's codec.
+func EnvelopeCodec(cd codec.Codec) ProducerOption {
+	return producerOption(func(c *producerConfig) { c.codec = cd })
 }
 
 // StartOffset is where a consumer group without committed offsets starts.

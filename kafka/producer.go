@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/codec"
 )
 
 // BackendName is what Backend returns, and the backend of this package's
@@ -45,7 +46,7 @@ type Producer struct {
 	cl      *kgo.Client
 	own     bool
 	manual  bool // the client's partitioner honours Partition options
-	codec   dispytch.Codec
+	codec   codec.Codec
 	closed  atomic.Bool
 	closeMu sync.Once
 	// slots bounds the records handed to the client and not yet
@@ -64,7 +65,7 @@ type Producer struct {
 // unless AllowAutoTopicCreation is given: producing to a missing topic fails
 // with ErrUnknownTopic.
 func NewProducer(opts ...ProducerOption) (*Producer, error) {
-	cfg := producerConfig{codec: dispytch.JSON}
+	cfg := producerConfig{codec: codec.JSON}
 	for _, o := range opts {
 		o.applyProducer(&cfg)
 	}
@@ -76,8 +77,8 @@ func NewProducer(opts ...ProducerOption) (*Producer, error) {
 	return newProducer(cl, true, true, cfg.codec), nil
 }
 
-func newProducer(cl *kgo.Client, own, manual bool, codec dispytch.Codec) *Producer {
-	p := &Producer{cl: cl, own: own, manual: manual, codec: codec}
+func newProducer(cl *kgo.Client, own, manual bool, cd codec.Codec) *Producer {
+	p := &Producer{cl: cl, own: own, manual: manual, codec: cd}
 	p.slots.max = maxBufferedRecords(cl)
 	p.promise = p.onProduced
 	return p
@@ -109,7 +110,7 @@ func producerKgoOpts(cfg *producerConfig) []kgo.Opt {
 // built with kgo.RecordPartitioner(kafka.Partitioner()); otherwise they fail
 // with ErrPartitioner.
 func NewProducerFromClient(cl *kgo.Client, opts ...ProducerOption) *Producer {
-	cfg := producerConfig{codec: dispytch.JSON}
+	cfg := producerConfig{codec: codec.JSON}
 	for _, o := range opts {
 		o.applyProducer(&cfg)
 	}

@@ -55,10 +55,11 @@ loop:
 		for i, e := range es {
 			d := &delivery{q: &g.q, e: e, gen: e.gen, sess: sess}
 			d.d = dispytch.Delivery{
-				Topic:   e.s.topic,
-				Key:     e.s.key,
-				Value:   e.s.value,
-				Headers: e.s.headers,
+				Topic:       e.s.topic,
+				Key:         e.s.key,
+				Value:       e.s.value,
+				Headers:     e.s.headers,
+				ContentType: e.s.contentType,
 				Info: dispytch.DeliveryInfo{
 					Redelivered:   e.deliveries > 1,
 					DeliveryCount: e.deliveries,

@@ -79,12 +79,13 @@ func (b *Broker) Backend() string { return "memory" }
 
 // stored is one published message, shared by every group it was routed to.
 type stored struct {
-	topic   string
-	key     []byte
-	skey    string // key as a string, made once for all groups
-	value   []byte
-	headers dispytch.Headers
-	first   entry // the entry of the first group, in the same allocation
+	topic       string
+	key         []byte
+	skey        string // key as a string, made once for all groups
+	value       []byte
+	headers     dispytch.Headers
+	contentType string
+	first       entry // the entry of the first group, in the same allocation
 }
 
 // entry returns the queue entry of the i-th group the message goes to.
@@ -98,7 +99,10 @@ func (s *stored) entry(i int) *entry {
 }
 
 // Produce publishes msgs in order. It returns once every message is queued
-// for every group its topic routes to (or retained on the topic).
+// for every group its topic routes to (or retained on the topic). A message
+// is queued whole or not at all, so every error wraps dispytch.ErrNotSent:
+// nothing is published once ctx is done, and a message waiting for room
+// in a full queue when ctx ends is not published.
 func (b *Broker) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
 	var errs []error
 	for i, m := range msgs {
@@ -119,18 +123,24 @@ func (b *Broker) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
 }
 
 func (b *Broker) publish(ctx context.Context, m *dispytch.Message) error {
+	if m == nil {
+		return fmt.Errorf("memory: nil message: %w", dispytch.ErrNotSent)
+	}
 	if m.Topic == "" {
-		return fmt.Errorf("memory: empty topic")
+		return fmt.Errorf("memory: empty topic: %w", dispytch.ErrNotSent)
 	}
 	if len(m.Options) > 0 {
-		return fmt.Errorf("%w: %T", dispytch.ErrForeignOption, m.Options[0])
+		return fmt.Errorf("%w: %T (%w)", dispytch.ErrForeignOption, m.Options[0], dispytch.ErrNotSent)
 	}
-	s := &stored{topic: m.Topic, key: m.Key, skey: string(m.Key), value: m.Value, headers: m.Headers}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("memory: publish to %q: %w: %w", m.Topic, dispytch.ErrNotSent, dispytch.CtxError(err))
+	}
+	s := &stored{topic: m.Topic, key: m.Key, skey: string(m.Key), value: m.Value, headers: m.Headers, contentType: m.ContentType}
 	for {
 		b.mu.RLock()
 		if b.closed {
 			b.mu.RUnlock()
-			return fmt.Errorf("memory: publish: %w", dispytch.ErrClosed)
+			return fmt.Errorf("memory: publish: %w (%w)", dispytch.ErrClosed, dispytch.ErrNotSent)
 		}
 		targets, ok := b.routes[m.Topic]
 		if !ok {
@@ -147,7 +157,7 @@ func (b *Broker) publish(ctx context.Context, m *dispytch.Message) error {
 				b.mu.RUnlock()
 				b.mu.Lock()
 				if b.backlogs[m.Topic] == nil && len(b.route(m.Topic)) == 0 {
-					b.backlogs[m.Topic] = newQueue(b.capacity)
+					b.backlogs[m.Topic] = newBacklog(b.capacity)
 				}
 				b.mu.Unlock()
 				continue
@@ -190,9 +200,9 @@ func (b *Broker) publish(ctx context.Context, m *dispytch.Message) error {
 		select {
 		case <-space:
 		case <-b.closedCh:
-			return fmt.Errorf("memory: publish: %w", dispytch.ErrClosed)
+			return fmt.Errorf("memory: publish: %w (%w)", dispytch.ErrClosed, dispytch.ErrNotSent)
 		case <-ctx.Done():
-			return fmt.Errorf("memory: publish to %q: queue full: %w", m.Topic, dispytch.CtxError(ctx.Err()))
+			return fmt.Errorf("memory: publish to %q: queue full: %w: %w", m.Topic, dispytch.ErrNotSent, dispytch.CtxError(ctx.Err()))
 		}
 	}
 }
@@ -315,4 +325,61 @@ func (b *Broker) Retained(topic string) int {
 		return q.stats().Ready
 	}
 	return 0
+}
+
+// ScanDeadLetters implements dispytch.DeadLetterStore for the messages
+// retained on topic dest, which is where dead letters stay while no group
+// subscribes to their topic. Kept messages stay in their order, ahead of
+// any that arrived during the scan.
+func (b *Broker) ScanDeadLetters(ctx context.Context, dest string, f func(*dispytch.Delivery) (dispytch.DeadLetterAction, error)) error {
+	b.mu.RLock()
+	closed, q := b.closed, b.backlogs[dest]
+	b.mu.RUnlock()
+	if closed {
+		return fmt.Errorf("memory: scan %q: %w", dest, dispytch.ErrClosed)
+	}
+	if q == nil {
+		return nil
+	}
+	es := q.takeAll()
+	var kept []*entry
+	defer func() {
+		b.mu.Lock()
+		if b.backlogs[dest] == q || b.closed {
+			q.putBack(kept)
+			b.mu.Unlock()
+			return
+		}
+		b.mu.Unlock()
+		// A group claimed the topic during the scan: the kept messages
+		// go where the topic's messages now go.
+		for _, e := range kept {
+			_ = b.publish(context.WithoutCancel(ctx), &dispytch.Message{Topic: e.s.topic, Key: e.s.key, Value: e.s.value, Headers: e.s.headers, ContentType: e.s.contentType})
+		}
+	}()
+	for i, e := range es {
+		if err := ctx.Err(); err != nil {
+			kept = append(kept, es[i:]...)
+			return dispytch.CtxError(err)
+		}
+		d := &dispytch.Delivery{
+			Topic: e.s.topic, Key: e.s.key, Value: e.s.value, Headers: e.s.headers, ContentType: e.s.contentType,
+			Info: dispytch.DeliveryInfo{Partition: -1, Offset: -1},
+		}
+		act, err := f(d)
+		if err != nil || act != dispytch.DeadLetterRemove {
+			kept = append(kept, e)
+		}
+		if err != nil {
+			kept = append(kept, es[i+1:]...)
+			return err
+		}
+	}
+	return nil
+}
+
+// CountDeadLetters implements dispytch.DeadLetterCounter: the messages
+// retained on topic dest.
+func (b *Broker) CountDeadLetters(_ context.Context, dest string) (int, error) {
+	return b.Retained(dest), nil
 }

@@ -30,10 +30,13 @@ type queue struct {
 	redelivered int64
 	spaceCh     chan struct{} // closed when space frees up; nil without waiters
 	readyCh     chan struct{} // closed when an entry becomes ready; nil without waiters
+	plain       bool          // a backlog: no per-key holding
 }
 
-func newQueue(capacity int) *queue {
-	q := &queue{}
+// newBacklog returns a topic backlog: a plain FIFO, since no consumer
+// settles anything there (keys are held back only in group queues).
+func newBacklog(capacity int) *queue {
+	q := &queue{plain: true}
 	q.init(capacity)
 	return q
 }
@@ -79,7 +82,7 @@ func (q *queue) tryPush(e *entry) bool {
 
 // enqueue adds a new entry; q.mu held, count already includes it.
 func (q *queue) enqueue(e *entry) {
-	if e.key != "" {
+	if e.key != "" && !q.plain {
 		if w, active := q.keys[e.key]; active {
 			w.push(e)
 			return
@@ -135,6 +138,34 @@ func (q *queue) claim(bl *queue) {
 		q.enqueue(e)
 	}
 	q.mu.Unlock()
+}
+
+// takeAll removes every entry of a backlog, in order.
+func (q *queue) takeAll() []*entry {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	es := make([]*entry, 0, q.ready.len())
+	for q.ready.len() > 0 {
+		es = append(es, q.ready.pop())
+	}
+	q.count -= len(es)
+	q.signalSpace()
+	return es
+}
+
+// putBack returns entries taken by takeAll to the front of a backlog, in
+// their order, before anything that arrived meanwhile.
+func (q *queue) putBack(es []*entry) {
+	if len(es) == 0 {
+		return
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for i := len(es) - 1; i >= 0; i-- {
+		q.ready.pushFront(es[i])
+	}
+	q.count += len(es)
+	q.signalReady()
 }
 
 // next waits for ready entries and hands up to len(buf) of them to sess,

@@ -15,6 +15,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/codec"
 	"github.com/dispytch/dispytch-go/codec/msgpack"
 	"github.com/dispytch/dispytch-go/rabbitmq"
 )
@@ -50,7 +51,7 @@ func TestInteropVectors(t *testing.T) {
 		bytes func(v vector) string
 		ct    string
 	}{
-		{"json", dispytch.JSON, func(v vector) string { return v.JSON }, "application/json"},
+		{"json", codec.JSON, func(v vector) string { return v.JSON }, "application/json"},
 		{"msgpack", msgpack.Codec, func(v vector) string { return v.Msgpack }, "application/msgpack"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -14,16 +14,19 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
 
-	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/codec"
 )
 
 // Codec is the msgpack codec. Use it on both sides:
 //
 //	dispytch.NewEmitter(p, dispytch.WithCodec(msgpack.Codec))
-//	dispytch.NewListener(c, dispytch.WithCodec(msgpack.Codec))
-var Codec dispytch.Codec = &codec{}
+//
+// Listeners read msgpack envelopes whatever their codec (codec.Sniff);
+// WithCodec(msgpack.Codec) on a listener only makes msgpack the codec for
+// messages whose format is not recognised.
+var Codec codec.Codec = &msgpackCodec{}
 
-type codec struct {
+type msgpackCodec struct {
 	encs sync.Pool
 	decs sync.Pool
 }
@@ -33,7 +36,7 @@ type encoder struct {
 	enc *msgpack.Encoder
 }
 
-func (c *codec) getEncoder() *encoder {
+func (c *msgpackCodec) getEncoder() *encoder {
 	if e, ok := c.encs.Get().(*encoder); ok {
 		e.buf.Reset()
 		return e
@@ -50,7 +53,7 @@ type decoder struct {
 	dec *msgpack.Decoder
 }
 
-func (c *codec) getDecoder(data []byte) *decoder {
+func (c *msgpackCodec) getDecoder(data []byte) *decoder {
 	d, ok := c.decs.Get().(*decoder)
 	if !ok {
 		d = &decoder{}
@@ -63,9 +66,9 @@ func (c *codec) getDecoder(data []byte) *decoder {
 	return d
 }
 
-func (c *codec) ContentType() string { return "application/msgpack" }
+func (c *msgpackCodec) ContentType() string { return "application/msgpack" }
 
-func (c *codec) Marshal(v any) ([]byte, error) {
+func (c *msgpackCodec) Marshal(v any) ([]byte, error) {
 	e := c.getEncoder()
 	defer c.encs.Put(e)
 	if err := e.enc.Encode(v); err != nil {
@@ -74,7 +77,7 @@ func (c *codec) Marshal(v any) ([]byte, error) {
 	return bytes.Clone(e.buf.Bytes()), nil
 }
 
-func (c *codec) Unmarshal(data []byte, v any, strict bool) error {
+func (c *msgpackCodec) Unmarshal(data []byte, v any, strict bool) error {
 	if raw, ok := v.(*json.RawMessage); ok {
 		// Untyped JSON view of a msgpack body.
 		var x any
@@ -100,7 +103,7 @@ func (c *codec) Unmarshal(data []byte, v any, strict bool) error {
 	return nil
 }
 
-func (c *codec) AppendEnvelope(dst []byte, env *dispytch.Envelope) ([]byte, error) {
+func (c *msgpackCodec) AppendEnvelope(dst []byte, env *codec.Envelope) ([]byte, error) {
 	if len(env.Body) == 0 {
 		return dst, errors.New("empty body")
 	}
@@ -123,7 +126,7 @@ func (c *codec) AppendEnvelope(dst []byte, env *dispytch.Envelope) ([]byte, erro
 	return append(dst, e.buf.Bytes()...), nil
 }
 
-func (c *codec) DecodeEnvelope(data []byte, env *dispytch.Envelope) error {
+func (c *msgpackCodec) DecodeEnvelope(data []byte, env *codec.Envelope) error {
 	d := c.getDecoder(data)
 	defer c.decs.Put(d)
 	dec := d.dec
@@ -192,4 +195,10 @@ func (c *codec) DecodeEnvelope(data []byte, env *dispytch.Envelope) error {
 		return fmt.Errorf("envelope is missing %q (or it is null)", miss)
 	}
 	return nil
+}
+
+func (c *msgpackCodec) ValidBody(data []byte) bool {
+	d := c.getDecoder(data)
+	defer c.decs.Put(d)
+	return d.dec.Skip() == nil && d.r.Len() == 0
 }

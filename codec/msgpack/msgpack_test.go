@@ -13,6 +13,7 @@ import (
 	vm "github.com/vmihailenco/msgpack/v5"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/codec"
 	"github.com/dispytch/dispytch-go/codec/msgpack"
 	"github.com/dispytch/dispytch-go/dispytchtest"
 )
@@ -75,7 +76,7 @@ func TestWireVectors(t *testing.T) {
 			}
 			check := func(data []byte) {
 				t.Helper()
-				var env dispytch.Envelope
+				var env codec.Envelope
 				if err := msgpack.Codec.DecodeEnvelope(data, &env); err != nil {
 					t.Fatal(err)
 				}
@@ -91,7 +92,7 @@ func TestWireVectors(t *testing.T) {
 				}
 			}
 			check(raw)
-			var env dispytch.Envelope
+			var env codec.Envelope
 			if err := msgpack.Codec.DecodeEnvelope(raw, &env); err != nil {
 				t.Fatal(err)
 			}
@@ -119,7 +120,7 @@ func TestPoison(t *testing.T) {
 		append(mustMarshal(t, map[string]any{"id": "x", "type": "t", "body": map[string]any{}, "timestamp": 1}), 0x01),
 	}
 	for i, b := range bad {
-		var env dispytch.Envelope
+		var env codec.Envelope
 		if err := msgpack.Codec.DecodeEnvelope(b, &env); err == nil {
 			t.Errorf("%d: %x decoded", i, b)
 		}
@@ -170,7 +171,7 @@ func TestEndToEndWithListener(t *testing.T) {
 	}
 	// Strict decoding rejects unknown fields in msgpack too.
 	body := mustMarshal(t, map[string]any{"customer": "x", "extra": 1})
-	env, _ := msgpack.Codec.AppendEnvelope(nil, &dispytch.Envelope{ID: "1", Type: "order_placed", Body: body, Timestamp: 1})
+	env, _ := msgpack.Codec.AppendEnvelope(nil, &codec.Envelope{ID: "1", Type: "order_placed", Body: body, Timestamp: 1})
 	kit.Publish("orders", env, nil)
 	s := kit.WaitFor("strict", func(s dispytch.Settlement) bool { return s.ID == "1" })
 	if s.Outcome != dispytch.DeadLettered || len(s.Failures) != 1 || s.Failures[0].Handler != "strict" {
@@ -187,7 +188,7 @@ func FuzzDecodeEnvelope(f *testing.F) {
 	f.Add([]byte{0x80})
 	f.Add([]byte{0x84, 0xa2, 'i', 'd'})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var env dispytch.Envelope
+		var env codec.Envelope
 		if err := msgpack.Codec.DecodeEnvelope(data, &env); err != nil {
 			return
 		}
@@ -195,7 +196,7 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var back dispytch.Envelope
+		var back codec.Envelope
 		if err := msgpack.Codec.DecodeEnvelope(out, &back); err != nil {
 			t.Fatalf("own output: %v", err)
 		}

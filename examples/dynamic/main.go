@@ -117,7 +117,15 @@ func run() error {
 
 	fmt.Println("gateway recovered; redriving", dispytch.DefaultDeadLetterTopic(dead))
 	gw.up.Store(true)
-	n, err := dispytch.Redrive(ctx, broker, broker, dispytch.DefaultDeadLetterTopic(dead), dispytch.RedriveLimit(1))
+	dlq := dispytch.DeadLetters(broker, dispytch.DefaultDeadLetterTopic(dead))
+	letters, err := dlq.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, l := range letters {
+		fmt.Printf("   waiting: topic=%s reason=%s handler=%s err=%q\n", l.Topic, l.Reason, l.Handler, l.Err)
+	}
+	n, err := dlq.Redrive(ctx, broker)
 	if err != nil {
 		return err
 	}

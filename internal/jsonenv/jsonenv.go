@@ -1,4 +1,7 @@
-package dispytch
+// Package jsonenv is the JSON envelope scanner and writer behind the JSON
+// codec: {"id","type","body","timestamp"} decoded in one pass, with a fast
+// path for the layout the codec writes itself.
+package jsonenv
 
 import (
 	"bytes"
@@ -10,75 +13,31 @@ import (
 	"unicode/utf8"
 )
 
-// Envelope is Dispytch's wire envelope: {"id","type","body","timestamp"}.
-// Body holds the encoded body in the codec's own format.
+// Envelope holds an envelope's fields. Its layout is that of
+// codec.Envelope, which converts to it.
 type Envelope struct {
 	ID        string
 	Type      string
 	Body      []byte
-	Timestamp int64 // milliseconds since the Unix epoch
+	Timestamp int64
 }
 
-// Codec encodes and decodes envelopes and bodies. JSON is the default; the
-// msgpack codec lives in package codec/msgpack. Implementations must be safe
-// for concurrent use.
-type Codec interface {
-	// ContentType names the format, e.g. "application/json". The emitter
-	// puts it in Message.ContentType.
-	ContentType() string
-	// Marshal encodes an event body.
-	Marshal(v any) ([]byte, error)
-	// Unmarshal decodes a body into v. With strict set, fields of the data
-	// that v has no place for are an error.
-	Unmarshal(data []byte, v any, strict bool) error
-	// AppendEnvelope appends the encoded envelope to dst.
-	AppendEnvelope(dst []byte, e *Envelope) ([]byte, error)
-	// DecodeEnvelope decodes data into e. e.Body may alias data. A payload
-	// missing id, type, body or timestamp, or holding null for one, is an
-	// error.
-	DecodeEnvelope(data []byte, e *Envelope) error
-}
-
-// JSON is the JSON codec, Python Dispytch's default wire format.
-var JSON Codec = jsonCodec{}
-
-type jsonCodec struct{}
-
-func (jsonCodec) ContentType() string { return "application/json" }
-
-func (jsonCodec) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
-
-func (jsonCodec) Unmarshal(data []byte, v any, strict bool) error {
-	if !strict {
-		return json.Unmarshal(data, v)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if dec.More() {
-		return errors.New("trailing data after body")
-	}
-	return nil
-}
-
-func (jsonCodec) AppendEnvelope(dst []byte, e *Envelope) ([]byte, error) {
-	if len(e.Body) == 0 {
-		return dst, errors.New("empty body")
-	}
+// Append appends the envelope with the encoded body to dst.
+func Append(dst []byte, id, typ string, body []byte, ts int64) []byte {
 	dst = append(dst, `{"id":`...)
-	dst = appendJSONString(dst, e.ID)
+	dst = AppendString(dst, id)
 	dst = append(dst, `,"type":`...)
-	dst = appendJSONString(dst, e.Type)
+	dst = AppendString(dst, typ)
 	dst = append(dst, `,"body":`...)
-	dst = append(dst, e.Body...)
+	dst = append(dst, body...)
 	dst = append(dst, `,"timestamp":`...)
-	dst = strconv.AppendInt(dst, e.Timestamp, 10)
-	return append(dst, '}'), nil
+	dst = strconv.AppendInt(dst, ts, 10)
+	return append(dst, '}')
 }
 
-func appendJSONString(dst []byte, s string) []byte {
+// AppendString appends s as a JSON string, exactly as json.Marshal writes
+// it.
+func AppendString(dst []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
 		if !plainByte[s[i]] {
 			b, _ := json.Marshal(s) // a Go string always marshals
@@ -90,17 +49,12 @@ func appendJSONString(dst []byte, s string) []byte {
 	return append(dst, '"')
 }
 
-// DecodeEnvelope scans the top-level object once, without building a map,
-// and leaves the body as a sub-slice of data. Everything but the body is
-// validated here; the body is validated when a handler decodes it.
-func (c jsonCodec) DecodeEnvelope(data []byte, e *Envelope) error {
-	return c.decodeEnvelope(data, e, nil)
-}
-
-// decodeEnvelope decodes data into e. When types holds the event type, its
-// string is reused instead of allocating one: the listener passes the types
-// it has handlers for.
-func (jsonCodec) decodeEnvelope(data []byte, e *Envelope, types map[string]string) error {
+// Decode decodes the envelope data into e: it scans the top-level object
+// once, without building a map, and leaves the body as a sub-slice of data.
+// Everything but the body is validated here; the body is only delimited.
+// When types holds the event type, its string is reused instead of
+// allocating one.
+func Decode(data []byte, e *Envelope, types map[string]string) error {
 	if !utf8.Valid(data) {
 		return errors.New("payload is not valid UTF-8")
 	}
@@ -580,3 +534,6 @@ func (s *scanner) skip(depth int) error {
 	}
 	return nil
 }
+
+// AppendInt appends n in decimal.
+func AppendInt(dst []byte, n int64) []byte { return strconv.AppendInt(dst, n, 10) }

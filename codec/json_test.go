@@ -1,16 +1,13 @@
-package dispytch
+package codec
 
 import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"os"
 	"reflect"
 	"strings"
 	"testing"
-	"time"
-	"unicode/utf8"
 )
 
 type wireVector struct {
@@ -23,7 +20,7 @@ type wireVector struct {
 
 func loadVectors(t testing.TB) []wireVector {
 	t.Helper()
-	b, err := os.ReadFile("testdata/dispytch-wire-vectors.json")
+	b, err := os.ReadFile("../testdata/dispytch-wire-vectors.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,15 +179,6 @@ func FuzzJSONEnvelope(f *testing.F) {
 	f.Add([]byte(`{"id":"a","type":"b","body":["\\\\"],"timestamp":1}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var env Envelope
-		if utf8.Valid(data) && canonicalEnvelope(data, &env, nil) {
-			// The fast path for the codec's own layout agrees with the
-			// general scan.
-			var gen Envelope
-			if err := scanEnvelope(data, &gen, nil); err != nil || gen.ID != env.ID || gen.Type != env.Type ||
-				!bytes.Equal(gen.Body, env.Body) || gen.Timestamp != env.Timestamp {
-				t.Fatalf("canonical %+v, general %+v (%v) for %q", env, gen, err, data)
-			}
-		}
 		if err := JSON.DecodeEnvelope(data, &env); err != nil {
 			return
 		}
@@ -249,38 +237,81 @@ type badBody struct{ C chan int }
 func (badBody) Topic() string     { return "t" }
 func (badBody) EventType() string { return "bad" }
 
-// The JSON emitter's single-buffer path writes the bytes of the generic
-// path: json.Marshal of the body inside AppendEnvelope.
-func TestEncodeJSONMatchesGenericPath(t *testing.T) {
-	e := NewEmitter(nil)
-	for _, ev := range []Eventer{
+// AppendEvent writes the bytes of Marshal followed by AppendEnvelope.
+func TestAppendEventMatchesGenericPath(t *testing.T) {
+	ap := JSON.(EventAppender)
+	for _, v := range []any{
 		spacedBody{},
 		htmlBody{S: "<script>&\u2028 \"q\" é", M: map[string]int{"z": 1, "a": 2}},
 		htmlBody{S: strings.Repeat("x", 100<<10)}, // larger than the reused buffer limit
 	} {
 		for range 2 { // a fresh buffer, then a reused one
-			got, err := e.encodeJSON("id-1", ev.EventType(), 42, ev)
+			got, err := ap.AppendEvent(nil, "id-1", "html\u2028<type>", 42, v)
 			if err != nil {
 				t.Fatal(err)
 			}
-			e.now = func() time.Time { return time.UnixMilli(42) }
-			want, err := e.encode("id-1", ev.EventType(), ev)
+			body, err := JSON.Marshal(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := JSON.AppendEnvelope(nil, &Envelope{ID: "id-1", Type: "html\u2028<type>", Body: body, Timestamp: 42})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if !bytes.Equal(got, want) {
-				t.Fatalf("%T:\n got %s\nwant %s", ev, got, want)
+				t.Fatalf("%T:\n got %s\nwant %s", v, got, want)
 			}
 		}
 	}
-	if _, err := e.encodeJSON("id", "bad", 1, badBody{}); !errors.Is(err, ErrEncode) {
-		t.Fatalf("unencodable body: %v", err)
+	if _, err := ap.AppendEvent(nil, "id", "bad", 1, badBody{}); err == nil {
+		t.Fatal("unencodable body encoded")
 	}
 	// The buffer is clean after a failure.
-	got, _ := e.encodeJSON("id", "spaced", 1, spacedBody{})
+	got, _ := ap.AppendEvent(nil, "id", "spaced", 1, spacedBody{})
 	if !bytes.HasPrefix(got, []byte(`{"id":"id","type":"spaced","body":{"a":[1,2],"b":"\u003c\u0026\u003e"}`)) {
 		t.Fatalf("after a failure: %s", got)
 	}
+	// With a destination, the envelope is appended to it.
+	got, _ = ap.AppendEvent([]byte("x"), "id", "spaced", 1, spacedBody{})
+	if !bytes.HasPrefix(got, []byte(`x{"id":"id"`)) {
+		t.Fatalf("appended: %s", got)
+	}
+}
+
+func TestSniff(t *testing.T) {
+	for in, want := range map[string]Format{
+		`{"id":1}`: FormatJSON, " \n\t{": FormatJSON, "\x84\xa2id": FormatMsgpack, "\x80": FormatMsgpack,
+		"\x8f": FormatMsgpack, "\xde\x00\x04": FormatMsgpack, "\xdf": FormatMsgpack, "": FormatUnknown,
+		"[1]": FormatUnknown, "\x90": FormatUnknown, "garbage": FormatUnknown, "   ": FormatUnknown,
+	} {
+		if got := Sniff([]byte(in)); got != want {
+			t.Errorf("Sniff(%q) = %d, want %d", in, got, want)
+		}
+	}
+}
+
+// FuzzSniff: Sniff never panics, and what it calls JSON starts with '{'
+// after whitespace, what it calls msgpack with a map byte.
+func FuzzSniff(f *testing.F) {
+	for _, v := range loadVectors(f) {
+		raw, _ := base64.StdEncoding.DecodeString(v.JSON)
+		f.Add(raw)
+		raw, _ = base64.StdEncoding.DecodeString(v.Msgpack)
+		f.Add(raw)
+	}
+	f.Add([]byte(" \r\n{"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		switch Sniff(data) {
+		case FormatJSON:
+			if bytes.TrimLeft(data, " \t\r\n")[0] != '{' {
+				t.Fatalf("JSON: %q", data)
+			}
+		case FormatMsgpack:
+			if c := data[0]; !(c >= 0x80 && c <= 0x8f || c == 0xde || c == 0xdf) {
+				t.Fatalf("msgpack: %q", data)
+			}
+		}
+	})
 }
 
 // The envelope scan delimits bodies whose strings end in escaped
@@ -296,62 +327,5 @@ func TestEnvelopeBodyEscapes(t *testing.T) {
 	}
 	if err := JSON.DecodeEnvelope([]byte(`{"id":"a","type":"b","body":{"x":"\\\"}`), &env); err == nil {
 		t.Fatal("accepted an unterminated body")
-	}
-}
-
-func TestParseTimestamp(t *testing.T) {
-	for in, want := range map[string]int64{
-		"0": 0, "7": 7, "1700000000000": 1700000000000, "999999999999999999": 999999999999999999,
-		"9223372036854775807": 9223372036854775807, "-1": -1, "-9223372036854775808": -9223372036854775808,
-		"1.5e3": 1500, "2E2": 200, "-0.5": 0,
-	} {
-		if got, err := parseTimestamp([]byte(in)); err != nil || got != want {
-			t.Errorf("parseTimestamp(%s) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"1e400", "-1e400", "9223372036854775808e10", ""} {
-		if _, err := parseTimestamp([]byte(in)); err == nil {
-			t.Errorf("parseTimestamp(%q) accepted", in)
-		}
-	}
-}
-
-// What the emitter writes takes the canonical fast path; other layouts
-// (Python's json.dumps puts spaces after the colons) take the general scan.
-func TestCanonicalEnvelopeFastPath(t *testing.T) {
-	e := NewEmitter(nil)
-	value, err := e.encodeJSON("5b6e0c52-7f4c-4e0a-9d0e-1b2c3d4e5f60", "user_registered", 1700000000123, htmlBody{S: "x"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var env Envelope
-	if !canonicalEnvelope(value, &env, nil) || env.Type != "user_registered" || env.Timestamp != 1700000000123 ||
-		string(env.Body) != `{"s":"x","m":null}` {
-		t.Fatalf("emitter output %s: %+v", value, env)
-	}
-	for _, other := range []string{
-		`{"id": "a", "type": "b", "body": {}, "timestamp": 1}`,
-		`{"id":"a","type":"b","body":{},"timestamp":-1}`,
-		`{"id":"a","type":"b","body":{},"timestamp":1.5}`,
-		`{"id":"a\u0041","type":"b","body":{},"timestamp":1}`,
-		`{"id":"a","type":"b","body":"str","timestamp":1}`,
-		`{"id":"a","type":"b","body":{},"timestamp":1} `,
-		`{"id":"a","type":"b","body":{},"timestamp":01}`,
-		`{"id":"a","type":"b","body":{},"timestamp":1234567890123456789}`,
-	} {
-		if canonicalEnvelope([]byte(other), &env, nil) {
-			t.Errorf("fast path took %s", other)
-		}
-	}
-}
-
-// appendJSONString writes what json.Marshal writes, for every byte.
-func TestAppendJSONStringMatchesMarshal(t *testing.T) {
-	for c := range 256 {
-		s := "a" + string([]byte{byte(c)}) + "b"
-		want, _ := json.Marshal(s)
-		if got := appendJSONString(nil, s); !bytes.Equal(got, want) {
-			t.Errorf("byte %#x: %s, want %s", c, got, want)
-		}
 	}
 }
