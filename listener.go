@@ -156,7 +156,8 @@ func (l *Listener) Use(mw ...Middleware) {
 // Ready is closed once the consumer's subscription is in place, so that
 // events emitted from then on reach the listener, or once Run returned, so
 // that nothing waits forever on a listener that failed to start. WaitReady
-// tells the two apart. Before Run is called, Ready waits for it.
+// tells the two apart. Before the first Run, Ready waits for it; after Run
+// returned, Ready stays closed until Run is called again.
 func (l *Listener) Ready() <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -653,7 +654,7 @@ func (r *runState) Deliver(ctx context.Context, d *Delivery) error {
 func (r *runState) shutdown() {
 	r.stopping.Store(true)
 	r.sched.Close()
-	r.l.log.Info("dispytch: listener stopping", "in_flight", r.l.Stats().InFlight, "timeout", r.l.shutdownTimeout)
+	r.l.log.Info("dispytch: listener stopping", "in_flight", r.l.Stats().InFlight, "timeout", r.l.shutdownTimeout.String())
 	drained := make(chan struct{})
 	go func() {
 		r.inflight.Wait()
@@ -672,7 +673,7 @@ func (r *runState) shutdown() {
 		r.settleMu.Lock()
 		r.settleMu.Unlock()
 		r.l.log.Warn("dispytch: shutdown timeout: leaving unfinished messages unacked for redelivery",
-			"in_flight", r.l.Stats().InFlight, "timeout", r.l.shutdownTimeout)
+			"in_flight", r.l.Stats().InFlight, "timeout", r.l.shutdownTimeout.String())
 	}
 	close(r.done)
 }
