@@ -101,7 +101,7 @@ func runPipeline(tb testing.TB, t timer, n int) time.Duration {
 	target := int64(n)
 	l := dispytch.NewListener(broker, dispytch.WithLogger(benchLog()), dispytch.Concurrency(runtime.GOMAXPROCS(0)),
 		dispytch.Provide(func() *BenchService { return svc }))
-	l.Handle("user_events", "user_registered", func(ev dispytch.Event[BenchEvent], s *BenchService) error {
+	dispytch.Handle1(l, "user_events", "user_registered", func(_ context.Context, ev dispytch.Event[BenchEvent], s *BenchService) error {
 		s.n.Add(1)
 		if handled.Add(1) == target {
 			close(done)
@@ -159,15 +159,31 @@ func (f *feeder) Consume(ctx context.Context, sub dispytch.Subscription, in disp
 
 func (f *feeder) Produce(context.Context, ...*dispytch.Message) error { return nil }
 
+// runDispatch registers the handler with Handle1, the typed path.
 func runDispatch[T any](tb testing.TB, t timer, n int) time.Duration {
+	return dispatch[T](tb, t, n, true)
+}
+
+// runDispatchReflect registers the same handler with Handle, the
+// reflective path (reflect.Value.Call for the provider and the handler).
+func runDispatchReflect[T any](tb testing.TB, t timer, n int) time.Duration {
+	return dispatch[T](tb, t, n, false)
+}
+
+func dispatch[T any](tb testing.TB, t timer, n int, typed bool) time.Duration {
 	f := &feeder{value: encodedBench(tb), n: n}
 	svc := &BenchService{}
 	l := dispytch.NewListener(f, dispytch.WithLogger(benchLog()), dispytch.Concurrency(runtime.GOMAXPROCS(0)),
 		dispytch.Provide(func() *BenchService { return svc }))
-	l.Handle("user_events", "user_registered", func(ev dispytch.Event[T], s *BenchService) error {
+	h := func(ctx context.Context, ev dispytch.Event[T], s *BenchService) error {
 		s.n.Add(1)
 		return nil
-	})
+	}
+	if typed {
+		dispytch.Handle1(l, "user_events", "user_registered", h)
+	} else {
+		l.Handle("user_events", "user_registered", h)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	t.StartTimer()
@@ -194,6 +210,10 @@ func BenchmarkDispatch(b *testing.B) { runBench(b, runDispatch[BenchEvent]) }
 // BenchmarkDispatchNoValidation is Dispatch with a body type without
 // validate tags.
 func BenchmarkDispatchNoValidation(b *testing.B) { runBench(b, runDispatch[PlainEvent]) }
+
+// BenchmarkDispatchReflect is DispatchNoValidation with the handler
+// registered by Handle instead of Handle1: the reflective path.
+func BenchmarkDispatchReflect(b *testing.B) { runBench(b, runDispatchReflect[PlainEvent]) }
 
 // BenchmarkBareLoop is the physical limit: a buffered channel feeding
 // GOMAXPROCS workers that json.Unmarshal the same message into a struct.
@@ -281,11 +301,12 @@ func BenchmarkRatios(b *testing.B) {
 		{"pipeline", runPipeline},
 		{"dispatch", runDispatch[BenchEvent]},
 		{"novalidate", runDispatch[PlainEvent]},
+		{"reflect", runDispatchReflect[PlainEvent]},
 		{"bodydecode", runBodyDecode},
 	}
 	b.StopTimer()
 	rates := map[string][]float64{}
-	var overhead []float64
+	var overhead, reflOverhead []float64
 	for range rounds {
 		ns := map[string]float64{}
 		for _, c := range contenders {
@@ -295,16 +316,17 @@ func BenchmarkRatios(b *testing.B) {
 			rates[c.name] = append(rates[c.name], 1e9/ns[c.name])
 		}
 		overhead = append(overhead, ns["novalidate"]-ns["bodydecode"])
+		reflOverhead = append(reflOverhead, ns["reflect"]-ns["bodydecode"])
 	}
 	med := func(xs []float64) float64 {
 		s := slices.Clone(xs)
 		slices.Sort(s)
 		return s[len(s)/2]
 	}
-	for _, c := range contenders[:4] {
+	for _, c := range contenders[:5] {
 		b.ReportMetric(med(rates[c.name]), c.name+"-events/s")
 	}
-	for _, c := range contenders[1:4] {
+	for _, c := range contenders[1:5] {
 		var rs []float64
 		for i := range rates[c.name] {
 			rs = append(rs, rates[c.name][i]/rates["bare"][i])
@@ -313,6 +335,7 @@ func BenchmarkRatios(b *testing.B) {
 	}
 	if runtime.GOMAXPROCS(0) == 1 {
 		b.ReportMetric(med(overhead), "overhead-ns/event")
+		b.ReportMetric(med(reflOverhead), "reflect-overhead-ns/event")
 	}
 	b.ReportMetric(0, "ns/op")
 	b.Logf("%d rounds of %d events; events/s per round: %v; overhead ns/event per round: %.0f", rounds, b.N, rates, overhead)

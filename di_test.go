@@ -323,7 +323,8 @@ func TestDICleanupPanicRunsTheRest(t *testing.T) {
 // dependencies. The same graph features must hold on it: nesting,
 // per-attempt caching, NoCache, singletons, values, cleanups in reverse
 // order, provider errors and panics.
-func TestDIWordPath(t *testing.T) {
+// The same graph through Handle (reflection), with every kind of provider.
+func TestDIReflectivePath(t *testing.T) {
 	j := &journal{}
 	type Tx struct{ n int32 }
 	type Pool struct{}
@@ -402,3 +403,100 @@ func TestDIWordPath(t *testing.T) {
 type swappableStore struct{ name string }
 
 func (s *swappableStore) Name() string { return s.name }
+
+type Clock struct{ now int64 }
+
+// Handlers registered with Handle1..3 run without reflection for the common
+// provider shapes, and fall back to a plan (keeping per-attempt caching)
+// for the rest; cleanups, errors and panics behave as on the reflective
+// path.
+func TestDITypedHandlers(t *testing.T) {
+	j := &journal{}
+	type Pool struct{ id int }
+	var pools, clocks atomic.Int32
+	store := &swappableStore{name: "pg"}
+	kit := dispytchtest.New(t,
+		dispytch.Value[Store](store),
+		dispytch.Provide(func(context.Context) (*Pool, func(), error) {
+			pools.Add(1)
+			return &Pool{id: 1}, func() { j.add("close-pool") }, nil
+		}, dispytch.Singleton()),
+		dispytch.Provide(func(ctx context.Context) (*Clock, func(), error) {
+			if ctx == nil {
+				return nil, nil, errors.New("no context")
+			}
+			clocks.Add(1)
+			j.add("clock")
+			return &Clock{now: 42}, func() { j.add("close-clock") }, nil
+		}),
+		dispytch.Provide(func() (*DB, error) { j.add("db"); return &DB{name: "main"}, nil }),
+		dispytch.Provide(func(db *DB) *Repo { j.add("repo"); return &Repo{db: db} }),
+		dispytch.Provide(func(r *Repo, s Store) (*UserService, error) {
+			if s.Name() == "broken" {
+				return nil, errors.New("store is broken")
+			}
+			return &UserService{repo: r, actor: s.Name()}, nil
+		}))
+	var seen atomic.Value
+	dispytch.Handle3(kit.Listener, "user_events", "user_registered",
+		func(ctx context.Context, ev dispytch.Event[UserRegistered], s Store, p *Pool, c *Clock) error {
+			if ev.Body.Timestamp == 13 {
+				panic("unlucky")
+			}
+			seen.Store(fmt.Sprint(ev.Body.User.ID, "/", s.Name(), "/", p.id, "/", c.now))
+			j.add("fast")
+			return nil
+		}, dispytch.Name("fast"))
+	// A dependency with dependencies of its own, and the same type twice:
+	// the plan runs, and *Repo is built once per attempt.
+	dispytch.Handle2(kit.Listener, "user_events", "user_registered",
+		func(ctx context.Context, ev dispytch.Event[UserRegistered], svc *UserService, r *Repo) error {
+			if svc.repo != r {
+				return errors.New("repo not cached within the attempt")
+			}
+			return nil
+		}, dispytch.Name("planned"))
+	dispytch.Handle2(kit.Listener, "user_events", "user_registered",
+		func(ctx context.Context, ev dispytch.Event[UserRegistered], a, b *Clock) error {
+			if a != b {
+				return errors.New("the same dependency twice was built twice")
+			}
+			return nil
+		}, dispytch.Name("twice"))
+	kit.Start()
+	if s := kit.Wait(kit.Emit(registered(7))); s.Outcome != dispytch.Acked {
+		t.Fatalf("%+v", s.Failures)
+	}
+	if seen.Load() != "u7/pg/1/42" || pools.Load() != 1 {
+		t.Fatal(seen.Load(), pools.Load())
+	}
+	if got := j.String(); strings.Count(got, "clock") != 4 || strings.Count(got, "close-clock") != 2 || strings.Count(got, "repo") != 1 {
+		t.Fatalf("journal: %s", got)
+	}
+	s := kit.Wait(kit.Emit(registered(13)))
+	if len(s.Failures) != 1 || s.Failures[0].Reason != dispytch.ReasonPanic || s.Failures[0].Handler != "fast" {
+		t.Fatalf("panic: %+v", s.Failures)
+	}
+	if got := j.String(); strings.Count(got, "close-clock") != 4 {
+		t.Fatalf("cleanup after a panic: %s", got)
+	}
+	store.name = "broken"
+	s = kit.Wait(kit.Emit(registered(8)))
+	if len(s.Failures) != 1 || s.Failures[0].Handler != "planned" || s.Failures[0].Reason != dispytch.ReasonDependency ||
+		!strings.Contains(s.Failures[0].Err.Error(), "store is broken") {
+		t.Fatalf("provider error: %+v", s.Failures)
+	}
+	kit.Stop()
+	if !strings.HasSuffix(j.String(), "close-pool") {
+		t.Fatalf("singleton cleanup: %s", j.String())
+	}
+
+	// A missing provider is reported with the handler's own location.
+	l := dispytch.NewListener(memory.New())
+	dispytch.Handle1(l, "t", "e", func(context.Context, dispytch.Event[UserRegistered], *Clock) error { return nil })
+	err := l.Check()
+	if !errors.Is(err, dispytch.ErrInvalidGraph) || !strings.Contains(err.Error(), "no provider for *dispytch_test.Clock") ||
+		!strings.Contains(err.Error(), "di_test.go") {
+		t.Fatalf("%v", err)
+	}
+}

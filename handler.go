@@ -50,16 +50,21 @@ func (g *HandlerGroup) Handle(topic, eventType string, fn any, opts ...HandlerOp
 // handlerSpec is a handler as registered.
 type handlerSpec struct {
 	topic, eventType string
-	fn               reflect.Value
-	loc              string // file:line of the function
-	fname            string // the function's name
-	regAt            string // file:line of the Handle call
+	fnAny            any           // as registered (a typedHandler for Handle1..3)
+	fn               reflect.Value // the handler function
+	loc              string        // file:line of the function
+	fname            string        // the function's name
+	regAt            string        // file:line of the Handle call
 	opts             []HandlerOption
 	group            []setting
 }
 
 func newHandlerSpec(topic, eventType string, fn any, opts []HandlerOption) *handlerSpec {
-	_, file, line, _ := runtime.Caller(2)
+	skip := 2 // the caller of Handle
+	if _, ok := fn.(typedHandler); ok {
+		skip++ // the caller of Handle1..3
+	}
+	_, file, line, _ := runtime.Caller(skip)
 	regAt := fmt.Sprintf("%s:%d", shortFile(file), line)
 	if topic == "" {
 		panic(fmt.Sprintf("dispytch: Handle at %s: no topic and no group default", regAt))
@@ -70,12 +75,16 @@ func newHandlerSpec(topic, eventType string, fn any, opts []HandlerOption) *hand
 	if err := checkBraces(topic); err != nil {
 		panic(fmt.Sprintf("dispytch: Handle at %s: %v", regAt, err))
 	}
-	v := reflect.ValueOf(fn)
-	if fn == nil || v.Kind() != reflect.Func || v.IsNil() {
+	inner := fn
+	if th, ok := fn.(typedHandler); ok {
+		inner = th.handlerFunc()
+	}
+	v := reflect.ValueOf(inner)
+	if inner == nil || v.Kind() != reflect.Func || v.IsNil() {
 		panic(fmt.Sprintf("dispytch: Handle at %s: handler is %T, not a function", regAt, fn))
 	}
 	name, loc := funcInfo(v)
-	return &handlerSpec{topic: topic, eventType: eventType, fn: v, loc: loc, fname: name, regAt: regAt, opts: opts}
+	return &handlerSpec{topic: topic, eventType: eventType, fnAny: fn, fn: v, loc: loc, fname: name, regAt: regAt, opts: opts}
 }
 
 // checkBraces checks what can be checked of a pattern without knowing the

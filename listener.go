@@ -7,16 +7,14 @@ import (
 	"log/slog"
 	"reflect"
 	"runtime/debug"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/go-playground/validator/v10"
-
 	"github.com/dispytch/dispytch-go/codec"
 	"github.com/dispytch/dispytch-go/codec/msgpack"
+	"github.com/dispytch/dispytch-go/internal/di"
 	"github.com/dispytch/dispytch-go/internal/sched"
 )
 
@@ -29,7 +27,7 @@ type Listener struct {
 	codecs          map[string]codec.Codec // by content type
 	log             *slog.Logger
 	settings        []setting
-	providers       []*Provider
+	providers       []*di.Provider
 	specs           []*handlerSpec
 	mw              []Middleware
 	concurrency     int
@@ -38,7 +36,7 @@ type Listener struct {
 	unknown, poison FailurePolicy
 	dlTopic         DeadLetterTopicFunc
 	dlProducer      Producer
-	validator       *validator.Validate
+	validator       Validator
 	orderByKey      bool
 	onSettle        []func(Settlement)
 	startTimeout    time.Duration
@@ -353,11 +351,12 @@ func (l *Listener) Run(ctx context.Context) (err error) {
 type compiled struct {
 	rt         *router
 	types      map[string]string // the event types handled, for interning
-	singletons []*Provider       // the singletons some handler needs, in order
-	splans     map[*Provider]*plan
-	slots      map[*Provider]*constSlot
+	g          *di.Graph
+	singletons []*di.Provider // the singletons some handler needs, in order
+	splans     map[*di.Provider]*di.Plan
 	nhandlers  int
 	patternErr error // the first topic that did not parse
+	handlers   []*handler
 }
 
 func (l *Listener) compile() (*compiled, error) {
@@ -366,13 +365,14 @@ func (l *Listener) compile() (*compiled, error) {
 	mws := append([]Middleware(nil), l.mw...)
 	l.mu.Unlock()
 
-	provs, problems := providerMap(l.providers)
-	slots := map[*Provider]*constSlot{}
+	g, problems := di.NewGraph(l.providers)
+	b := &binder{g: g, events: map[reflect.Type]*eventNode{}}
 	var patternErr error
-	var needed []*Provider // singletons handlers need directly
+	var needed []*di.Provider // singletons handlers need directly
 	routes := map[string]*route{}
 	needDL := l.poison == DeadLetter || l.unknown == DeadLetter
 	names := map[string]string{}
+	c := &compiled{g: g, splans: map[*di.Provider]*di.Plan{}, nhandlers: len(specs), types: map[string]string{}}
 	for _, s := range specs {
 		where := fmt.Sprintf("handler %s (%s) for %s/%s", s.fname, s.loc, s.topic, s.eventType)
 		pat, err := ParsePattern(s.topic, l.delim)
@@ -397,7 +397,7 @@ func (l *Listener) compile() (*compiled, error) {
 			cfg.name = s.fname
 		}
 		needDL = needDL || cfg.policy == DeadLetter
-		pl, sdeps, probs := compileHandler(s.fn, where, pat, provs, slots)
+		run, sdeps, probs := b.compile(s, pat, where)
 		problems = append(problems, probs...)
 		needed = append(needed, sdeps...)
 		key := pat.String() + "\x00" + s.eventType + "\x00" + cfg.name
@@ -413,12 +413,13 @@ func (l *Listener) compile() (*compiled, error) {
 		h := &handler{
 			info: HandlerInfo{Name: cfg.name, Topic: s.topic, EventType: s.eventType, Location: s.loc, Retries: cfg.retries, Policy: cfg.policy},
 			cfg:  cfg,
-			plan: pl,
+			run:  run,
 		}
 		h.call = chain(h, mws)
 		r.byType[s.eventType] = append(r.byType[s.eventType], h)
+		c.handlers = append(c.handlers, h)
 	}
-	c := &compiled{splans: map[*Provider]*plan{}, slots: slots, nhandlers: len(specs), types: map[string]string{}, patternErr: patternErr}
+	c.patternErr = patternErr
 	for _, r := range routes {
 		for t := range r.byType {
 			c.types[t] = t
@@ -426,22 +427,15 @@ func (l *Listener) compile() (*compiled, error) {
 	}
 	// Every singleton is checked, but only those some handler needs,
 	// directly or through other singletons, run at Run.
-	deps := map[*Provider][]*Provider{}
-	var singles []*Provider
-	for _, p := range provs {
-		if p.singleton {
-			singles = append(singles, p)
-		}
-	}
-	sort.Slice(singles, func(i, j int) bool { return singles[i].loc < singles[j].loc })
-	for _, p := range singles {
-		pl, d, probs := compileSingleton(p, provs, slots)
+	deps := map[*di.Provider][]*di.Provider{}
+	for _, p := range g.Singletons() {
+		pl, probs := g.CompileSingleton(p, b.specials(nil))
 		problems = append(problems, probs...)
-		c.splans[p], deps[p] = pl, d
+		c.splans[p], deps[p] = pl, pl.Deps
 	}
-	order, probs := topoSingletons(deps)
+	order, probs := di.TopoSingletons(deps)
 	problems = append(problems, probs...)
-	use := map[*Provider]bool{}
+	use := map[*di.Provider]bool{}
 	for len(needed) > 0 {
 		p := needed[len(needed)-1]
 		needed = needed[:len(needed)-1]
@@ -473,14 +467,13 @@ func (l *Listener) compile() (*compiled, error) {
 }
 
 // chain wraps the handler in the middleware; nil without middleware (the
-// listener then calls the plan directly).
+// listener then runs the handler directly).
 func chain(h *handler, mws []Middleware) HandlerFunc {
 	if len(mws) == 0 {
 		return nil
 	}
 	f := HandlerFunc(func(ctx context.Context, c *Call) error {
-		_, err := h.plan.run(ctx, c.a)
-		return err
+		return h.run(ctx, c.a)
 	})
 	for i := len(mws) - 1; i >= 0; i-- {
 		f = mws[i](f)
@@ -488,103 +481,27 @@ func chain(h *handler, mws []Middleware) HandlerFunc {
 	return f
 }
 
-// topoSingletons orders singletons so that each comes after what it needs.
-func topoSingletons(deps map[*Provider][]*Provider) ([]*Provider, []string) {
-	var order []*Provider
-	var problems []string
-	state := map[*Provider]int{} // 1 visiting, 2 done
-	var visit func(p *Provider, path []*Provider)
-	visit = func(p *Provider, path []*Provider) {
-		switch state[p] {
-		case 2:
-			return
-		case 1:
-			var names []string
-			for _, q := range append(path, p) {
-				names = append(names, q.out.String())
-			}
-			problems = append(problems, fmt.Sprintf("singleton dependency cycle: %v", names))
-			return
-		}
-		state[p] = 1
-		for _, d := range deps[p] {
-			visit(d, append(path, p))
-		}
-		state[p] = 2
-		order = append(order, p)
-	}
-	var keys []*Provider
-	for p := range deps {
-		keys = append(keys, p)
-	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i].loc < keys[j].loc })
-	for _, p := range keys {
-		visit(p, nil)
-	}
-	return order, problems
-}
-
-// resolveSingletons runs the singleton providers in order and returns a
-// function running their cleanups in reverse.
+// resolveSingletons runs the singletons some handler needs, in order, and
+// returns a function running their cleanups in reverse.
 func (c *compiled) resolveSingletons(ctx context.Context, log *slog.Logger) (func(), error) {
-	var cleanups []func()
-	cleanup := func() {
-		for i := len(cleanups) - 1; i >= 0; i-- {
-			func() {
-				defer func() {
-					if p := recover(); p != nil {
-						log.Error("dispytch: singleton cleanup panicked", "panic", p)
-					}
-				}()
-				cleanups[i]()
-			}()
+	cleanup, err := c.g.Resolve(ctx, c.singletons, c.splans, func(p any) {
+		log.Error("dispytch: singleton cleanup panicked", "panic", p)
+	})
+	if err != nil {
+		if errors.Is(err, di.ErrPanic) {
+			err = fmt.Errorf("%w: %w", ErrPanic, err)
 		}
-	}
-	for _, p := range c.singletons {
-		out, err := runSingleton(ctx, c.splans[p])
-		if err == nil {
-			switch p.ret {
-			case retTErr:
-				if e := out[1]; !e.IsNil() {
-					err = e.Interface().(error)
-				}
-			case retTCleanupErr:
-				if f := out[1]; !f.IsNil() {
-					cleanups = append(cleanups, f.Interface().(func()))
-				}
-				if e := out[2]; !e.IsNil() {
-					err = e.Interface().(error)
-				}
-			}
-		}
-		if err != nil {
-			cleanup()
-			return nil, fmt.Errorf("dispytch: singleton %s (%s): %w", p.name, p.loc, err)
-		}
-		slot := c.slots[p]
-		slot.v, slot.ready = out[0], true
-		if wordKind(p.out) != wNone {
-			slot.w = wordsOf(out[0])
-		}
+		return nil, fmt.Errorf("dispytch: %w", err)
 	}
 	return cleanup, nil
-}
-
-func runSingleton(ctx context.Context, pl *plan) (out []reflect.Value, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("%w: %v", ErrPanic, p)
-		}
-	}()
-	return pl.run(ctx, attempt{})
 }
 
 // handler is a compiled handler.
 type handler struct {
 	info HandlerInfo
 	cfg  handlerConfig
-	plan *plan
-	call HandlerFunc
+	run  runner
+	call HandlerFunc // run inside the middleware; nil without middleware
 }
 
 func (h *handler) retryable(err error) bool {
@@ -951,7 +868,7 @@ func reasonOf(err error) Reason {
 		return ReasonDecode
 	case errors.Is(err, ErrValidation):
 		return ReasonValidation
-	case errors.Is(err, errDependency):
+	case errors.Is(err, di.ErrDependency):
 		return ReasonDependency
 	}
 	return ReasonHandler
@@ -1003,8 +920,7 @@ func (r *runState) call(ctx context.Context, h *handler, meta *Metadata, body []
 		}
 	}()
 	if h.call == nil {
-		_, err = h.plan.run(ctx, a)
-		return err
+		return h.run(ctx, a)
 	}
 	return h.call(ctx, &Call{Handler: &h.info, Meta: meta, Body: body, a: a})
 }

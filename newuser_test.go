@@ -563,7 +563,9 @@ func TestRedriveEnds(t *testing.T) {
 	if m, _ := dlq.Redrive(ctx, kit.Broker); m != n {
 		t.Fatalf("redrove %d", m)
 	}
-	kit.WaitCount(n, func(s dispytch.Settlement) bool { return s.Outcome == dispytch.Acked && s.Type == "user_registered" && s.ID != "" })
+	kit.WaitCount(n, func(s dispytch.Settlement) bool {
+		return s.Outcome == dispytch.Acked && s.Type == "user_registered" && s.ID != ""
+	})
 	if c, _ := dlq.Count(ctx); c != 1 {
 		t.Fatalf("left %d", c)
 	}

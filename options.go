@@ -6,8 +6,6 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/go-playground/validator/v10"
-
 	"github.com/dispytch/dispytch-go/codec"
 )
 
@@ -300,10 +298,20 @@ func DeadLetterProducer(p Producer) ListenerOption {
 	return listenerOptionFunc(func(l *Listener) { l.dlProducer = p })
 }
 
+// Validator validates event bodies and segment structs, by their tags:
+// Struct gets a pointer to the struct (or the struct a body type points
+// to) and returns nil or an error describing every failed field.
+// go-playground/validator's *validator.Validate is one.
+type Validator interface {
+	Struct(v any) error
+}
+
 // WithValidator sets the validator for bodies and segments. The default is
-// validator.New(validator.WithRequiredStructEnabled()) with a faster
-// "email" tag that accepts exactly the strings the built-in one does.
-func WithValidator(v *validator.Validate) ListenerOption {
+// go-playground's validator.New(validator.WithRequiredStructEnabled()),
+// with a faster "email" tag that accepts exactly the strings the built-in
+// one does; pass your own *validator.Validate to register more tags. A
+// body's own Validate() error method runs too, whatever the validator.
+func WithValidator(v Validator) ListenerOption {
 	return listenerOptionFunc(func(l *Listener) { l.validator = v })
 }
 
