@@ -1,0 +1,142 @@
+package dispytch
+
+// Running one handler for one message: attempts, retries with backoff,
+// the attempt timeout, panics.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	"github.com/dispytch/dispytch-go/internal/di"
+)
+
+// runHandler runs one handler with its retries. meta is the handler's own
+// copy.
+func (r *runState) runHandler(h *handler, meta *Metadata, body []byte, d *Delivery) outcome {
+	l := r.l
+	var first time.Time
+	for attempt := 1; ; attempt++ {
+		meta.Delivery.Attempt = attempt
+		err := r.attempt(h, meta, body)
+		if err == nil {
+			l.stats.handled.Add(1)
+			return outcome{}
+		}
+		if first.IsZero() {
+			first = time.Now()
+		}
+		if r.hard.Err() != nil {
+			// The shutdown timeout passed while the handler ran: its
+			// failure is most likely the cancellation. Leave the message
+			// for redelivery.
+			l.log.Info("dispytch: attempt cut off by the shutdown timeout; message left for redelivery",
+				"handler", h.info.Name, "topic", meta.Topic, "type", meta.Type, "id", meta.ID, "attempt", attempt, "err", err)
+			return outcome{abandoned: true}
+		}
+		reason := reasonOf(err)
+		if reason == ReasonPanic {
+			l.stats.panics.Add(1)
+		}
+		if attempt > h.cfg.retries || !h.retryable(err) {
+			l.stats.failed.Add(1)
+			l.log.Error("dispytch: handler failed", "handler", h.info.Name, "topic", meta.Topic, "type", meta.Type,
+				"id", meta.ID, "attempts", attempt, "reason", string(reason), "err", err, "policy", h.cfg.policy.String())
+			return outcome{policy: h.cfg.policy, failed: r.failure(d, h.info.Name, reason, err, attempt, first)}
+		}
+		if r.stop.Err() != nil || stale(d) {
+			// Shutting down, or the delivery's session is gone: no retry
+			// here; the broker redelivers the message.
+			l.log.Info("dispytch: handler failed; not retrying during shutdown, message left for redelivery",
+				"handler", h.info.Name, "topic", meta.Topic, "type", meta.Type, "id", meta.ID, "attempt", attempt, "err", err)
+			return outcome{abandoned: true}
+		}
+		delay := h.cfg.backoff.Delay(attempt)
+		l.stats.retries.Add(1)
+		l.log.Warn("dispytch: handler failed, retrying", "handler", h.info.Name, "topic", meta.Topic, "type", meta.Type,
+			"id", meta.ID, "attempt", attempt, "retry_in", delay.String(), "err", err)
+		if delay > 0 {
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-r.stop.Done():
+				t.Stop()
+				l.log.Info("dispytch: retry wait cut off by shutdown; message left for redelivery",
+					"handler", h.info.Name, "topic", meta.Topic, "id", meta.ID)
+				return outcome{abandoned: true}
+			}
+		}
+		if stale(d) {
+			return outcome{abandoned: true}
+		}
+	}
+}
+
+func reasonOf(err error) Reason {
+	switch {
+	case errors.Is(err, ErrPanic):
+		return ReasonPanic
+	case errors.Is(err, ErrAttemptTimeout):
+		return ReasonTimeout
+	case errors.Is(err, ErrDecode):
+		return ReasonDecode
+	case errors.Is(err, ErrValidation):
+		return ReasonValidation
+	case errors.Is(err, di.ErrDependency):
+		return ReasonDependency
+	}
+	return ReasonHandler
+}
+
+// attempt runs one attempt through the middleware, recovering panics. With
+// an AttemptTimeout, the attempt fails at the timeout even when the handler
+// ignores its context: the handler's goroutine goes on until it returns,
+// and its late result is ignored.
+func (r *runState) attempt(h *handler, meta *Metadata, body []byte) error {
+	if h.cfg.timeout <= 0 {
+		return r.call(r.hard, h, meta, body)
+	}
+	ctx, cancel := context.WithTimeout(r.hard, h.cfg.timeout)
+	defer cancel()
+	// The goroutine may outlive this attempt: it gets its own metadata,
+	// since the caller's is reused for the next attempt and message.
+	own := new(Metadata)
+	*own = *meta
+	done := make(chan error, 1)
+	go func() { done <- r.call(ctx, h, own, body) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	if r.hard.Err() != nil {
+		// Shutdown cut it off; runHandler leaves the message for
+		// redelivery.
+		return r.hard.Err()
+	}
+	r.l.stats.timeouts.Add(1)
+	go func() {
+		err := <-done
+		r.l.log.Warn("dispytch: a timed-out attempt returned late; its result is ignored", "handler", h.info.Name,
+			"topic", own.Topic, "id", own.ID, "attempt", own.Delivery.Attempt, "err", err)
+	}()
+	return fmt.Errorf("%w: %s after %s (attempt %d)", ErrAttemptTimeout, h.info.Name, h.cfg.timeout, meta.Delivery.Attempt)
+}
+
+// call runs one attempt through the middleware, recovering panics.
+func (r *runState) call(ctx context.Context, h *handler, meta *Metadata, body []byte) (err error) {
+	a := attempt{meta: meta, body: body, codec: meta.codec, strict: h.cfg.strict, v: r.l.validator}
+	defer func() {
+		if p := recover(); p != nil {
+			r.l.log.Error("dispytch: handler panicked", "handler", h.info.Name, "topic", meta.Topic,
+				"id", meta.ID, "panic", p, "stack", string(debug.Stack()))
+			err = fmt.Errorf("%w: %s: %v", ErrPanic, h.info.Name, p)
+		}
+	}()
+	if h.call == nil {
+		return h.run(ctx, a)
+	}
+	return h.call(ctx, &Call{Handler: &h.info, Meta: meta, Body: body, a: a})
+}
