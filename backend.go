@@ -205,7 +205,7 @@ func (s *Subscription) Matches(topic string) bool {
 		}
 	}
 	for _, p := range s.Patterns {
-		if _, ok := p.match(topic, nil); ok {
+		if _, ok := p.AppendMatch(nil, topic); ok {
 			return true
 		}
 	}

@@ -251,7 +251,7 @@ func newSegBinder(t reflect.Type, pat *Pattern) (*segBinder, []string) {
 			continue
 		}
 		pos := -1
-		for j, n := range pat.names {
+		for j, n := range pat.Names() {
 			if n == "" {
 				continue
 			}

@@ -12,6 +12,7 @@ import (
 	"reflect"
 
 	"github.com/dispytch/dispytch-go/internal/di"
+	"github.com/dispytch/dispytch-go/topic"
 )
 
 // compiled is the listener's routing and plans, built by compile.
@@ -42,7 +43,7 @@ func (l *Listener) compile() (*compiled, error) {
 	c := &compiled{g: g, splans: map[*di.Provider]*di.Plan{}, nhandlers: len(specs), types: map[string]string{}}
 	for _, s := range specs {
 		where := fmt.Sprintf("handler %s (%s) for %s/%s", s.fname, s.loc, s.topic, s.eventType)
-		pat, err := ParsePattern(s.topic, l.delim)
+		pat, err := topic.Parse(s.topic, l.delim)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("%s: %v", where, err))
 			if patternErr == nil {

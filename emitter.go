@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dispytch/dispytch-go/codec"
+	"github.com/dispytch/dispytch-go/topic"
 )
 
 // AsyncProducer is implemented by producers that can send without waiting,
@@ -37,7 +38,7 @@ type Emitter struct {
 	onError  func(ctx context.Context, ev Eventer, err error)
 	now      func() time.Time
 
-	templates sync.Map // template string -> *topicTemplate
+	templates sync.Map // template string -> *topic.Template
 	fields    sync.Map // reflect.Type -> map[string][]int
 }
 
@@ -349,11 +350,11 @@ func (e *Emitter) topic(ev Eventer) (string, error) {
 	if !strings.Contains(raw, "{") && !strings.Contains(raw, "}") {
 		return raw, nil
 	}
-	var tpl *topicTemplate
+	var tpl *topic.Template
 	if v, ok := e.templates.Load(raw); ok {
-		tpl = v.(*topicTemplate)
+		tpl = v.(*topic.Template)
 	} else {
-		t, err := parseTopicTemplate(raw)
+		t, err := topic.ParseTemplate(raw)
 		if err != nil {
 			return "", err
 		}
@@ -371,7 +372,7 @@ func (e *Emitter) topic(ev Eventer) (string, error) {
 		return "", fmt.Errorf("%w: topic %q has placeholders but %T is not a struct", ErrTopicField, raw, ev)
 	}
 	fields := e.jsonFields(rv.Type())
-	return tpl.render(func(name string) (string, error) {
+	return tpl.Render(func(name string) (string, error) {
 		idx, ok := fields[name]
 		if !ok {
 			return "", fmt.Errorf("%w: topic %q: %T has no field %q", ErrTopicField, raw, ev, name)
@@ -474,64 +475,6 @@ func nonEmpty(s string) (string, error) {
 		return "", errors.New("is empty")
 	}
 	return s, nil
-}
-
-// topicTemplate is a topic with {field} placeholders.
-type topicTemplate struct {
-	parts []tplPart
-}
-
-type tplPart struct {
-	text  string
-	field bool
-}
-
-// parseTopicTemplate splits "user.{user_id}.notification" into literal text
-// and placeholders. Braces must pair up and a placeholder must be non-empty.
-func parseTopicTemplate(s string) (*topicTemplate, error) {
-	t := &topicTemplate{}
-	rest := s
-	for rest != "" {
-		open := strings.IndexByte(rest, '{')
-		if close := strings.IndexByte(rest, '}'); close >= 0 && (open < 0 || close < open) {
-			return nil, fmt.Errorf("%w: topic %q: unmatched '}'", ErrBadPattern, s)
-		}
-		if open < 0 {
-			t.parts = append(t.parts, tplPart{text: rest})
-			break
-		}
-		if open > 0 {
-			t.parts = append(t.parts, tplPart{text: rest[:open]})
-		}
-		rest = rest[open+1:]
-		end := strings.IndexByte(rest, '}')
-		if end < 0 {
-			return nil, fmt.Errorf("%w: topic %q: unmatched '{'", ErrBadPattern, s)
-		}
-		name := rest[:end]
-		if name == "" || strings.ContainsAny(name, "{") {
-			return nil, fmt.Errorf("%w: topic %q: bad placeholder {%s}", ErrBadPattern, s, name)
-		}
-		t.parts = append(t.parts, tplPart{text: name, field: true})
-		rest = rest[end+1:]
-	}
-	return t, nil
-}
-
-func (t *topicTemplate) render(lookup func(string) (string, error)) (string, error) {
-	var b strings.Builder
-	for _, p := range t.parts {
-		if !p.field {
-			b.WriteString(p.text)
-			continue
-		}
-		v, err := lookup(p.text)
-		if err != nil {
-			return "", err
-		}
-		b.WriteString(v)
-	}
-	return b.String(), nil
 }
 
 // NewUUID returns a random (version 4) UUID in its canonical text form.

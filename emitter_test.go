@@ -172,47 +172,6 @@ func TestNewUUID(t *testing.T) {
 	}
 }
 
-// FuzzTopicTemplate checks that template parsing never panics and that a
-// rendered topic holds every literal part and no placeholder.
-func FuzzTopicTemplate(f *testing.F) {
-	f.Add("user.{user_id}.notification", "42")
-	f.Add("{a}{b}", "x")
-	f.Add("a}b{", "")
-	f.Add("{}", "v")
-	f.Fuzz(func(t *testing.T, tpl, val string) {
-		tt, err := parseTopicTemplate(tpl)
-		if err != nil {
-			if !errors.Is(err, ErrBadPattern) {
-				t.Fatalf("error does not wrap ErrBadPattern: %v", err)
-			}
-			return
-		}
-		out, err := tt.render(func(name string) (string, error) {
-			if name == "" || strings.ContainsAny(name, "{}") {
-				t.Fatalf("bad placeholder name %q", name)
-			}
-			return val, nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var want strings.Builder
-		for _, p := range tt.parts {
-			if p.field {
-				want.WriteString(val)
-			} else {
-				if strings.ContainsAny(p.text, "{}") {
-					t.Fatalf("literal part %q holds a brace", p.text)
-				}
-				want.WriteString(p.text)
-			}
-		}
-		if out != want.String() {
-			t.Fatalf("%q != %q", out, want.String())
-		}
-	})
-}
-
 func TestEmitContentType(t *testing.T) {
 	r := &recorder{name: "rec"}
 	if err := NewEmitter(r).Emit(context.Background(), keyed{}); err != nil {

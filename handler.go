@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"runtime"
 	"strings"
+
+	"github.com/dispytch/dispytch-go/topic"
 )
 
 // HandlerGroup collects handlers, optionally with a default topic and event
@@ -59,20 +61,20 @@ type handlerSpec struct {
 	group            []setting
 }
 
-func newHandlerSpec(topic, eventType string, fn any, opts []HandlerOption) *handlerSpec {
+func newHandlerSpec(topicName, eventType string, fn any, opts []HandlerOption) *handlerSpec {
 	skip := 2 // the caller of Handle
 	if _, ok := fn.(typedHandler); ok {
 		skip++ // the caller of Handle1..3
 	}
 	_, file, line, _ := runtime.Caller(skip)
 	regAt := fmt.Sprintf("%s:%d", shortFile(file), line)
-	if topic == "" {
+	if topicName == "" {
 		panic(fmt.Sprintf("dispytch: Handle at %s: no topic and no group default", regAt))
 	}
 	if eventType == "" {
 		panic(fmt.Sprintf("dispytch: Handle at %s: no event type and no group default", regAt))
 	}
-	if err := checkBraces(topic); err != nil {
+	if err := topic.Check(topicName); err != nil {
 		panic(fmt.Sprintf("dispytch: Handle at %s: %v", regAt, err))
 	}
 	inner := fn
@@ -84,36 +86,7 @@ func newHandlerSpec(topic, eventType string, fn any, opts []HandlerOption) *hand
 		panic(fmt.Sprintf("dispytch: Handle at %s: handler is %T, not a function", regAt, fn))
 	}
 	name, loc := funcInfo(v)
-	return &handlerSpec{topic: topic, eventType: eventType, fnAny: fn, fn: v, loc: loc, fname: name, regAt: regAt, opts: opts}
-}
-
-// checkBraces checks what can be checked of a pattern without knowing the
-// delimiter: balanced braces, valid names, and {name...} only at the end.
-// Run parses it fully.
-func checkBraces(s string) error {
-	rest := s
-	for {
-		open := strings.IndexByte(rest, '{')
-		if close := strings.IndexByte(rest, '}'); close >= 0 && (open < 0 || close < open) {
-			return fmt.Errorf("%w: %q: unmatched '}'", ErrBadPattern, s)
-		}
-		if open < 0 {
-			return nil
-		}
-		rest = rest[open+1:]
-		end := strings.IndexByte(rest, '}')
-		if end < 0 {
-			return fmt.Errorf("%w: %q: unmatched '{'", ErrBadPattern, s)
-		}
-		name, isRest := strings.CutSuffix(rest[:end], "...")
-		if !validName(name) {
-			return fmt.Errorf("%w: %q: bad wildcard name %q", ErrBadPattern, s, rest[:end])
-		}
-		rest = rest[end+1:]
-		if isRest && rest != "" {
-			return fmt.Errorf("%w: %q: {%s...} must be the last segment", ErrBadPattern, s, name)
-		}
-	}
+	return &handlerSpec{topic: topicName, eventType: eventType, fnAny: fn, fn: v, loc: loc, fname: name, regAt: regAt, opts: opts}
 }
 
 func funcInfo(v reflect.Value) (name, loc string) {

@@ -12,6 +12,7 @@ import (
 	"github.com/dispytch/dispytch-go/codec/msgpack"
 	"github.com/dispytch/dispytch-go/internal/di"
 	"github.com/dispytch/dispytch-go/internal/sched"
+	"github.com/dispytch/dispytch-go/topic"
 )
 
 // Listener consumes messages, routes them to handlers by topic and event
@@ -56,7 +57,7 @@ func NewListener(c Consumer, opts ...ListenerOption) *Listener {
 		log:             slog.Default(),
 		concurrency:     64,
 		shutdownTimeout: 30 * time.Second,
-		delim:           DefaultDelimiter,
+		delim:           topic.DefaultDelimiter,
 		unknown:         Drop,
 		poison:          DeadLetter,
 		dlTopic:         DefaultDeadLetterTopic,

@@ -56,8 +56,8 @@ func (rt *router) match(topic string) []routeMatch {
 		ms = append(ms, routeMatch{r: r})
 	}
 	for _, r := range rt.patterns {
-		if vals, ok := r.pattern.match(topic, nil); ok {
-			ms = append(ms, routeMatch{r: r, seg: &segmentMatch{names: r.pattern.names, vals: vals}})
+		if vals, ok := r.pattern.AppendMatch(nil, topic); ok {
+			ms = append(ms, routeMatch{r: r, seg: &segmentMatch{names: r.pattern.Names(), vals: vals}})
 		}
 	}
 	rt.mu.Lock()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/dispytch/dispytch-go"
 	"github.com/dispytch/dispytch-go/memory"
+	"github.com/dispytch/dispytch-go/topic"
 )
 
 // inbox is a hand-driven Inbox: deliveries land on a channel and the test
@@ -61,7 +62,7 @@ func consume(t *testing.T, b *memory.Broker, group string, in *inbox, topics ...
 	t.Helper()
 	sub := dispytch.Subscription{Group: group, Delimiter: "."}
 	for _, tp := range topics {
-		p, err := dispytch.ParsePattern(tp, ".")
+		p, err := topic.Parse(tp, ".")
 		if err != nil {
 			t.Fatal(err)
 		}

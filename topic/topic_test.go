@@ -1,4 +1,4 @@
-package dispytch
+package topic
 
 import (
 	"errors"
@@ -29,7 +29,7 @@ func TestPatternMatch(t *testing.T) {
 		{"{a}", "x.y", nil, false},
 	}
 	for _, c := range cases {
-		p, err := ParsePattern(c.pattern, ".")
+		p, err := Parse(c.pattern, ".")
 		if err != nil {
 			t.Fatalf("%s: %v", c.pattern, err)
 		}
@@ -45,7 +45,7 @@ func TestPatternMatch(t *testing.T) {
 }
 
 func TestPatternDelimiter(t *testing.T) {
-	p, err := ParsePattern("user:{id}:events", ":")
+	p, err := Parse("user:{id}:events", ":")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestPatternDelimiter(t *testing.T) {
 	if got := p.Format("*", "#"); got != "user:*:events" {
 		t.Fatal(got)
 	}
-	p, _ = ParsePattern("a.{x}.{y...}", ".")
+	p, _ = Parse("a.{x}.{y...}", ".")
 	if got := p.Format("*", "#"); got != "a.*.#" {
 		t.Fatal(got)
 	}
@@ -66,11 +66,11 @@ func TestPatternDelimiter(t *testing.T) {
 
 func TestPatternErrors(t *testing.T) {
 	for _, s := range []string{"", "a.{}", "a.{x", "a.x}", "a.b{x}", "{x}.{x}", "{r...}.a", "{1x}", "a.{x-y}"} {
-		if _, err := ParsePattern(s, "."); !errors.Is(err, ErrBadPattern) {
+		if _, err := Parse(s, "."); !errors.Is(err, ErrBadPattern) {
 			t.Errorf("%q: err %v", s, err)
 		}
 	}
-	if _, err := ParsePattern("a", ""); err == nil {
+	if _, err := Parse("a", ""); err == nil {
 		t.Error("empty delimiter accepted")
 	}
 }
@@ -83,11 +83,11 @@ func FuzzPattern(f *testing.F) {
 	f.Add("a.*.c", "a.b.c", ".")
 	f.Add("x::{y}", "x::z", "::")
 	f.Fuzz(func(t *testing.T, pattern, topic, delim string) {
-		p, err := ParsePattern(pattern, delim)
+		p, err := Parse(pattern, delim)
 		if err != nil {
 			return
 		}
-		vals, ok := p.match(topic, nil)
+		vals, ok := p.AppendMatch(nil, topic)
 		if !ok {
 			return
 		}
@@ -95,7 +95,7 @@ func FuzzPattern(f *testing.F) {
 		var parts []string
 		vi := 0
 		for _, s := range p.Segments() {
-			if s.Kind == Literal {
+			if s.Kind == KindLiteral {
 				parts = append(parts, s.Value)
 			} else {
 				parts = append(parts, vals[vi])
@@ -113,6 +113,103 @@ func FuzzPattern(f *testing.F) {
 			if !re.MatchString(topic) {
 				t.Fatalf("%q ~ %q matched, regexp %q does not", pattern, topic, p.Regexp())
 			}
+		}
+	})
+}
+
+func TestCheckAndTemplate(t *testing.T) {
+	for _, s := range []string{"a.{x}y", "a.{x", "{x...}.b", "{1}", "a}"} {
+		if err := Check(s); s != "a.{x}y" && !errors.Is(err, ErrBadPattern) {
+			t.Errorf("Check(%q) = %v", s, err)
+		}
+	}
+	// A wildcard inside a segment passes Check but not Parse.
+	if _, err := Parse("a.{x}y", "."); !errors.Is(err, ErrBadPattern) {
+		t.Error("a.{x}y parsed")
+	}
+	tpl, err := ParseTemplate("user.{user_id}.n{x}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := tpl.Render(func(f string) (string, error) { return "<" + f + ">", nil })
+	if err != nil || got != "user.<user_id>.n<x>" || strings.Join(tpl.Fields(), ",") != "user_id,x" {
+		t.Fatalf("%q %v %v", got, err, tpl.Fields())
+	}
+	for _, s := range []string{"a{", "a}", "{}", "{a...}", "{{a}}"} {
+		if _, err := ParseTemplate(s); !errors.Is(err, ErrBadPattern) {
+			t.Errorf("template %q: %v", s, err)
+		}
+	}
+}
+
+// FuzzLex: the one brace scanner never panics, and what it accepts
+// re-assembles to its input.
+func FuzzLex(f *testing.F) {
+	f.Add("user.{id}.notification")
+	f.Add("a{b}c{d...}")
+	f.Add("}{")
+	f.Fuzz(func(t *testing.T, s string) {
+		toks, err := lex(s)
+		if err != nil {
+			return
+		}
+		var b strings.Builder
+		for _, k := range toks {
+			if k.brace {
+				b.WriteString("{" + k.text)
+				if k.rest {
+					b.WriteString("...")
+				}
+				b.WriteString("}")
+			} else {
+				b.WriteString(k.text)
+			}
+		}
+		if b.String() != s {
+			t.Fatalf("%q re-assembled as %q", s, b.String())
+		}
+		_ = Check(s)
+		_, _ = ParseTemplate(s)
+	})
+}
+
+// FuzzTemplate checks that template parsing never panics and that a
+// rendered topic holds every literal part and no placeholder.
+func FuzzTemplate(f *testing.F) {
+	f.Add("user.{user_id}.notification", "42")
+	f.Add("{a}{b}", "x")
+	f.Add("a}b{", "")
+	f.Add("{}", "v")
+	f.Fuzz(func(t *testing.T, tpl, val string) {
+		tt, err := ParseTemplate(tpl)
+		if err != nil {
+			if !errors.Is(err, ErrBadPattern) {
+				t.Fatalf("error does not wrap ErrBadPattern: %v", err)
+			}
+			return
+		}
+		out, err := tt.Render(func(name string) (string, error) {
+			if name == "" || strings.ContainsAny(name, "{}") {
+				t.Fatalf("bad placeholder name %q", name)
+			}
+			return val, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want strings.Builder
+		for _, k := range tt.toks {
+			if k.brace {
+				want.WriteString(val)
+			} else {
+				if strings.ContainsAny(k.text, "{}") {
+					t.Fatalf("literal part %q holds a brace", k.text)
+				}
+				want.WriteString(k.text)
+			}
+		}
+		if out != want.String() {
+			t.Fatalf("%q != %q", out, want.String())
 		}
 	})
 }
