@@ -1,7 +1,8 @@
 package dispytch
 
-// Running one handler for one message: attempts, retries with backoff,
-// the attempt timeout, panics.
+// Running one handler for one message: attempts, retries with backoff (in
+// the worker, or in the broker when it can redeliver after a delay), the
+// attempt timeout, panics.
 
 import (
 	"context"
@@ -13,14 +14,24 @@ import (
 	"github.com/dispytch/dispytch-go/internal/di"
 )
 
+// outcome is how one handler ended for one message.
+type outcome struct {
+	failed    *FailedMessage
+	policy    FailurePolicy
+	abandoned bool
+	// retryAfter, when set, asks the broker to redeliver the message
+	// after that long (see DelayedNacker), for the next attempt.
+	retryAfter time.Duration
+}
+
 // runHandler runs one handler with its retries. meta is the handler's own
 // copy.
-func (r *runState) runHandler(h *handler, meta *Metadata, body []byte, d *Delivery) outcome {
-	l := r.l
+func (r *runState) runHandler(ms *msgState, h *handler, meta *Metadata) outcome {
+	l, d, body := r.l, ms.d, ms.env.Body
 	var first time.Time
-	for attempt := 1; ; attempt++ {
+	for attempt := d.Attempts + 1; ; attempt++ {
 		meta.Delivery.Attempt = attempt
-		err := r.attempt(h, meta, body)
+		err := r.attempt(ms.ctx, h, meta, body)
 		if err == nil {
 			l.stats.handled.Add(1)
 			return outcome{}
@@ -55,6 +66,14 @@ func (r *runState) runHandler(h *handler, meta *Metadata, body []byte, d *Delive
 		}
 		delay := h.cfg.backoff.Delay(attempt)
 		l.stats.retries.Add(1)
+		if delay > 0 && ms.one && l.brokerRetries && !r.ordered(d) {
+			if dn, ok := d.Acker.(DelayedNacker); ok && dn.CanNackAfter(delay) {
+				// The broker waits, not a worker.
+				l.log.Warn("dispytch: handler failed, retrying through the broker", "handler", h.info.Name, "topic", meta.Topic,
+					"type", meta.Type, "id", meta.ID, "attempt", attempt, "retry_in", delay.String(), "err", err)
+				return outcome{retryAfter: delay, failed: r.failure(d, h.info.Name, reason, err, attempt, first), policy: h.cfg.policy}
+			}
+		}
 		l.log.Warn("dispytch: handler failed, retrying", "handler", h.info.Name, "topic", meta.Topic, "type", meta.Type,
 			"id", meta.ID, "attempt", attempt, "retry_in", delay.String(), "err", err)
 		if delay > 0 {
@@ -72,6 +91,13 @@ func (r *runState) runHandler(h *handler, meta *Metadata, body []byte, d *Delive
 			return outcome{abandoned: true}
 		}
 	}
+}
+
+// ordered reports whether d must be handled in order with others (an
+// ordering key, or a message key the listener orders by): a retry waiting
+// in the broker would let later messages of its key overtake it.
+func (r *runState) ordered(d *Delivery) bool {
+	return d.OrderingKey != "" || (r.l.orderByKey && len(d.Key) > 0)
 }
 
 func reasonOf(err error) Reason {
@@ -94,11 +120,11 @@ func reasonOf(err error) Reason {
 // an AttemptTimeout, the attempt fails at the timeout even when the handler
 // ignores its context: the handler's goroutine goes on until it returns,
 // and its late result is ignored.
-func (r *runState) attempt(h *handler, meta *Metadata, body []byte) error {
+func (r *runState) attempt(base context.Context, h *handler, meta *Metadata, body []byte) error {
 	if h.cfg.timeout <= 0 {
-		return r.call(r.hard, h, meta, body)
+		return r.call(base, h, meta, body)
 	}
-	ctx, cancel := context.WithTimeout(r.hard, h.cfg.timeout)
+	ctx, cancel := context.WithTimeout(base, h.cfg.timeout)
 	defer cancel()
 	// The goroutine may outlive this attempt: it gets its own metadata,
 	// since the caller's is reused for the next attempt and message.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Message is an encoded message on its way to a broker.
@@ -149,6 +150,21 @@ type StaleChecker interface {
 	Stale() bool
 }
 
+// DelayedNacker may be implemented by an Acknowledger whose broker can
+// redeliver a message after a delay (NATS NakWithDelay, RabbitMQ TTL retry
+// tiers). The listener then hands a retry that would wait to the broker, so
+// that no worker waits (see BrokerRetries).
+type DelayedNacker interface {
+	// CanNackAfter reports whether NackAfter can take a delay of d (a
+	// retry tier exists for it, say).
+	CanNackAfter(d time.Duration) bool
+	// NackAfter returns the delivery to the broker to be delivered again
+	// after about d. The redelivery's Delivery.Attempts must count the
+	// attempts made so far, so that the listener's retry limit holds
+	// across deliveries.
+	NackAfter(ctx context.Context, d time.Duration) error
+}
+
 // DeadLetterer may be implemented by an Acknowledger whose broker has its
 // own dead-lettering. The listener then settles a failed delivery by calling
 // DeadLetter instead of publishing the dead letters itself and acking. It must
@@ -167,6 +183,11 @@ type Delivery struct {
 	// the order delivered (a Kafka partition, for example). Empty means the
 	// listener orders by Key when it is set, and otherwise not at all.
 	OrderingKey string
+	// Attempts is the number of handler attempts already made on earlier
+	// deliveries of this message, when the backend knows it (it scheduled
+	// the redelivery through DelayedNacker); the listener numbers this
+	// delivery's attempts after them. 0 otherwise.
+	Attempts int
 	// ContentType is the message's content type (an AMQP property, a
 	// content-type header), or "". The listener decodes the message with
 	// the codec it names, or sniffs the first byte without one.

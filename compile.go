@@ -30,7 +30,7 @@ type compiled struct {
 func (l *Listener) compile() (*compiled, error) {
 	l.mu.Lock()
 	specs := append([]*handlerSpec(nil), l.specs...)
-	mws := append([]Middleware(nil), l.mw...)
+	mws := append(attemptMiddleware(l.attemptObs), l.mw...)
 	l.mu.Unlock()
 
 	g, problems := di.NewGraph(l.providers)
@@ -38,7 +38,7 @@ func (l *Listener) compile() (*compiled, error) {
 	var patternErr error
 	var needed []*di.Provider // singletons handlers need directly
 	routes := map[string]*route{}
-	needDL := l.poison == DeadLetter || l.unknown == DeadLetter
+	needDL := l.poison == PolicyDeadLetter || l.unknown == PolicyDeadLetter
 	names := map[string]string{}
 	c := &compiled{g: g, splans: map[*di.Provider]*di.Plan{}, nhandlers: len(specs), types: map[string]string{}}
 	for _, s := range specs {
@@ -51,20 +51,8 @@ func (l *Listener) compile() (*compiled, error) {
 			}
 			continue
 		}
-		cfg := defaultHandlerConfig()
-		for _, st := range l.settings {
-			st(&cfg)
-		}
-		for _, st := range s.group {
-			st(&cfg)
-		}
-		for _, o := range s.opts {
-			o.applyHandler(&cfg)
-		}
-		if cfg.name == "" {
-			cfg.name = s.fname
-		}
-		needDL = needDL || cfg.policy == DeadLetter
+		cfg := l.handlerConfig(s)
+		needDL = needDL || cfg.policy == PolicyDeadLetter
 		run, sdeps, probs := b.compile(s, pat, where)
 		problems = append(problems, probs...)
 		needed = append(needed, sdeps...)
@@ -132,6 +120,25 @@ func (l *Listener) compile() (*compiled, error) {
 		return c, &GraphError{Problems: problems}
 	}
 	return c, nil
+}
+
+// handlerConfig is s's settings: the listener's, then its group's, then
+// its own.
+func (l *Listener) handlerConfig(s *handlerSpec) handlerConfig {
+	cfg := defaultHandlerConfig()
+	for _, st := range l.settings {
+		st(&cfg)
+	}
+	for _, st := range s.group {
+		st(&cfg)
+	}
+	for _, o := range s.opts {
+		o.applyHandler(&cfg)
+	}
+	if cfg.name == "" {
+		cfg.name = s.fname
+	}
+	return cfg
 }
 
 // chain wraps the handler in the middleware; nil without middleware (the

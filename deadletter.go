@@ -23,7 +23,7 @@ const (
 	// ReasonValidation: the body or a topic segment failed validation.
 	ReasonValidation Reason = "validation"
 	// ReasonNoHandler: no handler is registered for the event type (when
-	// the UnknownEvent policy is DeadLetter), or a redriven message names a
+	// the UnknownEvent policy is PolicyDeadLetter), or a redriven message names a
 	// handler that no longer exists.
 	ReasonNoHandler Reason = "no_handler"
 	// ReasonDependency: a provider failed, so the handler could not be

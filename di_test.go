@@ -109,7 +109,7 @@ func TestDINoCacheAndSingleton(t *testing.T) {
 	})
 	kit.Start()
 	for i := range 3 {
-		if s := kit.Wait(kit.Emit(registered(i))); s.Outcome != dispytch.Acked {
+		if s := kit.Wait(kit.Emit(registered(i))); s.Outcome != dispytch.OutcomeAcked {
 			t.Fatal(s.Failures[0].Err)
 		}
 	}
@@ -136,7 +136,7 @@ func TestDICleanupOnFailureAndPanic(t *testing.T) {
 	}, dispytch.Retries(2), dispytch.RetryInterval(0))
 	kit.Start()
 	s := kit.Wait(kit.Emit(registered(1)))
-	if s.Outcome != dispytch.DeadLettered || s.Failures[0].Reason != dispytch.ReasonPanic || s.Failures[0].Attempts != 3 {
+	if s.Outcome != dispytch.OutcomeDeadLettered || s.Failures[0].Reason != dispytch.ReasonPanic || s.Failures[0].Attempts != 3 {
 		t.Fatalf("%+v", s.Failures[0])
 	}
 	s = kit.Wait(kit.Emit(registered(2)))
@@ -313,7 +313,7 @@ func TestDICleanupPanicRunsTheRest(t *testing.T) {
 	kit.Listener.Handle("user_events", "user_registered", func(*X) {})
 	kit.Start()
 	s := kit.Wait(kit.Emit(registered(1)))
-	if s.Outcome != dispytch.DeadLettered || s.Failures[0].Reason != dispytch.ReasonPanic || !yClosed.Load() {
+	if s.Outcome != dispytch.OutcomeDeadLettered || s.Failures[0].Reason != dispytch.ReasonPanic || !yClosed.Load() {
 		t.Fatalf("%+v, y closed %v", s, yClosed.Load())
 	}
 }
@@ -373,7 +373,7 @@ func TestDIReflectivePath(t *testing.T) {
 		}
 	}, dispytch.Name("tx"))
 	kit.Start()
-	if s := kit.Wait(kit.Emit(registered(7))); s.Outcome != dispytch.Acked {
+	if s := kit.Wait(kit.Emit(registered(7))); s.Outcome != dispytch.OutcomeAcked {
 		t.Fatalf("%+v", s.Failures)
 	}
 	if got := j.String(); got != "db repo svc handler close-repo close-db" {
@@ -383,12 +383,12 @@ func TestDIReflectivePath(t *testing.T) {
 		t.Fatal(seen.Load(), txs.Load(), pools.Load())
 	}
 	s := kit.Wait(kit.Emit(registered(13)))
-	if s.Outcome != dispytch.DeadLettered || s.Failures[0].Reason != dispytch.ReasonPanic {
+	if s.Outcome != dispytch.OutcomeDeadLettered || s.Failures[0].Reason != dispytch.ReasonPanic {
 		t.Fatalf("panic: %+v", s.Failures)
 	}
 	store.name = "broken"
 	s = kit.Wait(kit.Emit(registered(8)))
-	if s.Outcome != dispytch.DeadLettered || s.Failures[0].Reason != dispytch.ReasonDependency ||
+	if s.Outcome != dispytch.OutcomeDeadLettered || s.Failures[0].Reason != dispytch.ReasonDependency ||
 		!strings.Contains(s.Failures[0].Err.Error(), "store is broken") {
 		t.Fatalf("provider error: %+v", s.Failures)
 	}
@@ -464,7 +464,7 @@ func TestDITypedHandlers(t *testing.T) {
 			return nil
 		}, dispytch.Name("twice"))
 	kit.Start()
-	if s := kit.Wait(kit.Emit(registered(7))); s.Outcome != dispytch.Acked {
+	if s := kit.Wait(kit.Emit(registered(7))); s.Outcome != dispytch.OutcomeAcked {
 		t.Fatalf("%+v", s.Failures)
 	}
 	if seen.Load() != "u7/pg/1/42" || pools.Load() != 1 {

@@ -42,8 +42,8 @@
 // # Delivery
 //
 // A message is acked only after every handler of it succeeded, or its
-// failure was dealt with by the failure policy: DeadLetter (the default),
-// Redeliver or Drop. In-flight work is bounded (Concurrency) and pushes back
+// failure was dealt with by the failure policy: PolicyDeadLetter (the default),
+// PolicyRedeliver or PolicyDrop. In-flight work is bounded (Concurrency) and pushes back
 // on the consumer; messages with the same ordering key are handled in order.
 // On shutdown the listener stops taking messages, waits for in-flight
 // handlers up to ShutdownTimeout, and leaves the rest unacked for

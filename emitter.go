@@ -36,6 +36,7 @@ type Emitter struct {
 	backend  string
 	log      *slog.Logger
 	onError  func(ctx context.Context, ev Eventer, err error)
+	obs      []EmitObserver
 	now      func() time.Time
 
 	templates sync.Map // template string -> *topic.Template
@@ -135,12 +136,35 @@ func WithBackendOption(o BackendOption) EmitOption {
 func (e *Emitter) Emit(ctx context.Context, ev Eventer, opts ...EmitOption) error {
 	m, err := e.message(ctx, ev, opts)
 	if err == nil {
+		if len(e.obs) > 0 {
+			var end func(error)
+			ctx, end = e.observe(ctx, m)
+			defer func() { end(err) }()
+		}
 		err = e.produceErr(ctx, m, e.p.Produce(ctx, m))
 	}
 	if err != nil && e.onError != nil {
 		e.onError(ctx, ev, err)
 	}
 	return err
+}
+
+// observe runs the emit observers on m and returns the context to send it
+// with and the function reporting its outcome.
+func (e *Emitter) observe(ctx context.Context, m *Message) (context.Context, func(error)) {
+	ends := make([]func(error), 0, len(e.obs))
+	for _, o := range e.obs {
+		var end func(error)
+		ctx, end = o.ObserveEmit(ctx, m)
+		if end != nil {
+			ends = append(ends, end)
+		}
+	}
+	return ctx, func(err error) {
+		for i := len(ends) - 1; i >= 0; i-- {
+			ends[i](err)
+		}
+	}
 }
 
 // message encodes ev for sending, and checks what must hold before
@@ -177,8 +201,15 @@ func (e *Emitter) EmitAsync(ctx context.Context, ev Eventer, done func(error), o
 		done(err)
 		return
 	}
+	var end func(error)
+	if len(e.obs) > 0 {
+		ctx, end = e.observe(ctx, m)
+	}
 	cb := func(err error) {
 		err = e.produceErr(ctx, m, err)
+		if end != nil {
+			end(err)
+		}
 		if err != nil && e.onError != nil {
 			e.onError(ctx, ev, err)
 		}
@@ -215,8 +246,18 @@ func (e *Emitter) EmitBatch(ctx context.Context, events []Eventer, opts ...EmitO
 		}
 		msgs[i] = m
 	}
+	var ends []func(error)
+	if len(e.obs) > 0 {
+		ends = make([]func(error), len(msgs))
+		for i, m := range msgs {
+			_, ends[i] = e.observe(ctx, m)
+		}
+	}
 	err := e.p.Produce(ctx, msgs...)
 	if err == nil {
+		for _, end := range ends {
+			end(nil)
+		}
 		return nil
 	}
 	var be *BatchError
@@ -234,6 +275,9 @@ func (e *Emitter) EmitBatch(ctx context.Context, events []Eventer, opts ...EmitO
 			if e.onError != nil {
 				e.onError(ctx, events[i], be.Errs[i])
 			}
+		}
+		if ends != nil {
+			ends[i](be.Errs[i])
 		}
 	}
 	return be

@@ -38,7 +38,7 @@ func TestRetriesWithTiming(t *testing.T) {
 		return nil
 	}, dispytch.Retries(3), dispytch.RetryInterval(50*time.Millisecond))
 	kit.Start()
-	if s := kit.Wait(kit.Emit(registered(1))); s.Outcome != dispytch.Acked {
+	if s := kit.Wait(kit.Emit(registered(1))); s.Outcome != dispytch.OutcomeAcked {
 		t.Fatalf("%+v", s)
 	}
 	mu.Lock()
@@ -70,7 +70,7 @@ func TestRetryOnAndPermanent(t *testing.T) {
 	kit.Listener.AddGroup(g)
 	kit.Start()
 	s := kit.Wait(kit.Emit(registered(1)))
-	if s.Outcome != dispytch.DeadLettered || len(s.Failures) != 4 {
+	if s.Outcome != dispytch.OutcomeDeadLettered || len(s.Failures) != 4 {
 		t.Fatalf("%+v", s)
 	}
 	want := map[string]int32{"is": 1, "as": 5, "perm": 1, "pred": 1}
@@ -154,8 +154,8 @@ func TestPoliciesRedeliverAndDrop(t *testing.T) {
 			return dispytch.Permanent(errors.New("redelivery not marked"))
 		}
 		return nil
-	}, dispytch.OnFailure(dispytch.Redeliver))
-	kit.Listener.Handle("drop", "t", func() error { return errTransient }, dispytch.OnFailure(dispytch.Drop))
+	}, dispytch.OnFailure(dispytch.PolicyRedeliver))
+	kit.Listener.Handle("drop", "t", func() error { return errTransient }, dispytch.OnFailure(dispytch.PolicyDrop))
 	kit.Start()
 	id := kit.Emit(registered(1))
 	// The nack and the redelivery's ack may be reported in either order:
@@ -164,12 +164,12 @@ func TestPoliciesRedeliverAndDrop(t *testing.T) {
 	for _, s := range kit.WaitCount(2, func(s dispytch.Settlement) bool { return s.ID == id }) {
 		got[s.Outcome]++
 	}
-	if got[dispytch.Redelivered] != 1 || got[dispytch.Acked] != 1 {
+	if got[dispytch.OutcomeRedelivered] != 1 || got[dispytch.OutcomeAcked] != 1 {
 		t.Fatalf("settlements %v", got)
 	}
 	kit.Publish("drop", mustEnvelope(t, "t", `{}`), nil)
 	s := kit.WaitFor("drop", func(s dispytch.Settlement) bool { return s.Topic == "drop" })
-	if s.Outcome != dispytch.Dropped || kit.Listener.Stats().Dropped != 1 {
+	if s.Outcome != dispytch.OutcomeDropped || kit.Listener.Stats().Dropped != 1 {
 		t.Fatalf("%+v", s)
 	}
 	if st, _ := kit.Broker.GroupStats("test"); st.Ready+st.Unacked != 0 {
@@ -193,7 +193,7 @@ func TestDeadLetterHeadersAndRedrive(t *testing.T) {
 	before := time.Now()
 	id := kit.Emit(registered(1), dispytch.Key("k"), dispytch.Header("trace", "t1"))
 	s := kit.Wait(id)
-	if s.Outcome != dispytch.DeadLettered || len(s.Failures) != 1 {
+	if s.Outcome != dispytch.OutcomeDeadLettered || len(s.Failures) != 1 {
 		t.Fatalf("%+v", s)
 	}
 	f := s.Failures[0]
@@ -218,8 +218,8 @@ func TestDeadLetterHeadersAndRedrive(t *testing.T) {
 	if n := kit.Redrive("test.dlq"); n != 1 {
 		t.Fatalf("redrove %d", n)
 	}
-	s2 := kit.WaitFor("redriven", func(s dispytch.Settlement) bool { return s.ID == id && s.Outcome == dispytch.Acked })
-	if s2.Outcome != dispytch.Acked || okRuns.Load() != 1 || flakyRuns.Load() != 3 {
+	s2 := kit.WaitFor("redriven", func(s dispytch.Settlement) bool { return s.ID == id && s.Outcome == dispytch.OutcomeAcked })
+	if s2.Outcome != dispytch.OutcomeAcked || okRuns.Load() != 1 || flakyRuns.Load() != 3 {
 		t.Fatalf("ok ran %d, flaky ran %d", okRuns.Load(), flakyRuns.Load())
 	}
 	if n := kit.Redrive("test.dlq"); n != 0 {
@@ -249,7 +249,7 @@ func TestPoisonPayloads(t *testing.T) {
 			return len(s.Failures) > 0 && s.Failures[0].Headers["case"] == name
 		})
 		// Good events keep flowing between poison ones.
-		if s := kit.Wait(kit.Emit(registered(1))); s.Outcome != dispytch.Acked {
+		if s := kit.Wait(kit.Emit(registered(1))); s.Outcome != dispytch.OutcomeAcked {
 			t.Fatalf("after %s: %+v", name, s)
 		}
 	}
@@ -287,7 +287,7 @@ func TestDeadLetterNotReconsumedByPattern(t *testing.T) {
 	// svc.dlq matches {anything...}; the dead letter must be skipped, not
 	// handled (and dead-lettered again, forever).
 	s := kit.WaitFor("skip", func(s dispytch.Settlement) bool { return s.Topic == "svc.dlq" })
-	if s.Outcome != dispytch.Skipped || runs.Load() != 1 {
+	if s.Outcome != dispytch.OutcomeSkipped || runs.Load() != 1 {
 		t.Fatalf("%+v runs %d", s, runs.Load())
 	}
 }
@@ -360,9 +360,9 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 	kit.Stop()
 	acked := map[string]bool{}
 	for _, s := range kit.Settlements() {
-		if s.Outcome == dispytch.Acked {
+		if s.Outcome == dispytch.OutcomeAcked {
 			acked[s.ID] = true
-		} else if s.Outcome != dispytch.Abandoned {
+		} else if s.Outcome != dispytch.OutcomeAbandoned {
 			t.Fatalf("unexpected outcome %+v", s)
 		}
 	}
@@ -414,7 +414,7 @@ func TestAttemptTimeout(t *testing.T) {
 	}, dispytch.AttemptTimeout(20*time.Millisecond), dispytch.Retries(1), dispytch.RetryInterval(0))
 	kit.Start()
 	s := kit.Wait(kit.Emit(registered(1)))
-	if s.Outcome != dispytch.DeadLettered || s.Failures[0].Attempts != 2 || !errors.Is(s.Failures[0].Err, context.DeadlineExceeded) {
+	if s.Outcome != dispytch.OutcomeDeadLettered || s.Failures[0].Attempts != 2 || !errors.Is(s.Failures[0].Err, context.DeadlineExceeded) {
 		t.Fatalf("%+v", s.Failures[0])
 	}
 }
@@ -427,7 +427,7 @@ func TestRedriveToUnknownHandlerIsDeadLettered(t *testing.T) {
 	kit.Start()
 	kit.Publish("user_events", mustEnvelope(t, "user_registered", `{}`), dispytch.Headers{dispytch.HeaderRedriveHandler: "renamed"})
 	s := kit.WaitFor("redriven", func(s dispytch.Settlement) bool { return s.Topic == "user_events" })
-	if s.Outcome != dispytch.DeadLettered || s.Failures[0].Reason != dispytch.ReasonNoHandler || s.Failures[0].Handler != "renamed" {
+	if s.Outcome != dispytch.OutcomeDeadLettered || s.Failures[0].Reason != dispytch.ReasonNoHandler || s.Failures[0].Handler != "renamed" {
 		t.Fatalf("%+v", s)
 	}
 }
@@ -450,18 +450,18 @@ func TestRedriveOnlyReachesTheFailedGroup(t *testing.T) {
 	kitA.Start()
 	kitB.Start()
 	id := kitA.Emit(registered(1))
-	if s := kitA.Wait(id); s.Outcome != dispytch.DeadLettered || s.Failures[0].DeadLetterTopic != "a.dlq" {
+	if s := kitA.Wait(id); s.Outcome != dispytch.OutcomeDeadLettered || s.Failures[0].DeadLetterTopic != "a.dlq" {
 		t.Fatalf("%+v", s)
 	}
-	if s := <-bSettled; s.Outcome != dispytch.Acked {
+	if s := <-bSettled; s.Outcome != dispytch.OutcomeAcked {
 		t.Fatalf("b: %+v", s)
 	}
 	healthy.Store(true)
 	if n := kitA.Redrive("a.dlq"); n != 1 {
 		t.Fatal(n)
 	}
-	kitA.WaitFor("redriven", func(s dispytch.Settlement) bool { return s.ID == id && s.Outcome == dispytch.Acked })
-	if s := <-bSettled; s.Outcome != dispytch.Skipped {
+	kitA.WaitFor("redriven", func(s dispytch.Settlement) bool { return s.ID == id && s.Outcome == dispytch.OutcomeAcked })
+	if s := <-bSettled; s.Outcome != dispytch.OutcomeSkipped {
 		t.Fatalf("b handled a's redrive: %+v", s)
 	}
 	if aRuns.Load() != 2 || bRuns.Load() != 1 {

@@ -107,7 +107,8 @@ func shortFile(file string) string {
 	return file
 }
 
-// HandlerInfo describes a registered handler to middleware and logs.
+// HandlerInfo describes a registered handler to middleware, observers and
+// tools (Listener.Handlers).
 type HandlerInfo struct {
 	// Name is the handler's name: the Name option, or the function's name.
 	Name string
@@ -121,6 +122,9 @@ type HandlerInfo struct {
 	Retries int
 	// Policy is the handler's failure policy.
 	Policy FailurePolicy
+	// Body is T of the handler's Event[T] parameter, nil when it takes
+	// none; Segments is S of its Segments[S] parameter, or nil.
+	Body, Segments reflect.Type
 }
 
 // Call is one handler attempt, as middleware sees it.

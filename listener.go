@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sync"
 	"time"
 
@@ -35,7 +36,9 @@ type Listener struct {
 	dlProducer      Producer
 	validator       Validator
 	orderByKey      bool
-	onSettle        []func(Settlement)
+	msgObs          []MessageObserver
+	attemptObs      []AttemptObserver
+	brokerRetries   bool
 	startTimeout    time.Duration
 	dlAttempts      int
 	dlFallback      FailurePolicy
@@ -58,14 +61,15 @@ func NewListener(c Consumer, opts ...ListenerOption) *Listener {
 		concurrency:     64,
 		shutdownTimeout: 30 * time.Second,
 		delim:           topic.DefaultDelimiter,
-		unknown:         Drop,
-		poison:          DeadLetter,
+		unknown:         PolicyDrop,
+		poison:          PolicyDeadLetter,
 		dlTopic:         DefaultDeadLetterTopic,
 		orderByKey:      true,
 		ready:           make(chan struct{}),
 		startTimeout:    DefaultStartTimeout,
 		dlAttempts:      5,
-		dlFallback:      Drop,
+		dlFallback:      PolicyDrop,
+		brokerRetries:   true,
 	}
 	if p, ok := c.(Producer); ok {
 		l.dlProducer = p
@@ -168,6 +172,31 @@ func (l *Listener) subscription(c *compiled) Subscription {
 	sub := c.rt.subscription(l.group, l.delim)
 	sub.Concurrency = l.concurrency
 	return sub
+}
+
+// Handlers describes the registered handlers, in registration order: their
+// topics, event types, body and segment types and settings. Tools build on
+// it (AsyncAPI documents, the CLI).
+func (l *Listener) Handlers() []HandlerInfo {
+	l.mu.Lock()
+	specs := append([]*handlerSpec(nil), l.specs...)
+	l.mu.Unlock()
+	out := make([]HandlerInfo, 0, len(specs))
+	for _, s := range specs {
+		cfg := l.handlerConfig(s)
+		info := HandlerInfo{Name: cfg.name, Topic: s.topic, EventType: s.eventType, Location: s.loc, Retries: cfg.retries, Policy: cfg.policy}
+		t := s.fn.Type()
+		for i := 0; i < t.NumIn(); i++ {
+			switch in := t.In(i); {
+			case isEventType(in):
+				info.Body = reflect.New(in).Interface().(eventMaker).bodyType()
+			case isSegmentsType(in):
+				info.Segments = reflect.New(in).Interface().(segmentsMaker).valueType()
+			}
+		}
+		out = append(out, info)
+	}
+	return out
 }
 
 // Check builds the handlers and their dependency graph as Run would, and

@@ -67,7 +67,7 @@ func TestHandleEndToEnd(t *testing.T) {
 	})
 	kit.Start()
 	id := kit.Emit(registered(1), dispytch.Header("trace", "t1"), dispytch.Key("k1"))
-	if s := kit.Wait(id); s.Outcome != dispytch.Acked {
+	if s := kit.Wait(id); s.Outcome != dispytch.OutcomeAcked {
 		t.Fatalf("outcome %v", s.Outcome)
 	}
 	mu.Lock()
@@ -111,7 +111,7 @@ func TestSeveralHandlersAllRunBeforeAck(t *testing.T) {
 		t.Fatalf("acked before every handler finished: %+v", st)
 	}
 	close(release)
-	if s := kit.Wait(id); s.Outcome != dispytch.Acked || ran.Load() != 2 {
+	if s := kit.Wait(id); s.Outcome != dispytch.OutcomeAcked || ran.Load() != 2 {
 		t.Fatalf("%v %d", s.Outcome, ran.Load())
 	}
 }
@@ -149,7 +149,7 @@ func TestPatternsAndSegments(t *testing.T) {
 		t.Fatalf("subscription %s", sub.String())
 	}
 	kit.Start()
-	if s := kit.Wait(kit.Emit(Notification{UserID: 42})); s.Outcome != dispytch.Acked {
+	if s := kit.Wait(kit.Emit(Notification{UserID: 42})); s.Outcome != dispytch.OutcomeAcked {
 		t.Fatal(s)
 	}
 	if pattern.Load() != 1 || literal.Load() != 1 || rest.Load() != 1 || gotSeg.Load() != 42 {
@@ -158,7 +158,7 @@ func TestPatternsAndSegments(t *testing.T) {
 	// A segment failing validation (user_id 0 is not > 0) is dead-lettered
 	// for that handler only.
 	s := kit.Wait(kit.Emit(Notification{UserID: 0}))
-	if s.Outcome != dispytch.DeadLettered || len(s.Failures) != 1 || s.Failures[0].Reason != dispytch.ReasonValidation {
+	if s.Outcome != dispytch.OutcomeDeadLettered || len(s.Failures) != 1 || s.Failures[0].Reason != dispytch.ReasonValidation {
 		t.Fatalf("%+v", s)
 	}
 	if rest.Load() != 2 {
@@ -167,7 +167,7 @@ func TestPatternsAndSegments(t *testing.T) {
 	// A non-numeric segment is a validation failure, not a panic.
 	kit.Publish("user.abc.notification", mustEnvelope(t, "user_notification", `{"user_id":1}`), nil)
 	s = kit.WaitFor("abc", func(s dispytch.Settlement) bool { return s.Topic == "user.abc.notification" })
-	if s.Outcome != dispytch.DeadLettered || s.Failures[0].Reason != dispytch.ReasonValidation ||
+	if s.Outcome != dispytch.OutcomeDeadLettered || s.Failures[0].Reason != dispytch.ReasonValidation ||
 		!strings.Contains(s.Failures[0].Err.Error(), `"abc"`) {
 		t.Fatalf("%+v %v", s, s.Failures[0].Err)
 	}
@@ -188,7 +188,7 @@ func TestDelimiterOption(t *testing.T) {
 	kit.Listener.Handle("order:{id}:events", "created", func(m dispytch.Metadata) { got.Store(m.Segment("id")) })
 	kit.Start()
 	kit.Publish("order:9:events", mustEnvelope(t, "created", `{}`), nil)
-	kit.WaitFor("order", func(s dispytch.Settlement) bool { return s.Outcome == dispytch.Acked })
+	kit.WaitFor("order", func(s dispytch.Settlement) bool { return s.Outcome == dispytch.OutcomeAcked })
 	if got.Load() != "9" {
 		t.Fatal(got.Load())
 	}
@@ -198,18 +198,18 @@ func TestUnknownEventPolicy(t *testing.T) {
 	kit := dispytchtest.New(t)
 	kit.Listener.Handle("user_events", "other", func(dispytch.Metadata) {})
 	kit.Start()
-	if s := kit.Wait(kit.Emit(registered(1))); s.Outcome != dispytch.Unhandled {
+	if s := kit.Wait(kit.Emit(registered(1))); s.Outcome != dispytch.OutcomeUnhandled {
 		t.Fatal(s.Outcome)
 	}
 	if st := kit.Listener.Stats(); st.Unhandled != 1 {
 		t.Fatalf("%+v", st)
 	}
 
-	kit2 := dispytchtest.New(t, dispytch.UnknownEvent(dispytch.DeadLetter))
+	kit2 := dispytchtest.New(t, dispytch.UnknownEvent(dispytch.PolicyDeadLetter))
 	kit2.Listener.Handle("user_events", "other", func(dispytch.Metadata) {})
 	kit2.Start()
 	s := kit2.Wait(kit2.Emit(registered(1)))
-	if s.Outcome != dispytch.DeadLettered || s.Failures[0].Reason != dispytch.ReasonNoHandler {
+	if s.Outcome != dispytch.OutcomeDeadLettered || s.Failures[0].Reason != dispytch.ReasonNoHandler {
 		t.Fatalf("%+v", s)
 	}
 }
@@ -223,22 +223,22 @@ func TestValidationAndStrict(t *testing.T) {
 	bad := registered(1)
 	bad.User.Email = "not-an-email"
 	s := kit.Wait(kit.Emit(bad))
-	if s.Outcome != dispytch.DeadLettered || s.Failures[0].Reason != dispytch.ReasonValidation || s.Failures[0].Attempts != 1 {
+	if s.Outcome != dispytch.OutcomeDeadLettered || s.Failures[0].Reason != dispytch.ReasonValidation || s.Failures[0].Attempts != 1 {
 		t.Fatalf("%+v", s)
 	}
 	kit.Publish("strict", mustEnvelope(t, "t", `{"user_id":1,"extra":true}`), nil)
 	s = kit.WaitFor("strict", func(s dispytch.Settlement) bool { return s.Topic == "strict" })
-	if s.Outcome != dispytch.DeadLettered || s.Failures[0].Reason != dispytch.ReasonDecode {
+	if s.Outcome != dispytch.OutcomeDeadLettered || s.Failures[0].Reason != dispytch.ReasonDecode {
 		t.Fatalf("%+v", s)
 	}
 	kit.Publish("method", mustEnvelope(t, "t", `{"n":-1}`), nil)
 	s = kit.WaitFor("method", func(s dispytch.Settlement) bool { return s.Topic == "method" })
-	if s.Outcome != dispytch.DeadLettered || s.Failures[0].Reason != dispytch.ReasonValidation ||
+	if s.Outcome != dispytch.OutcomeDeadLettered || s.Failures[0].Reason != dispytch.ReasonValidation ||
 		!strings.Contains(s.Failures[0].Err.Error(), "negative") {
 		t.Fatalf("%+v", s)
 	}
 	kit.Publish("method", mustEnvelope(t, "t", `{"n":1}`), nil)
-	kit.WaitFor("method ok", func(s dispytch.Settlement) bool { return s.Topic == "method" && s.Outcome == dispytch.Acked })
+	kit.WaitFor("method ok", func(s dispytch.Settlement) bool { return s.Topic == "method" && s.Outcome == dispytch.OutcomeAcked })
 }
 
 type checked struct {

@@ -255,7 +255,7 @@ func TestAttemptTimeoutIsEnforced(t *testing.T) {
 	id := kit.Emit(registered(1))
 	s := kit.Wait(id)
 	close(release)
-	if s.Outcome != dispytch.DeadLettered || len(s.Failures) != 1 {
+	if s.Outcome != dispytch.OutcomeDeadLettered || len(s.Failures) != 1 {
 		t.Fatalf("%+v", s)
 	}
 	f := s.Failures[0]
@@ -304,7 +304,7 @@ func TestStaleDeliveryIsNotStarted(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- l.Run(ctx) }()
-	if s := <-settled; s.Outcome != dispytch.Abandoned {
+	if s := <-settled; s.Outcome != dispytch.OutcomeAbandoned {
 		t.Fatalf("%+v", s)
 	}
 	cancel()
@@ -454,7 +454,7 @@ func TestDeadLetterTooLargeAndFallback(t *testing.T) {
 	big := registered(1)
 	big.User.Name = strings.Repeat("x", 5000)
 	s := kit.Wait(kit.Emit(big))
-	if s.Outcome != dispytch.DeadLettered {
+	if s.Outcome != dispytch.OutcomeDeadLettered {
 		t.Fatalf("%+v", s)
 	}
 	dl.mu.Lock()
@@ -477,7 +477,7 @@ func TestDeadLetterTooLargeAndFallback(t *testing.T) {
 	kit2.Listener.Handle("user_events", "user_registered", func() error { runs.Add(1); return errors.New("boom") })
 	kit2.Start()
 	s = kit2.Wait(kit2.Emit(registered(2)))
-	if s.Outcome != dispytch.Dropped || runs.Load() != 3 {
+	if s.Outcome != dispytch.OutcomeDropped || runs.Load() != 3 {
 		t.Fatalf("%+v after %d runs", s, runs.Load())
 	}
 	if st := kit2.Listener.Stats(); st.DeadLetterDropped != 1 || st.DeadLetterErrors != 3 {
@@ -552,7 +552,7 @@ func TestRedriveEnds(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Redrive did not end")
 	}
-	kit.WaitCount(2*n+1, func(s dispytch.Settlement) bool { return s.Outcome == dispytch.DeadLettered })
+	kit.WaitCount(2*n+1, func(s dispytch.Settlement) bool { return s.Outcome == dispytch.OutcomeDeadLettered })
 	if c, _ := dlq.Count(ctx); c != n+1 {
 		t.Fatalf("after a failing redrive: %d letters", c)
 	}
@@ -564,7 +564,7 @@ func TestRedriveEnds(t *testing.T) {
 		t.Fatalf("redrove %d", m)
 	}
 	kit.WaitCount(n, func(s dispytch.Settlement) bool {
-		return s.Outcome == dispytch.Acked && s.Type == "user_registered" && s.ID != ""
+		return s.Outcome == dispytch.OutcomeAcked && s.Type == "user_registered" && s.ID != ""
 	})
 	if c, _ := dlq.Count(ctx); c != 1 {
 		t.Fatalf("left %d", c)

@@ -74,24 +74,25 @@ func WithLogger(log *slog.Logger) SharedOption {
 type FailurePolicy uint8
 
 const (
-	// DeadLetter publishes the message, unchanged, with failure headers to
-	// the dead-letter topic and then acks it. The default.
-	DeadLetter FailurePolicy = iota
-	// Redeliver nacks the message so that the broker delivers it again;
-	// every handler of the message runs again.
-	Redeliver
-	// Drop acks the message and logs the error: the message is gone.
+	// PolicyDeadLetter publishes the message, unchanged, with failure
+	// headers to the dead-letter topic and then acks it. The default.
+	PolicyDeadLetter FailurePolicy = iota
+	// PolicyRedeliver nacks the message so that the broker delivers it
+	// again; every handler of the message runs again.
+	PolicyRedeliver
+	// PolicyDrop acks the message and logs the error: the message is gone.
 	// Python Dispytch's behaviour; opt-in only.
-	Drop
+	PolicyDrop
 )
 
+// String returns the policy's label: "dead_letter", "redeliver", "drop".
 func (p FailurePolicy) String() string {
 	switch p {
-	case DeadLetter:
-		return "dead-letter"
-	case Redeliver:
+	case PolicyDeadLetter:
+		return "dead_letter"
+	case PolicyRedeliver:
 		return "redeliver"
-	case Drop:
+	case PolicyDrop:
 		return "drop"
 	}
 	return "unknown"
@@ -195,7 +196,7 @@ func RetryIf(f func(error) bool) HandlerSetting {
 	return setting(func(c *handlerConfig) { c.retryIf = append(c.retryIf, f) })
 }
 
-// OnFailure sets the failure policy (default DeadLetter).
+// OnFailure sets the failure policy (default PolicyDeadLetter).
 func OnFailure(p FailurePolicy) HandlerSetting {
 	return setting(func(c *handlerConfig) { c.policy = p })
 }
@@ -241,7 +242,7 @@ func Delimiter(d string) ListenerOption {
 }
 
 // UnknownEvent sets what happens to a message whose event type no handler of
-// its topic handles. The default, Drop, acks it, counts it in
+// its topic handles. The default, PolicyDrop, acks it, counts it in
 // Stats.Unhandled and logs at debug level: other services may publish types
 // this one does not care about.
 func UnknownEvent(p FailurePolicy) ListenerOption {
@@ -249,7 +250,7 @@ func UnknownEvent(p FailurePolicy) ListenerOption {
 }
 
 // PoisonPolicy sets what happens to a payload that is not a valid envelope.
-// Default DeadLetter.
+// Default PolicyDeadLetter.
 func PoisonPolicy(p FailurePolicy) ListenerOption {
 	return listenerOptionFunc(func(l *Listener) { l.poison = p })
 }
@@ -283,9 +284,9 @@ func DeadLetterAttempts(n int) ListenerOption {
 }
 
 // DeadLetterFallback sets the last resort for a message that could not be
-// dead-lettered (see DeadLetterAttempts): Drop (the default) acks it with
+// dead-lettered (see DeadLetterAttempts): PolicyDrop (the default) acks it with
 // an error log naming its topic, partition, offset and id, counted in
-// Stats.DeadLetterDropped; Redeliver nacks it again, which on Kafka holds
+// Stats.DeadLetterDropped; PolicyRedeliver nacks it again, which on Kafka holds
 // the partition's commit behind it.
 func DeadLetterFallback(p FailurePolicy) ListenerOption {
 	return listenerOptionFunc(func(l *Listener) { l.dlFallback = p })
@@ -337,4 +338,15 @@ func DefaultTopic(topic string) GroupOption {
 // with an empty event type.
 func DefaultEventType(eventType string) GroupOption {
 	return groupOptionFunc(func(g *HandlerGroup) { g.eventType = eventType })
+}
+
+// BrokerRetries says whether a retry that waits may wait in the broker
+// (default true): when the delivery's acknowledger can redeliver after a
+// delay (DelayedNacker: NATS, RabbitMQ retry tiers), the listener hands it
+// the retry instead of holding a worker for the wait. It does so only for a
+// message with one handler (so that no other handler runs again) and no
+// ordering key (so that no later message of the key overtakes it); other
+// retries wait in the worker.
+func BrokerRetries(on bool) ListenerOption {
+	return listenerOptionFunc(func(l *Listener) { l.brokerRetries = on })
 }

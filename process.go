@@ -1,9 +1,11 @@
 package dispytch
 
 // Processing one delivery: decode its envelope with the codec it was
-// written with, route it by topic and event type, and run its handlers.
+// written with, route it by topic and event type, tell the observers, and
+// run its handlers.
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -44,18 +46,42 @@ func (l *Listener) codecFor(d *Delivery) codec.Codec {
 
 // msgState is the per-message state of process, pooled.
 type msgState struct {
-	env  codec.Envelope
-	meta Metadata
+	d       *Delivery
+	env     codec.Envelope
+	decoded bool
+	meta    Metadata
+	// ctx is the handlers' base context: the run's, or what the message
+	// observers made of it (a span, say).
+	ctx   context.Context
+	ends  []func(Settlement) // the message observers' ends
+	start time.Time          // set when observers need the duration
+	one   bool               // the message has exactly one handler
 }
+
+// handlerMatch is a handler of a message and the route that matched it.
+type handlerMatch struct {
+	h *handler
+	m *routeMatch
+}
+
+// What process does with a message, decided before anything is run.
+const (
+	doRun = iota
+	doPoison
+	doSkip
+	doNoHandler
+)
 
 func (r *runState) process(d *Delivery) {
 	ms := r.msgs.Get().(*msgState)
 	defer func() {
-		*ms = msgState{}
+		ends := ms.ends[:0]
+		*ms = msgState{ends: ends}
 		r.msgs.Put(ms)
 		r.l.stats.finished.Add(1)
 		r.inflight.Done()
 	}()
+	ms.d, ms.ctx = d, r.hard
 	if r.stopping.Load() {
 		// Shutdown began before this delivery started: leave it unacked
 		// for redelivery rather than start new work.
@@ -66,83 +92,100 @@ func (r *runState) process(d *Delivery) {
 		// Its channel or partition is gone: the broker gives the message
 		// to another consumer, which must be the only one to run it.
 		r.l.stats.abandoned.Add(1)
-		r.report(d, nil, Abandoned, nil, nil)
+		if len(r.l.msgObs) > 0 {
+			r.observe(ms, nil, handlerMatch{}, nil, 0)
+		}
+		r.report(ms, OutcomeAbandoned, nil, nil)
 		return
 	}
 	l := r.l
 	env := &ms.env
-	var err error
 	cd := l.codecFor(d)
+	var err error
 	if ic, ok := cd.(codec.InterningDecoder); ok {
 		err = ic.DecodeEnvelopeInterned(d.Value, env, r.c.types)
 	} else {
 		err = cd.DecodeEnvelope(d.Value, env)
 	}
-	if err != nil {
-		l.stats.poison.Add(1)
-		l.log.Warn("dispytch: undecodable message", "topic", d.Topic, "err", err, "policy", l.poison.String())
-		r.settle(d, nil, []outcome{{policy: l.poison, failed: r.failure(d, "", ReasonDecode, fmt.Errorf("%w: envelope: %w", ErrDecode, err), 1, time.Now())}})
-		return
-	}
-	matches := r.c.rt.match(d.Topic)
-	if len(d.Headers) > 0 && IsDeadLetter(d.Headers) && !literalMatch(matches) {
-		// A dead letter reached a pattern subscription (its topic happens
-		// to match). Handling it as a new event would loop; leave it to
-		// whoever consumes the dead-letter topic by name.
-		l.stats.skippedDeadLetters.Add(1)
-		l.log.Debug("dispytch: skipping a dead letter matched by a pattern", "topic", d.Topic)
-		r.ack(d, env, Skipped)
-		return
-	}
-	target := ""
-	if len(d.Headers) > 0 {
-		target = d.Headers[HeaderRedriveHandler]
-		if g, ok := d.Headers[HeaderRedriveGroup]; ok && g != l.group {
-			// Redriven for another group's handler: not ours to run.
-			l.stats.skippedDeadLetters.Add(1)
-			r.ack(d, env, Skipped)
-			return
-		}
-	}
+
+	// Decide.
+	do, target := doRun, ""
 	var one handlerMatch
 	var many []handlerMatch
 	n := 0
-	for i := range matches {
-		for _, h := range matches[i].r.byType[env.Type] {
-			if target != "" && h.info.Name != target {
-				continue
+	if err != nil {
+		do = doPoison
+	} else {
+		ms.decoded = true
+		matches := r.c.rt.match(d.Topic)
+		if len(d.Headers) > 0 {
+			target = d.Headers[HeaderRedriveHandler]
+			if IsDeadLetter(d.Headers) && !literalMatch(matches) {
+				// A dead letter reached a pattern subscription (its topic
+				// happens to match). Handling it as a new event would
+				// loop; leave it to whoever reads the dead-letter topic.
+				do = doSkip
+			} else if g, ok := d.Headers[HeaderRedriveGroup]; ok && g != l.group {
+				// Redriven for another group's handler: not ours to run.
+				do = doSkip
+			}
+		}
+		if do == doRun {
+			for i := range matches {
+				for _, h := range matches[i].r.byType[env.Type] {
+					if target != "" && h.info.Name != target {
+						continue
+					}
+					if n == 0 {
+						one.h, one.m = h, &matches[i]
+					} else {
+						if n == 1 {
+							many = append(many, one)
+						}
+						many = append(many, handlerMatch{h, &matches[i]})
+					}
+					n++
+				}
 			}
 			if n == 0 {
-				one.h, one.m = h, &matches[i]
-			} else {
-				if n == 1 {
-					many = append(many, one)
-				}
-				many = append(many, handlerMatch{h, &matches[i]})
+				do = doNoHandler
 			}
-			n++
 		}
 	}
-	if n == 0 {
+	if len(l.msgObs) > 0 {
+		r.observe(ms, err, one, many, n)
+	}
+
+	switch do {
+	case doPoison:
+		l.stats.poison.Add(1)
+		l.log.Warn("dispytch: undecodable message", "topic", d.Topic, "err", err, "policy", l.poison.String())
+		r.settle(ms, []outcome{{policy: l.poison, failed: r.failure(d, "", ReasonDecode, fmt.Errorf("%w: envelope: %w", ErrDecode, err), 1, time.Now())}})
+		return
+	case doSkip:
+		l.stats.skippedDeadLetters.Add(1)
+		l.log.Debug("dispytch: skipping a dead letter, or a message redriven for another group", "topic", d.Topic)
+		r.ack(ms, OutcomeSkipped)
+		return
+	case doNoHandler:
 		l.stats.unhandled.Add(1)
 		reason := fmt.Errorf("%w: event type %q on topic %q", ErrNoHandler, env.Type, d.Topic)
-		if target != "" {
-			reason = fmt.Errorf("%w: redriven to handler %q, which is not registered for %q on %q", ErrNoHandler, target, env.Type, d.Topic)
-		}
 		policy := l.unknown
 		if target != "" {
 			// A redriven message names a handler that is gone: never drop
 			// it quietly.
-			policy = DeadLetter
+			reason = fmt.Errorf("%w: redriven to handler %q, which is not registered for %q on %q", ErrNoHandler, target, env.Type, d.Topic)
+			policy = PolicyDeadLetter
 			l.log.Warn("dispytch: redriven message for an unknown handler", "topic", d.Topic, "type", env.Type, "handler", target)
-		} else if policy == Drop {
+		} else if policy == PolicyDrop {
 			l.log.Debug("dispytch: no handler", "topic", d.Topic, "type", env.Type, "id", env.ID)
-			r.ack(d, env, Unhandled)
+			r.ack(ms, OutcomeUnhandled)
 			return
 		}
-		r.settle(d, env, []outcome{{policy: policy, failed: r.failure(d, target, ReasonNoHandler, reason, 1, time.Now())}})
+		r.settle(ms, []outcome{{policy: policy, failed: r.failure(d, target, ReasonNoHandler, reason, 1, time.Now())}})
 		return
 	}
+
 	ms.meta = Metadata{
 		ID:        env.ID,
 		Type:      env.Type,
@@ -155,46 +198,41 @@ func (r *runState) process(d *Delivery) {
 	meta.Delivery.Key = d.Key
 	meta.codec = cd
 	if n == 1 {
+		ms.one = true
 		meta.seg = one.m.seg
-		o := r.runHandler(one.h, meta, env.Body, d)
-		if o.failed == nil && !o.abandoned {
-			r.ack(d, env, Acked)
+		o := r.runHandler(ms, one.h, meta)
+		if o.failed == nil && !o.abandoned && o.retryAfter == 0 {
+			r.ack(ms, OutcomeAcked)
 			return
 		}
-		r.settle(d, env, []outcome{o})
+		r.settle(ms, []outcome{o})
 		return
 	}
-	r.runMany(d, env, meta, many)
-}
-
-// handlerMatch is a handler of a message and the route that matched it.
-type handlerMatch struct {
-	h *handler
-	m *routeMatch
+	r.runMany(ms, many)
 }
 
 // runMany runs several handlers of one message concurrently, each with its
 // own copy of the metadata (their attempt numbers and segments differ), and
 // settles the message. It is apart from process so that the single-handler
 // path allocates nothing for it.
-func (r *runState) runMany(d *Delivery, env *codec.Envelope, meta *Metadata, many []handlerMatch) {
+func (r *runState) runMany(ms *msgState, many []handlerMatch) {
 	n := len(many)
 	outs := make([]outcome, n)
 	metas := make([]Metadata, n)
 	var wg sync.WaitGroup
 	for i := 1; i < n; i++ {
-		metas[i] = *meta
+		metas[i] = ms.meta
 		metas[i].seg = many[i].m.seg
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			outs[i] = r.runHandler(many[i].h, &metas[i], env.Body, d)
+			outs[i] = r.runHandler(ms, many[i].h, &metas[i])
 		}(i)
 	}
-	meta.seg = many[0].m.seg
-	outs[0] = r.runHandler(many[0].h, meta, env.Body, d)
+	ms.meta.seg = many[0].m.seg
+	outs[0] = r.runHandler(ms, many[0].h, &ms.meta)
 	wg.Wait()
-	r.settle(d, env, outs)
+	r.settle(ms, outs)
 }
 
 // stale reports whether d's session ended (see StaleChecker).

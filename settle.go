@@ -1,38 +1,34 @@
 package dispytch
 
 // Settling: ack, nack or dead-letter a message once its handlers are
-// done, and report the outcome.
+// done, and report the outcome to the observers.
 
 import (
 	"context"
 	"errors"
 	"log/slog"
 	"time"
-
-	"github.com/dispytch/dispytch-go/codec"
 )
 
 // deadLetterTimeout bounds one dead-lettering.
 const deadLetterTimeout = 30 * time.Second
 
-// outcome is how one handler ended for one message.
-type outcome struct {
-	failed    *FailedMessage
-	policy    FailurePolicy
-	abandoned bool
-}
-
-// settle acks, nacks or dead-letters d according to its handlers' outcomes.
-// env is nil for an undecodable payload.
-func (r *runState) settle(d *Delivery, env *codec.Envelope, outs []outcome) {
+// settle acks, nacks, delays or dead-letters a message according to its
+// handlers' outcomes.
+func (r *runState) settle(ms *msgState, outs []outcome) {
+	d := ms.d
 	var dls, fails []*FailedMessage
 	redeliver, dropped := false, false
 	for _, o := range outs {
 		if o.abandoned {
 			r.l.stats.abandoned.Add(1)
-			r.report(d, env, Abandoned, nil, nil)
+			r.report(ms, OutcomeAbandoned, nil, nil)
 			return
 		}
+	}
+	if len(outs) == 1 && outs[0].retryAfter > 0 {
+		r.nackAfter(ms, outs[0])
+		return
 	}
 	for _, o := range outs {
 		if o.failed == nil {
@@ -40,11 +36,11 @@ func (r *runState) settle(d *Delivery, env *codec.Envelope, outs []outcome) {
 		}
 		fails = append(fails, o.failed)
 		switch o.policy {
-		case DeadLetter:
+		case PolicyDeadLetter:
 			dls = append(dls, o.failed)
-		case Redeliver:
+		case PolicyRedeliver:
 			redeliver = true
-		case Drop:
+		case PolicyDrop:
 			dropped = true
 			r.l.stats.dropped.Add(1)
 			r.l.log.Error("dispytch: dropping failed message", "topic", d.Topic, "handler", o.failed.Handler,
@@ -53,13 +49,13 @@ func (r *runState) settle(d *Delivery, env *codec.Envelope, outs []outcome) {
 	}
 	switch {
 	case redeliver:
-		r.nack(d, env, fails)
+		r.nack(ms, fails)
 	case len(dls) > 0:
-		r.deadLetter(d, env, dls, fails)
+		r.deadLetter(ms, dls, fails)
 	case dropped:
-		r.settleWith(d, env, Dropped, fails, d.Acker.Ack)
+		r.settleWith(ms, OutcomeDropped, fails, d.Acker.Ack)
 	default:
-		r.ack(d, env, Acked)
+		r.ack(ms, OutcomeAcked)
 	}
 }
 
@@ -67,29 +63,35 @@ func (r *runState) settle(d *Delivery, env *codec.Envelope, outs []outcome) {
 type Outcome uint8
 
 const (
-	// Acked: every handler succeeded; the message was acked.
-	Acked Outcome = iota
-	// DeadLettered: a handler failed for good and the message went to the
-	// dead-letter topic, then was acked.
-	DeadLettered
-	// Redelivered: the message was nacked for redelivery.
-	Redelivered
-	// Dropped: a handler failed for good and the Drop policy acked the
-	// message.
-	Dropped
-	// Unhandled: no handler for its event type; acked (UnknownEvent(Drop)).
-	Unhandled
-	// Skipped: a dead letter reached a pattern subscription; acked.
-	Skipped
-	// Abandoned: left unsettled at shutdown, for redelivery.
-	Abandoned
-	// SettleFailed: acking or dead-lettering failed; the message was nacked
-	// or left to the broker for redelivery.
-	SettleFailed
+	// OutcomeAcked: every handler succeeded; the message was acked.
+	OutcomeAcked Outcome = iota
+	// OutcomeDeadLettered: a handler failed for good and the message went
+	// to the dead-letter topic, then was acked.
+	OutcomeDeadLettered
+	// OutcomeRedelivered: the message was nacked for redelivery.
+	OutcomeRedelivered
+	// OutcomeRetryLater: a handler failed and its retry waits in the
+	// broker (see DelayedNacker), which redelivers the message.
+	OutcomeRetryLater
+	// OutcomeDropped: a handler failed for good and the PolicyDrop policy
+	// acked the message.
+	OutcomeDropped
+	// OutcomeUnhandled: no handler for its event type; acked.
+	OutcomeUnhandled
+	// OutcomeSkipped: a dead letter reached a pattern subscription, or a
+	// message was redriven for another group; acked.
+	OutcomeSkipped
+	// OutcomeAbandoned: left unsettled (shutdown, a lost session), for
+	// redelivery.
+	OutcomeAbandoned
+	// OutcomeSettleFailed: acking or dead-lettering failed; the message
+	// was nacked or left to the broker for redelivery.
+	OutcomeSettleFailed
 )
 
-var outcomeNames = [...]string{"acked", "dead-lettered", "redelivered", "dropped", "unhandled", "skipped", "abandoned", "settle-failed"}
+var outcomeNames = [...]string{"acked", "dead_lettered", "redelivered", "retry_later", "dropped", "unhandled", "skipped", "abandoned", "settle_failed"}
 
+// String returns the outcome's label: "acked", "dead_lettered", ….
 func (o Outcome) String() string {
 	if int(o) < len(outcomeNames) {
 		return outcomeNames[o]
@@ -97,7 +99,17 @@ func (o Outcome) String() string {
 	return "unknown"
 }
 
-// Settlement reports how one message was settled; see OnSettle.
+// Final reports whether the message is done with for good; false for the
+// outcomes after which the broker delivers it again.
+func (o Outcome) Final() bool {
+	switch o {
+	case OutcomeRedelivered, OutcomeRetryLater, OutcomeAbandoned, OutcomeSettleFailed:
+		return false
+	}
+	return true
+}
+
+// Settlement reports how one message was settled.
 type Settlement struct {
 	Topic string
 	// ID and Type are the envelope's; empty when the payload did not
@@ -105,40 +117,50 @@ type Settlement struct {
 	ID, Type string
 	Outcome  Outcome
 	// Failures are the handlers that failed for good (or the decode
-	// failure), whatever the policy did with them.
+	// failure), whatever the policy did with them; for OutcomeRetryLater,
+	// the failure that is retried.
 	Failures []*FailedMessage
-	// Err is the error that made settling fail (Outcome SettleFailed).
+	// Err is the error that made settling fail (OutcomeSettleFailed).
 	Err error
+	// Duration is the time from taking the message to settling it; set
+	// for observers and OnSettle hooks only.
+	Duration time.Duration
 }
 
 // OnSettle calls f after every message the listener settled or abandoned,
-// from the goroutine that handled it. Use it for metrics and tests; it must
-// be fast and must not block. Several hooks run in the order given. A
-// nacked message may be redelivered and settled again before its
-// Redelivered settlement is reported.
+// from the goroutine that handled it: a MessageObserver that needs only the
+// end. It must be fast and must not block. A nacked message may be
+// redelivered and settled again before its settlement is reported.
 func OnSettle(f func(Settlement)) ListenerOption {
-	return listenerOptionFunc(func(l *Listener) { l.onSettle = append(l.onSettle, f) })
+	return Observe(settleFunc(f))
 }
 
-func (r *runState) report(d *Delivery, env *codec.Envelope, o Outcome, fails []*FailedMessage, err error) {
-	if len(r.l.onSettle) == 0 {
+type settleFunc func(Settlement)
+
+func (f settleFunc) ObserveMessage(ctx context.Context, _ *MessageInfo) (context.Context, func(Settlement)) {
+	return ctx, f
+}
+
+func (r *runState) report(ms *msgState, o Outcome, fails []*FailedMessage, err error) {
+	if len(ms.ends) == 0 {
 		return
 	}
-	s := Settlement{Topic: d.Topic, Outcome: o, Failures: fails, Err: err}
-	if env != nil {
-		s.ID, s.Type = env.ID, env.Type
+	s := Settlement{Topic: ms.d.Topic, Outcome: o, Failures: fails, Err: err, Duration: time.Since(ms.start)}
+	if ms.decoded {
+		s.ID, s.Type = ms.env.ID, ms.env.Type
 	}
-	for _, f := range r.l.onSettle {
-		f(s)
+	for i := len(ms.ends) - 1; i >= 0; i-- {
+		ms.ends[i](s)
 	}
 }
 
-// settleWith settles d with f unless the run abandoned its deliveries.
-func (r *runState) settleWith(d *Delivery, env *codec.Envelope, o Outcome, fails []*FailedMessage, f func(context.Context) error) {
+// settleWith settles the message with f unless the run abandoned its
+// deliveries.
+func (r *runState) settleWith(ms *msgState, o Outcome, fails []*FailedMessage, f func(context.Context) error) {
 	r.settleMu.RLock()
 	defer r.settleMu.RUnlock()
 	if r.abandoned.Load() {
-		r.report(d, env, Abandoned, fails, nil)
+		r.report(ms, OutcomeAbandoned, fails, nil)
 		return
 	}
 	if err := f(r.hard); err != nil {
@@ -149,27 +171,46 @@ func (r *runState) settleWith(d *Delivery, env *codec.Envelope, o Outcome, fails
 			// channel): the broker redelivers it, as at-least-once expects.
 			level = slog.LevelInfo
 		}
-		r.l.log.Log(r.hard, level, "dispytch: settling failed; the broker will redeliver", "topic", d.Topic, "outcome", o.String(), "err", err)
-		r.report(d, env, SettleFailed, fails, err)
+		r.l.log.Log(r.hard, level, "dispytch: settling failed; the broker will redeliver", "topic", ms.d.Topic, "outcome", o.String(), "err", err)
+		r.report(ms, OutcomeSettleFailed, fails, err)
 		return
 	}
-	r.report(d, env, o, fails, nil)
+	r.report(ms, o, fails, nil)
 }
 
-func (r *runState) ack(d *Delivery, env *codec.Envelope, o Outcome) {
-	r.settleWith(d, env, o, nil, d.Acker.Ack)
+func (r *runState) ack(ms *msgState, o Outcome) {
+	r.settleWith(ms, o, nil, ms.d.Acker.Ack)
 }
 
-func (r *runState) nack(d *Delivery, env *codec.Envelope, fails []*FailedMessage) {
+func (r *runState) nack(ms *msgState, fails []*FailedMessage) {
 	r.l.stats.redelivered.Add(1)
-	r.settleWith(d, env, Redelivered, fails, d.Acker.Nack)
+	r.settleWith(ms, OutcomeRedelivered, fails, ms.d.Acker.Nack)
 }
 
-func (r *runState) deadLetter(d *Delivery, env *codec.Envelope, dls, fails []*FailedMessage) {
+// nackAfter hands a failed attempt's retry to the broker. If the broker
+// cannot take it, the message is nacked for an immediate redelivery.
+func (r *runState) nackAfter(ms *msgState, o outcome) {
+	dn := ms.d.Acker.(DelayedNacker)
+	fails := []*FailedMessage{o.failed}
+	r.settleWith(ms, OutcomeRetryLater, fails, func(ctx context.Context) error {
+		err := dn.NackAfter(ctx, o.retryAfter)
+		if err == nil {
+			r.l.stats.retriesLater.Add(1)
+			return nil
+		}
+		r.l.log.Warn("dispytch: the broker did not take the delayed retry; redelivering now", "topic", ms.d.Topic,
+			"handler", o.failed.Handler, "err", err)
+		r.l.stats.redelivered.Add(1)
+		return ms.d.Acker.Nack(ctx)
+	})
+}
+
+func (r *runState) deadLetter(ms *msgState, dls, fails []*FailedMessage) {
+	d := ms.d
 	r.settleMu.RLock()
 	defer r.settleMu.RUnlock()
 	if r.abandoned.Load() {
-		r.report(d, env, Abandoned, fails, nil)
+		r.report(ms, OutcomeAbandoned, fails, nil)
 		return
 	}
 	for _, f := range dls {
@@ -190,14 +231,14 @@ func (r *runState) deadLetter(d *Delivery, env *codec.Envelope, dls, fails []*Fa
 	}
 	if err == nil {
 		r.l.stats.deadLettered.Add(int64(len(dls)))
-		r.report(d, env, DeadLettered, fails, nil)
+		r.report(ms, OutcomeDeadLettered, fails, nil)
 		return
 	}
 	r.l.stats.deadLetterErrors.Add(1)
 	if errors.Is(err, ErrTooLarge) || errors.Is(err, ErrPermanent) || d.Info.DeliveryCount >= r.l.dlAttempts {
 		// Retrying cannot help, or it did not: the last resort applies,
 		// so that the message does not hold its partition forever.
-		r.deadLetterFailed(d, env, fails, err)
+		r.deadLetterFailed(ms, fails, err)
 		return
 	}
 	r.l.log.Error("dispytch: dead-lettering failed; message left for redelivery", "topic", d.Topic,
@@ -205,7 +246,7 @@ func (r *runState) deadLetter(d *Delivery, env *codec.Envelope, dls, fails []*Fa
 	if nerr := d.Acker.Nack(r.hard); nerr != nil {
 		r.l.log.Error("dispytch: nack failed", "topic", d.Topic, "err", nerr)
 	}
-	r.report(d, env, SettleFailed, fails, err)
+	r.report(ms, OutcomeSettleFailed, fails, err)
 }
 
 // publishDeadLetters stores the dead letters of d, and acks d when the
@@ -236,20 +277,30 @@ func (r *runState) publishDeadLetters(ctx context.Context, d *Delivery, dls []*F
 
 // deadLetterFailed applies the last resort to a message that could not be
 // dead-lettered (DeadLetterFallback).
-func (r *runState) deadLetterFailed(d *Delivery, env *codec.Envelope, fails []*FailedMessage, err error) {
-	l := r.l
+func (r *runState) deadLetterFailed(ms *msgState, fails []*FailedMessage, err error) {
+	l, d := r.l, ms.d
 	attrs := []any{"topic", d.Topic, "partition", d.Info.Partition, "offset", d.Info.Offset,
 		"delivery_count", d.Info.DeliveryCount, "err", err}
-	if env != nil {
-		attrs = append(attrs, "id", env.ID, "type", env.Type)
+	if ms.decoded {
+		attrs = append(attrs, "id", ms.env.ID, "type", ms.env.Type)
 	}
-	if l.dlFallback == Redeliver {
-		l.log.Error("dispytch: dead-lettering failed for good; redelivering (DeadLetterFallback(Redeliver))", attrs...)
-		r.nack(d, env, fails)
+	if l.dlFallback == PolicyRedeliver {
+		l.log.Error("dispytch: dead-lettering failed for good; redelivering (DeadLetterFallback(PolicyRedeliver))", attrs...)
+		r.l.stats.redelivered.Add(1)
+		// settleMu is held: call the acker directly.
+		if nerr := d.Acker.Nack(r.hard); nerr != nil {
+			r.l.stats.ackErrors.Add(1)
+		}
+		r.report(ms, OutcomeRedelivered, fails, nil)
 		return
 	}
 	l.stats.deadLetterDropped.Add(1)
 	l.stats.dropped.Add(1)
-	l.log.Error("dispytch: dead-lettering failed for good; message dropped (DeadLetterFallback(Drop))", attrs...)
-	r.settleWith(d, env, Dropped, fails, d.Acker.Ack)
+	l.log.Error("dispytch: dead-lettering failed for good; message dropped (DeadLetterFallback(PolicyDrop))", attrs...)
+	if aerr := d.Acker.Ack(r.hard); aerr != nil {
+		r.l.stats.ackErrors.Add(1)
+		r.report(ms, OutcomeSettleFailed, fails, aerr)
+		return
+	}
+	r.report(ms, OutcomeDropped, fails, nil)
 }

@@ -8,8 +8,11 @@ type Stats struct {
 	Received int64
 	// Handled counts successful handler calls (one per handler per message).
 	Handled int64
-	// Retries counts handler retries.
+	// Retries counts handler retries, in the worker or through the broker.
 	Retries int64
+	// BrokerRetries counts the retries handed to the broker to wait there
+	// (see BrokerRetries); they are in Retries too.
+	BrokerRetries int64
 	// Failed counts handlers that failed for good.
 	Failed int64
 	// Panics counts handler attempts that panicked.
@@ -21,7 +24,7 @@ type Stats struct {
 	DeadLetterErrors int64
 	// Redelivered counts messages nacked for redelivery.
 	Redelivered int64
-	// Dropped counts failed messages acked and dropped (the Drop policy).
+	// Dropped counts failed messages acked and dropped (PolicyDrop).
 	Dropped int64
 	// Unhandled counts messages no handler was registered for.
 	Unhandled int64
@@ -55,7 +58,7 @@ type counter struct {
 type counters struct {
 	received, finished, handled, retries, failed, panics, deadLettered, deadLetterErrors counter
 	redelivered, dropped, unhandled, poison, skippedDeadLetters, abandoned, ackErrors    counter
-	timeouts, deadLetterDropped                                                          counter
+	timeouts, deadLetterDropped, retriesLater                                            counter
 }
 
 func (c *counters) snapshot() Stats {
@@ -67,5 +70,6 @@ func (c *counters) snapshot() Stats {
 		SkippedDeadLetters: c.skippedDeadLetters.Load(), Abandoned: c.abandoned.Load(),
 		AckErrors: c.ackErrors.Load(), InFlight: c.received.Load() - c.finished.Load(),
 		Timeouts: c.timeouts.Load(), DeadLetterDropped: c.deadLetterDropped.Load(),
+		BrokerRetries: c.retriesLater.Load(),
 	}
 }

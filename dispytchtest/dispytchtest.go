@@ -8,7 +8,7 @@
 //	kit.Listener.AddGroup(users)
 //	kit.Start()
 //	id := kit.Emit(UserRegistered{...})
-//	if s := kit.Wait(id); s.Outcome != dispytch.Acked { t.Fatal(s) }
+//	if s := kit.Wait(id); s.Outcome != dispytch.OutcomeAcked { t.Fatal(s) }
 package dispytchtest
 
 import (
@@ -174,12 +174,8 @@ func (k *Kit) Publish(topic string, value []byte, headers dispytch.Headers) {
 func (k *Kit) Wait(id string) dispytch.Settlement {
 	k.T.Helper()
 	return k.WaitFor(fmt.Sprintf("event %s settled", id), func(s dispytch.Settlement) bool {
-		return s.ID == id && final(s.Outcome)
+		return s.ID == id && s.Outcome.Final()
 	})
-}
-
-func final(o dispytch.Outcome) bool {
-	return o != dispytch.Redelivered && o != dispytch.Abandoned && o != dispytch.SettleFailed
 }
 
 // WaitFor waits for the first settlement, past or future, that match
@@ -234,7 +230,7 @@ func (k *Kit) DeadLetters() []*dispytch.FailedMessage {
 	defer k.mu.Unlock()
 	var out []*dispytch.FailedMessage
 	for _, s := range k.settled {
-		if s.Outcome == dispytch.DeadLettered {
+		if s.Outcome == dispytch.OutcomeDeadLettered {
 			out = append(out, s.Failures...)
 		}
 	}

@@ -154,7 +154,7 @@ func TestEndToEndWithListener(t *testing.T) {
 	kit.Listener.Handle("orders", "order_placed", func(ev dispytch.Event[Order]) {}, dispytch.Name("strict"), dispytch.Strict())
 	kit.Start()
 	want := Order{Customer: "Jöhn 🚀", Total: 19.99, Big: 9007199254740993}
-	if s := kit.Wait(kit.Emit(want)); s.Outcome != dispytch.Acked {
+	if s := kit.Wait(kit.Emit(want)); s.Outcome != dispytch.OutcomeAcked {
 		t.Fatalf("%+v", s.Failures[0].Err)
 	}
 	select {
@@ -174,7 +174,7 @@ func TestEndToEndWithListener(t *testing.T) {
 	env, _ := msgpack.Codec.AppendEnvelope(nil, &codec.Envelope{ID: "1", Type: "order_placed", Body: body, Timestamp: 1})
 	kit.Publish("orders", env, nil)
 	s := kit.WaitFor("strict", func(s dispytch.Settlement) bool { return s.ID == "1" })
-	if s.Outcome != dispytch.DeadLettered || len(s.Failures) != 1 || s.Failures[0].Handler != "strict" {
+	if s.Outcome != dispytch.OutcomeDeadLettered || len(s.Failures) != 1 || s.Failures[0].Handler != "strict" {
 		t.Fatalf("%+v", s)
 	}
 	_ = context.Background

@@ -101,7 +101,7 @@ func run() error {
 		select {
 		case s := <-settled:
 			fmt.Printf("-> %s: %s\n", s.Topic, s.Outcome)
-			if s.Outcome == dispytch.DeadLettered {
+			if s.Outcome == dispytch.OutcomeDeadLettered {
 				dead = s.Failures[0]
 				fmt.Printf("   dead letter: reason=%s handler=%s attempts=%d err=%q\n", dead.Reason, dead.Handler, dead.Attempts, dead.Err)
 			}
