@@ -1,0 +1,27 @@
+package memory_test
+
+import (
+	"testing"
+
+	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend/backendtest"
+	"github.com/dispytch/dispytch-go/memory"
+)
+
+// The memory broker passes the backend conformance suite: one broker for
+// the whole run, as a process's embedded broker is.
+func TestConformance(t *testing.T) {
+	b := memory.New()
+	t.Cleanup(func() { b.Close() })
+	backendtest.Run(t, backendtest.Backend{
+		Name: "memory",
+		New:  func(testing.TB) (dispytch.Producer, dispytch.Consumer) { return b, b },
+		Features: backendtest.Features{
+			Persistent:      true,
+			ConsumerGroups:  true,
+			OrderPerKey:     true,
+			NewTopics:       true,
+			DeadLetterStore: true,
+		},
+	})
+}
