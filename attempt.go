@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/internal/di"
 )
 
@@ -20,7 +21,7 @@ type outcome struct {
 	policy    FailurePolicy
 	abandoned bool
 	// retryAfter, when set, asks the broker to redeliver the message
-	// after that long (see DelayedNacker), for the next attempt.
+	// after that long (see backend.DelayedNacker), for the next attempt.
 	retryAfter time.Duration
 }
 
@@ -67,7 +68,7 @@ func (r *runState) runHandler(ms *msgState, h *handler, meta *Metadata) outcome 
 		delay := h.cfg.backoff.Delay(attempt)
 		l.stats.retries.Add(1)
 		if delay > 0 && ms.one && l.brokerRetries && !r.ordered(d) {
-			if dn, ok := d.Acker.(DelayedNacker); ok && dn.CanNackAfter(delay) {
+			if dn, ok := d.Acker.(backend.DelayedNacker); ok && dn.CanNackAfter(delay) {
 				// The broker waits, not a worker.
 				l.log.Warn("dispytch: handler failed, retrying through the broker", "handler", h.info.Name, "topic", meta.Topic,
 					"type", meta.Type, "id", meta.ID, "attempt", attempt, "retry_in", delay.String(), "err", err)
@@ -96,7 +97,7 @@ func (r *runState) runHandler(ms *msgState, h *handler, meta *Metadata) outcome 
 // ordered reports whether d must be handled in order with others (an
 // ordering key, or a message key the listener orders by): a retry waiting
 // in the broker would let later messages of its key overtake it.
-func (r *runState) ordered(d *Delivery) bool {
+func (r *runState) ordered(d *backend.Delivery) bool {
 	return d.OrderingKey != "" || (r.l.orderByKey && len(d.Key) > 0)
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/memory"
 )
 
@@ -143,12 +144,12 @@ type nopAcker struct{ wg *sync.WaitGroup }
 func (a nopAcker) Ack(context.Context) error  { a.wg.Done(); return nil }
 func (a nopAcker) Nack(context.Context) error { a.wg.Done(); return nil }
 
-func (f *feeder) Consume(ctx context.Context, sub dispytch.Subscription, in dispytch.Inbox) error {
+func (f *feeder) Consume(ctx context.Context, sub backend.Subscription, in backend.Inbox) error {
 	in.Ready()
 	f.acks.Add(f.n)
 	ack := nopAcker{&f.acks}
 	for range f.n {
-		d := &dispytch.Delivery{Topic: "user_events", Value: f.value, Acker: ack}
+		d := &backend.Delivery{Topic: "user_events", Value: f.value, Acker: ack}
 		if err := in.Deliver(ctx, d); err != nil {
 			return err
 		}
@@ -157,7 +158,7 @@ func (f *feeder) Consume(ctx context.Context, sub dispytch.Subscription, in disp
 	return nil
 }
 
-func (f *feeder) Produce(context.Context, ...*dispytch.Message) error { return nil }
+func (f *feeder) Produce(context.Context, ...*backend.Message) error { return nil }
 
 // runDispatch registers the handler with Handle1, the typed path.
 func runDispatch[T any](tb testing.TB, t timer, n int) time.Duration {

@@ -109,7 +109,7 @@ func (l *Listener) compile() (*compiled, error) {
 		problems = append(problems, "no handlers registered")
 	}
 	if needDL && l.dlProducer == nil {
-		problems = append(problems, fmt.Sprintf("the dead-letter policy is in use but there is no producer for dead letters: consumer %T is not a Producer; pass DeadLetterProducer, or choose OnFailure(Redeliver or Drop) and PoisonPolicy", l.consumer))
+		problems = append(problems, fmt.Sprintf("the dead-letter policy is in use but there is no producer for dead letters: consumer %T is not a backend.Producer; pass DeadLetterProducer, or choose OnFailure(Redeliver or Drop) and PoisonPolicy", l.consumer))
 	}
 	var rs []*route
 	for _, r := range routes {

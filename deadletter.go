@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dispytch/dispytch-go/backend"
 )
 
 // Reason says why a message failed.
@@ -115,7 +117,7 @@ func DefaultDeadLetterTopic(dl *FailedMessage) string {
 
 // Message builds the dead-letter message: the original key and value, the
 // original headers, and the failure headers.
-func (dl *FailedMessage) Message(topic string) *Message {
+func (dl *FailedMessage) Message(topic string) *backend.Message {
 	h := make(Headers, len(dl.Headers)+8)
 	for k, v := range dl.Headers {
 		h[k] = v
@@ -140,13 +142,13 @@ func (dl *FailedMessage) Message(topic string) *Message {
 	}
 	delete(h, HeaderRedriveHandler)
 	delete(h, HeaderRedriveGroup)
-	return &Message{Topic: topic, Key: dl.Key, Value: dl.Value, Headers: h}
+	return &backend.Message{Topic: topic, Key: dl.Key, Value: dl.Value, Headers: h}
 }
 
 // truncatedMessage is the dead letter of a message too large to
 // dead-letter whole: the failure headers and the original's coordinates,
 // its event id, type and content type, and no value.
-func (dl *FailedMessage) truncatedMessage(topic string) *Message {
+func (dl *FailedMessage) truncatedMessage(topic string) *backend.Message {
 	small := *dl
 	small.Headers = nil
 	small.Value = nil

@@ -6,53 +6,15 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/dispytch/dispytch-go/backend"
 )
-
-// DeadLetterAction is what a scan of a dead-letter destination does with
-// one message.
-type DeadLetterAction uint8
-
-const (
-	// DeadLetterKeep leaves the message in the destination.
-	DeadLetterKeep DeadLetterAction = iota
-	// DeadLetterRemove removes the message for good.
-	DeadLetterRemove
-)
-
-// ErrStopScan, returned by a scan's function, ends the scan early without
-// an error; the message it was given is kept.
-var ErrStopScan = errors.New("dispytch: stop scan")
-
-// DeadLetterStore is implemented by backends whose dead-letter
-// destinations can be read and edited: the memory broker, Kafka and
-// RabbitMQ. DeadLetters builds the operations on it.
-type DeadLetterStore interface {
-	// ScanDeadLetters calls f with each message the destination dest holds
-	// when the scan starts, oldest first, each once; messages that arrive
-	// during the scan (a redriven message that failed again, say) are not
-	// seen. f's action says whether the message stays or goes; the
-	// delivery's Acker is nil.
-	//
-	// An error from f ends the scan: that message and the ones not yet
-	// seen stay, and the error is returned (nil for ErrStopScan). Removals
-	// are applied by the time ScanDeadLetters returns; after an error
-	// some may not be, so a removed message can be seen again by a later
-	// scan (at-least-once). Kept messages stay in dest; a backend may move
-	// them to its end, and documents it.
-	ScanDeadLetters(ctx context.Context, dest string, f func(*Delivery) (DeadLetterAction, error)) error
-}
-
-// DeadLetterCounter may be implemented by a DeadLetterStore that can count
-// a destination's messages without reading them.
-type DeadLetterCounter interface {
-	CountDeadLetters(ctx context.Context, dest string) (int, error)
-}
 
 // DeadLetterQueue is one dead-letter destination ("users.dlq") of a
 // backend, with the operations operators need: List, Count, Purge and
 // Redrive. Build one with DeadLetters.
 type DeadLetterQueue struct {
-	store DeadLetterStore
+	store backend.DeadLetterStore
 	name  string
 }
 
@@ -62,7 +24,7 @@ type DeadLetterQueue struct {
 //	dlq := dispytch.DeadLetters(client, "users.dlq")
 //	letters, err := dlq.List(ctx, dispytch.FilterReason(dispytch.ReasonHandler))
 //	n, err := dlq.Redrive(ctx, client)
-func DeadLetters(store DeadLetterStore, name string) *DeadLetterQueue {
+func DeadLetters(store backend.DeadLetterStore, name string) *DeadLetterQueue {
 	return &DeadLetterQueue{store: store, name: name}
 }
 
@@ -143,7 +105,7 @@ func (c *dlConfig) selects(f *FailedMessage) bool {
 
 // scan runs f over the selected dead letters; messages that are not dead
 // letters (no failure headers) and unselected ones are kept.
-func (q *DeadLetterQueue) scan(ctx context.Context, c *dlConfig, f func(*FailedMessage) (DeadLetterAction, error)) error {
+func (q *DeadLetterQueue) scan(ctx context.Context, c *dlConfig, f func(*FailedMessage) (backend.DeadLetterAction, error)) error {
 	if q == nil || q.store == nil {
 		return errors.New("dispytch: dead letters: no store")
 	}
@@ -151,22 +113,22 @@ func (q *DeadLetterQueue) scan(ctx context.Context, c *dlConfig, f func(*FailedM
 		return errors.New("dispytch: dead letters: nil context")
 	}
 	n := 0
-	err := q.store.ScanDeadLetters(ctx, q.name, func(d *Delivery) (DeadLetterAction, error) {
+	err := q.store.ScanDeadLetters(ctx, q.name, func(d *backend.Delivery) (backend.DeadLetterAction, error) {
 		if c.limit > 0 && n >= c.limit {
-			return DeadLetterKeep, ErrStopScan
+			return backend.ActionKeep, backend.ErrStopScan
 		}
 		fm, ok := ParseDeadLetter(q.name, d.Key, d.Value, d.Headers)
 		if !ok {
-			return DeadLetterKeep, nil
+			return backend.ActionKeep, nil
 		}
 		fm.Partition, fm.Offset = d.Info.Partition, d.Info.Offset
 		if !c.selects(fm) {
-			return DeadLetterKeep, nil
+			return backend.ActionKeep, nil
 		}
 		n++
 		return f(fm)
 	})
-	if err != nil && !errors.Is(err, ErrStopScan) {
+	if err != nil && !errors.Is(err, backend.ErrStopScan) {
 		return fmt.Errorf("dispytch: dead letters %q: %w", q.name, err)
 	}
 	return nil
@@ -178,9 +140,9 @@ func (q *DeadLetterQueue) scan(ctx context.Context, c *dlConfig, f func(*FailedM
 // in the dead-letter topic, when it has one).
 func (q *DeadLetterQueue) List(ctx context.Context, opts ...DeadLetterOption) ([]*FailedMessage, error) {
 	var out []*FailedMessage
-	err := q.scan(ctx, dlOptions(opts), func(f *FailedMessage) (DeadLetterAction, error) {
+	err := q.scan(ctx, dlOptions(opts), func(f *FailedMessage) (backend.DeadLetterAction, error) {
 		out = append(out, f)
-		return DeadLetterKeep, nil
+		return backend.ActionKeep, nil
 	})
 	return out, err
 }
@@ -189,7 +151,7 @@ func (q *DeadLetterQueue) List(ctx context.Context, opts ...DeadLetterOption) ([
 // filters, how many of them they select.
 func (q *DeadLetterQueue) Count(ctx context.Context, opts ...DeadLetterOption) (int, error) {
 	c := dlOptions(opts)
-	if cn, ok := q.store.(DeadLetterCounter); ok && len(opts) == 0 {
+	if cn, ok := q.store.(backend.DeadLetterCounter); ok && len(opts) == 0 {
 		n, err := cn.CountDeadLetters(ctx, q.name)
 		if err != nil {
 			return 0, fmt.Errorf("dispytch: dead letters %q: %w", q.name, err)
@@ -197,9 +159,9 @@ func (q *DeadLetterQueue) Count(ctx context.Context, opts ...DeadLetterOption) (
 		return n, nil
 	}
 	n := 0
-	err := q.scan(ctx, c, func(*FailedMessage) (DeadLetterAction, error) {
+	err := q.scan(ctx, c, func(*FailedMessage) (backend.DeadLetterAction, error) {
 		n++
-		return DeadLetterKeep, nil
+		return backend.ActionKeep, nil
 	})
 	return n, err
 }
@@ -209,12 +171,12 @@ func (q *DeadLetterQueue) Count(ctx context.Context, opts ...DeadLetterOption) (
 func (q *DeadLetterQueue) Purge(ctx context.Context, opts ...DeadLetterOption) (int, error) {
 	c := dlOptions(opts)
 	n := 0
-	err := q.scan(ctx, c, func(*FailedMessage) (DeadLetterAction, error) {
+	err := q.scan(ctx, c, func(*FailedMessage) (backend.DeadLetterAction, error) {
 		n++
 		if c.dryRun {
-			return DeadLetterKeep, nil
+			return backend.ActionKeep, nil
 		}
-		return DeadLetterRemove, nil
+		return backend.ActionRemove, nil
 	})
 	return n, err
 }
@@ -233,7 +195,7 @@ func (q *DeadLetterQueue) Purge(ctx context.Context, opts ...DeadLetterOption) (
 // Letters truncated because they were too large (see HeaderDLTruncated)
 // have no value to republish and are skipped. A failed republish stops the
 // pass with the error; what was moved so far stays moved.
-func (q *DeadLetterQueue) Redrive(ctx context.Context, p Producer, opts ...DeadLetterOption) (int, error) {
+func (q *DeadLetterQueue) Redrive(ctx context.Context, p backend.Producer, opts ...DeadLetterOption) (int, error) {
 	if p == nil {
 		return 0, errors.New("dispytch: redrive: nil producer")
 	}
@@ -242,26 +204,26 @@ func (q *DeadLetterQueue) Redrive(ctx context.Context, p Producer, opts ...DeadL
 		c.reasons = []Reason{ReasonHandler, ReasonPanic, ReasonNoHandler, ReasonDependency, ReasonTimeout}
 	}
 	n := 0
-	err := q.scan(ctx, c, func(f *FailedMessage) (DeadLetterAction, error) {
+	err := q.scan(ctx, c, func(f *FailedMessage) (backend.DeadLetterAction, error) {
 		if f.Truncated > 0 || f.Topic == "" {
-			return DeadLetterKeep, nil
+			return backend.ActionKeep, nil
 		}
 		if c.dryRun {
 			n++
-			return DeadLetterKeep, nil
+			return backend.ActionKeep, nil
 		}
 		if err := p.Produce(ctx, redriveMessage(f)); err != nil {
-			return DeadLetterKeep, fmt.Errorf("redrive to %q: %w", f.Topic, err)
+			return backend.ActionKeep, fmt.Errorf("redrive to %q: %w", f.Topic, err)
 		}
 		n++
-		return DeadLetterRemove, nil
+		return backend.ActionRemove, nil
 	})
 	return n, err
 }
 
 // redriveMessage turns a dead letter back into the original message, marked
 // for the handler that failed.
-func redriveMessage(f *FailedMessage) *Message {
+func redriveMessage(f *FailedMessage) *backend.Message {
 	h := make(Headers, len(f.Headers)+2)
 	for k, v := range f.Headers {
 		h[k] = v
@@ -272,5 +234,5 @@ func redriveMessage(f *FailedMessage) *Message {
 	if f.Group != "" {
 		h[HeaderRedriveGroup] = f.Group
 	}
-	return &Message{Topic: f.Topic, Key: f.Key, Value: f.Value, Headers: h}
+	return &backend.Message{Topic: f.Topic, Key: f.Key, Value: f.Value, Headers: h}
 }

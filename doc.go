@@ -2,7 +2,7 @@
 // events with a topic and an event type, an Emitter, handler groups with
 // FastAPI-style dependency injection in handler signatures, validated event
 // bodies, retries, dead letters, topic patterns, and pluggable backends
-// (package memory, kafka, rabbitmq, or your own Producer and Consumer).
+// (package memory, kafka, rabbitmq, or your own backend.Producer and backend.Consumer).
 //
 // It speaks Python Dispytch's wire envelope, {"id","type","body","timestamp"},
 // in JSON (JSON) or msgpack (package codec/msgpack), so Go and Python

@@ -2,9 +2,7 @@ package dispytch
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,23 +12,16 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/codec"
 	"github.com/dispytch/dispytch-go/topic"
 )
 
-// AsyncProducer is implemented by producers that can send without waiting,
-// batching many messages per broker round trip. done is called exactly once,
-// when the broker accepted the message or it failed.
-type AsyncProducer interface {
-	Producer
-	ProduceAsync(ctx context.Context, m *Message, done func(error))
-}
-
 // Emitter encodes events into Dispytch envelopes and sends them through a
-// Producer. It is safe for concurrent use.
+// backend.Producer. It is safe for concurrent use.
 type Emitter struct {
-	p        Producer
-	ap       AsyncProducer // p, when it batches
+	p        backend.Producer
+	ap       backend.AsyncProducer // p, when it batches
 	codec    codec.Codec
 	appender codec.EventAppender // codec, when it has the fast path
 	backend  string
@@ -59,10 +50,10 @@ func OnEmitError(f func(ctx context.Context, ev Eventer, err error)) EmitterOpti
 
 // NewEmitter returns an emitter that sends through p, encoding with JSON
 // unless WithCodec says otherwise.
-func NewEmitter(p Producer, opts ...EmitterOption) *Emitter {
+func NewEmitter(p backend.Producer, opts ...EmitterOption) *Emitter {
 	e := &Emitter{p: p, codec: codec.JSON, log: slog.Default(), now: time.Now}
-	e.ap, _ = p.(AsyncProducer)
-	if bn, ok := p.(BackendNamer); ok {
+	e.ap, _ = p.(backend.AsyncProducer)
+	if bn, ok := p.(backend.Named); ok {
 		e.backend = bn.Backend()
 	}
 	for _, o := range opts {
@@ -80,7 +71,7 @@ type emitSettings struct {
 	keySet  bool
 	id      string
 	headers Headers
-	backend []BackendOption
+	backend []backend.Option
 }
 
 // Key sets the message key (Kafka's partition key; the memory broker's
@@ -118,7 +109,7 @@ func EventID(id string) EmitOption { return func(s *emitSettings) { s.id = id } 
 // WithBackendOption passes a backend-specific option. Backends wrap their own
 // options with it (kafka.Partition, rabbitmq.Priority, ...); the emitter
 // rejects an option of another backend with ErrForeignOption.
-func WithBackendOption(o BackendOption) EmitOption {
+func WithBackendOption(o backend.Option) EmitOption {
 	return func(s *emitSettings) { s.backend = append(s.backend, o) }
 }
 
@@ -151,7 +142,7 @@ func (e *Emitter) Emit(ctx context.Context, ev Eventer, opts ...EmitOption) erro
 
 // observe runs the emit observers on m and returns the context to send it
 // with and the function reporting its outcome.
-func (e *Emitter) observe(ctx context.Context, m *Message) (context.Context, func(error)) {
+func (e *Emitter) observe(ctx context.Context, m *backend.Message) (context.Context, func(error)) {
 	ends := make([]func(error), 0, len(e.obs))
 	for _, o := range e.obs {
 		var end func(error)
@@ -169,7 +160,7 @@ func (e *Emitter) observe(ctx context.Context, m *Message) (context.Context, fun
 
 // message encodes ev for sending, and checks what must hold before
 // anything is sent: a producer, a live context.
-func (e *Emitter) message(ctx context.Context, ev Eventer, opts []EmitOption) (*Message, error) {
+func (e *Emitter) message(ctx context.Context, ev Eventer, opts []EmitOption) (*backend.Message, error) {
 	if ctx == nil {
 		return nil, fmt.Errorf("dispytch: emit: nil context: %w", ErrNotSent)
 	}
@@ -187,7 +178,7 @@ func (e *Emitter) message(ctx context.Context, ev Eventer, opts []EmitOption) (*
 }
 
 // EmitAsync sends ev without waiting for the broker when the producer
-// batches (AsyncProducer), and calls done once with the outcome. With any
+// batches (backend.AsyncProducer), and calls done once with the outcome. With any
 // other producer it sends synchronously before calling done.
 func (e *Emitter) EmitAsync(ctx context.Context, ev Eventer, done func(error), opts ...EmitOption) {
 	if done == nil {
@@ -224,15 +215,15 @@ func (e *Emitter) EmitAsync(ctx context.Context, ev Eventer, done func(error), o
 
 // EmitBatch encodes every event, then sends them all in one Produce call.
 // Nothing is sent when one of them fails to encode, or when ctx is done.
-// When some messages fail to send, the error is a *BatchError with one
-// entry per event: BatchError.NotSent lists those not sent,
-// BatchError.Unconfirmed those sent without a confirmation. OnEmitError
+// When some messages fail to send, the error is a *backend.BatchError with one
+// entry per event: backend.BatchError.NotSent lists those not sent,
+// backend.BatchError.Unconfirmed those sent without a confirmation. OnEmitError
 // is called for every event that failed.
 func (e *Emitter) EmitBatch(ctx context.Context, events []Eventer, opts ...EmitOption) error {
 	if len(events) == 0 {
 		return nil
 	}
-	msgs := make([]*Message, len(events))
+	msgs := make([]*backend.Message, len(events))
 	for i, ev := range events {
 		m, err := e.message(ctx, ev, opts)
 		if err != nil {
@@ -260,11 +251,11 @@ func (e *Emitter) EmitBatch(ctx context.Context, events []Eventer, opts ...EmitO
 		}
 		return nil
 	}
-	var be *BatchError
+	var be *backend.BatchError
 	if !errors.As(err, &be) || len(be.Errs) != len(msgs) {
 		// One error for the whole batch: it applies to every message.
 		whole := err
-		be = &BatchError{Errs: make([]error, len(msgs))}
+		be = &backend.BatchError{Errs: make([]error, len(msgs))}
 		for i := range msgs {
 			be.Errs[i] = whole
 		}
@@ -283,7 +274,7 @@ func (e *Emitter) EmitBatch(ctx context.Context, events []Eventer, opts ...EmitO
 	return be
 }
 
-func (e *Emitter) produceErr(ctx context.Context, m *Message, err error) error {
+func (e *Emitter) produceErr(ctx context.Context, m *backend.Message, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -302,7 +293,7 @@ func wrapDeadline(ctx context.Context, err error) error {
 }
 
 // Message encodes ev into the message Emit would send, without sending it.
-func (e *Emitter) Message(ev Eventer, opts ...EmitOption) (*Message, error) {
+func (e *Emitter) Message(ev Eventer, opts ...EmitOption) (*backend.Message, error) {
 	if ev == nil {
 		return nil, fmt.Errorf("%w: nil event", ErrEncode)
 	}
@@ -328,7 +319,7 @@ func (e *Emitter) Message(ev Eventer, opts ...EmitOption) (*Message, error) {
 			id = ider.EventID()
 		}
 		if id == "" {
-			id = NewUUID()
+			id = backend.NewUUID()
 		}
 	}
 	typ := ev.EventType()
@@ -336,7 +327,7 @@ func (e *Emitter) Message(ev Eventer, opts ...EmitOption) (*Message, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Message{Topic: topic, Value: value, ID: id, Type: typ, Headers: s.headers, ContentType: e.codec.ContentType(), Options: s.backend}
+	m := &backend.Message{Topic: topic, Value: value, ID: id, Type: typ, Headers: s.headers, ContentType: e.codec.ContentType(), Options: s.backend}
 	if s.keySet {
 		m.Key = s.key
 	} else if k, ok := ev.(EventKeyer); ok {
@@ -389,7 +380,7 @@ func (e *Emitter) backendName() string {
 func (e *Emitter) topic(ev Eventer) (string, error) {
 	raw := ev.Topic()
 	if raw == "" {
-		return "", fmt.Errorf("%w: %s", errEmptyTopic, ev.EventType())
+		return "", fmt.Errorf("%w: %s has an empty topic", ErrTopicField, ev.EventType())
 	}
 	if !strings.Contains(raw, "{") && !strings.Contains(raw, "}") {
 		return raw, nil
@@ -519,23 +510,4 @@ func nonEmpty(s string) (string, error) {
 		return "", errors.New("is empty")
 	}
 	return s, nil
-}
-
-// NewUUID returns a random (version 4) UUID in its canonical text form.
-func NewUUID() string {
-	var u [16]byte
-	_, _ = rand.Read(u[:]) // crypto/rand.Read never fails (Go 1.24+)
-	u[6] = u[6]&0x0f | 0x40
-	u[8] = u[8]&0x3f | 0x80
-	var b [36]byte
-	hex.Encode(b[0:8], u[0:4])
-	b[8] = '-'
-	hex.Encode(b[9:13], u[4:6])
-	b[13] = '-'
-	hex.Encode(b[14:18], u[6:8])
-	b[18] = '-'
-	hex.Encode(b[19:23], u[8:10])
-	b[23] = '-'
-	hex.Encode(b[24:], u[10:])
-	return string(b[:])
 }

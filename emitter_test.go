@@ -9,18 +9,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/codec"
 )
 
-// recorder is a Producer keeping what it was given.
+// recorder is a backend.Producer keeping what it was given.
 type recorder struct {
 	mu   sync.Mutex
-	msgs []*Message
+	msgs []*backend.Message
 	err  error
 	name string
 }
 
-func (r *recorder) Produce(ctx context.Context, msgs ...*Message) error {
+func (r *recorder) Produce(ctx context.Context, msgs ...*backend.Message) error {
 	if r.err != nil {
 		return r.err
 	}
@@ -164,7 +165,7 @@ func TestEmitBatch(t *testing.T) {
 func TestNewUUID(t *testing.T) {
 	seen := map[string]bool{}
 	for range 1000 {
-		u := NewUUID()
+		u := backend.NewUUID()
 		if !uuidRE.MatchString(u) || seen[u] {
 			t.Fatalf("bad or repeated uuid %q", u)
 		}

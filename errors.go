@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/dispytch/dispytch-go/backend"
 )
 
 // Sentinel errors. Errors returned by this package and by the backends wrap
@@ -12,19 +14,19 @@ var (
 	// ErrTimeout reports that an operation did not finish before its
 	// context deadline. Errors wrapping it also wrap
 	// context.DeadlineExceeded.
-	ErrTimeout = errors.New("dispytch: timeout")
+	ErrTimeout = backend.ErrTimeout
 	// ErrClosed reports an operation on a closed producer, consumer or broker.
-	ErrClosed = errors.New("dispytch: closed")
+	ErrClosed = backend.ErrClosed
 	// ErrTopicField reports a dynamic topic whose {field} placeholder
 	// cannot be filled: the event has no such field, or its value is nil,
 	// empty or of a kind that has no text form.
 	ErrTopicField = errors.New("dispytch: topic placeholder has no matching event field")
 	// ErrForeignOption reports a backend-specific emit option passed to a
 	// producer of another backend.
-	ErrForeignOption = errors.New("dispytch: emit option belongs to another backend")
+	ErrForeignOption = backend.ErrForeignOption
 	// ErrUnroutable reports a message the broker accepted but could not
 	// route to any queue.
-	ErrUnroutable = errors.New("dispytch: message unroutable")
+	ErrUnroutable = backend.ErrUnroutable
 	// ErrEncode reports an event that could not be encoded.
 	ErrEncode = errors.New("dispytch: encode failed")
 	// ErrDecode reports a payload that is not a valid envelope, or a body
@@ -44,24 +46,24 @@ var (
 	ErrInvalidGraph = errors.New("dispytch: invalid dependency graph")
 	// ErrStopping is returned by Inbox.Deliver once the listener is shutting
 	// down and accepts no more deliveries.
-	ErrStopping = errors.New("dispytch: listener stopping")
+	ErrStopping = backend.ErrStopping
 	// ErrPermanent marks an error that must not be retried. See Permanent.
 	// Backends wrap it around permanent broker errors too (access refused,
 	// a missing virtual host, an inequivalent declaration), so a handler
 	// whose emit failed that way is not retried.
-	ErrPermanent = errors.New("dispytch: permanent error")
+	ErrPermanent = backend.ErrPermanent
 	// ErrNotSent reports a message that was not sent: the context was done
 	// before it was handed to the broker, or the producer could not send
 	// it. Retrying it cannot create a duplicate.
-	ErrNotSent = errors.New("dispytch: not sent")
+	ErrNotSent = backend.ErrNotSent
 	// ErrUnconfirmed reports a message that was handed to the broker but
 	// whose confirmation did not arrive (the context ended, or the
 	// connection was lost): the broker may or may not have stored it.
 	// Retrying it may create a duplicate, which at-least-once consumers
 	// tolerate.
-	ErrUnconfirmed = errors.New("dispytch: sent but not confirmed")
+	ErrUnconfirmed = backend.ErrUnconfirmed
 	// ErrTooLarge reports a message larger than the broker accepts.
-	ErrTooLarge = errors.New("dispytch: message too large")
+	ErrTooLarge = backend.ErrTooLarge
 	// ErrNotReady reports a listener that never subscribed: Run returns it
 	// when the start timeout passed, or its context ended, before the
 	// consumer's subscription was in place, wrapped around the last cause.
@@ -73,18 +75,7 @@ var (
 
 // ctxErr converts a context error into a dispytch error: a deadline wraps both
 // ErrTimeout and context.DeadlineExceeded, a cancellation is returned as is.
-func ctxErr(err error) error {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%w: %w", ErrTimeout, err)
-	}
-	return err
-}
-
-// CtxError converts a context error for backends: a deadline becomes an error
-// wrapping both ErrTimeout and context.DeadlineExceeded; other errors are
-// returned unchanged. Backends use it so that every emit deadline satisfies
-// errors.Is(err, ErrTimeout).
-func CtxError(err error) error { return ctxErr(err) }
+func ctxErr(err error) error { return backend.ContextError(err) }
 
 type permanentError struct{ err error }
 

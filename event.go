@@ -3,6 +3,7 @@ package dispytch
 import (
 	"time"
 
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/codec"
 )
 
@@ -36,26 +37,9 @@ type Headers map[string]string
 // Get returns the value of key, or "" (nil-safe).
 func (h Headers) Get(key string) string { return h[key] }
 
-// DeliveryInfo describes how a message reached the handler.
-type DeliveryInfo struct {
-	// Attempt is the handler attempt, 1 for the first call and n+1 for the
-	// n-th retry.
-	Attempt int
-	// Redelivered reports that the broker delivered this message before.
-	Redelivered bool
-	// DeliveryCount is the broker's delivery count when it keeps one (1 for a
-	// first delivery), or 0.
-	DeliveryCount int
-	// Partition and Offset are the message's position in a partitioned log
-	// (Kafka); -1 when the backend has none.
-	Partition int32
-	Offset    int64
-	// Key is the message key, if any.
-	Key []byte
-	// Raw is the backend's own message (a *kgo.Record, an amqp091.Delivery,
-	// ...), for what this package does not expose. Nil for the memory broker.
-	Raw any
-}
+// DeliveryInfo describes how a message reached the handler: its attempt,
+// redelivery, position in a log and the backend's raw message.
+type DeliveryInfo = backend.DeliveryInfo
 
 // Metadata is everything about an event except its body. Handlers and
 // providers can take it as a parameter.

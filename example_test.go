@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/memory"
 )
 
@@ -80,20 +81,20 @@ func ExampleSegments() {
 
 // chanBroker is a minimal custom backend: a Go channel. Anything with
 // Produce and Consume plugs into the emitter and the listener.
-type chanBroker struct{ ch chan *dispytch.Message }
+type chanBroker struct{ ch chan *backend.Message }
 
-func (b *chanBroker) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
+func (b *chanBroker) Produce(ctx context.Context, msgs ...*backend.Message) error {
 	for _, m := range msgs {
 		select {
 		case b.ch <- m:
 		case <-ctx.Done():
-			return dispytch.CtxError(ctx.Err())
+			return backend.ContextError(ctx.Err())
 		}
 	}
 	return nil
 }
 
-func (b *chanBroker) Consume(ctx context.Context, sub dispytch.Subscription, inbox dispytch.Inbox) error {
+func (b *chanBroker) Consume(ctx context.Context, sub backend.Subscription, inbox backend.Inbox) error {
 	inbox.Ready()
 loop:
 	for {
@@ -102,7 +103,7 @@ loop:
 			if !sub.Matches(m.Topic) {
 				continue
 			}
-			d := &dispytch.Delivery{Topic: m.Topic, Key: m.Key, Value: m.Value, Headers: m.Headers, Acker: logAcker{m.Topic}}
+			d := &backend.Delivery{Topic: m.Topic, Key: m.Key, Value: m.Value, Headers: m.Headers, Acker: logAcker{m.Topic}}
 			if err := inbox.Deliver(ctx, d); err != nil {
 				break loop
 			}
@@ -120,9 +121,9 @@ type logAcker struct{ topic string }
 func (a logAcker) Ack(context.Context) error  { fmt.Println("ack", a.topic); return nil }
 func (a logAcker) Nack(context.Context) error { fmt.Println("nack", a.topic); return nil }
 
-// A custom backend: implement dispytch.Producer and dispytch.Consumer.
+// A custom backend: implement backend.Producer and backend.Consumer.
 func Example_customBackend() {
-	b := &chanBroker{ch: make(chan *dispytch.Message, 16)}
+	b := &chanBroker{ch: make(chan *backend.Message, 16)}
 	handled := make(chan struct{})
 	l := dispytch.NewListener(b, dispytch.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	l.Handle("user_events", "user_registered", func(ev dispytch.Event[UserRegistered]) {

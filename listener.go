@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/codec"
 	"github.com/dispytch/dispytch-go/codec/msgpack"
 	"github.com/dispytch/dispytch-go/internal/di"
@@ -20,7 +21,7 @@ import (
 // type, resolves the handlers' dependencies and settles each message with the
 // broker once every handler of it succeeded or its failure was dealt with.
 type Listener struct {
-	consumer        Consumer
+	consumer        backend.Consumer
 	codec           codec.Codec
 	codecs          map[string]codec.Codec // by content type
 	log             *slog.Logger
@@ -33,7 +34,7 @@ type Listener struct {
 	group, delim    string
 	unknown, poison FailurePolicy
 	dlTopic         DeadLetterTopicFunc
-	dlProducer      Producer
+	dlProducer      backend.Producer
 	validator       Validator
 	orderByKey      bool
 	msgObs          []MessageObserver
@@ -53,7 +54,7 @@ type Listener struct {
 
 // NewListener returns a listener consuming from c. Register handlers with
 // Handle and AddGroup, then call Run.
-func NewListener(c Consumer, opts ...ListenerOption) *Listener {
+func NewListener(c backend.Consumer, opts ...ListenerOption) *Listener {
 	l := &Listener{
 		consumer:        c,
 		codec:           codec.JSON,
@@ -71,7 +72,7 @@ func NewListener(c Consumer, opts ...ListenerOption) *Listener {
 		dlFallback:      PolicyDrop,
 		brokerRetries:   true,
 	}
-	if p, ok := c.(Producer); ok {
+	if p, ok := c.(backend.Producer); ok {
 		l.dlProducer = p
 	}
 	for _, o := range opts {
@@ -157,18 +158,18 @@ func (l *Listener) WaitReady(ctx context.Context) error {
 // Subscription returns what the listener consumes: the literal topics and
 // the patterns of its handlers, for backends that subscribe natively. It
 // returns an error wrapping ErrBadPattern when a topic does not parse.
-func (l *Listener) Subscription() (Subscription, error) {
+func (l *Listener) Subscription() (backend.Subscription, error) {
 	c, err := l.compile()
 	if c == nil || c.patternErr != nil {
 		if c != nil {
 			err = c.patternErr
 		}
-		return Subscription{}, err
+		return backend.Subscription{}, err
 	}
 	return l.subscription(c), nil
 }
 
-func (l *Listener) subscription(c *compiled) Subscription {
+func (l *Listener) subscription(c *compiled) backend.Subscription {
 	sub := c.rt.subscription(l.group, l.delim)
 	sub.Concurrency = l.concurrency
 	return sub

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/codec"
 	"github.com/dispytch/dispytch-go/dispytchtest"
 	"github.com/dispytch/dispytch-go/memory"
@@ -175,7 +176,7 @@ func TestPatternsAndSegments(t *testing.T) {
 
 func mustEnvelope(t testing.TB, typ, body string) []byte {
 	t.Helper()
-	b, err := codec.JSON.AppendEnvelope(nil, &codec.Envelope{ID: dispytch.NewUUID(), Type: typ, Body: []byte(body), Timestamp: time.Now().UnixMilli()})
+	b, err := codec.JSON.AppendEnvelope(nil, &codec.Envelope{ID: backend.NewUUID(), Type: typ, Body: []byte(body), Timestamp: time.Now().UnixMilli()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	vm "github.com/vmihailenco/msgpack/v5"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/codec"
 	"github.com/dispytch/dispytch-go/codec/msgpack"
 	"github.com/dispytch/dispytch-go/dispytchtest"
@@ -71,7 +72,7 @@ func TestEmitBatchReportsWhatWasNotSent(t *testing.T) {
 		evs[i] = registered(i)
 	}
 	err := em.EmitBatch(ctx, evs)
-	var be *dispytch.BatchError
+	var be *backend.BatchError
 	if !errors.As(err, &be) {
 		t.Fatalf("%T %v", err, err)
 	}
@@ -125,7 +126,7 @@ func TestNilArguments(t *testing.T) {
 // stuckConsumer never subscribes: it returns cause when its context ends.
 type stuckConsumer struct{ cause error }
 
-func (s stuckConsumer) Consume(ctx context.Context, _ dispytch.Subscription, _ dispytch.Inbox) error {
+func (s stuckConsumer) Consume(ctx context.Context, _ backend.Subscription, _ backend.Inbox) error {
 	<-ctx.Done()
 	if s.cause != nil {
 		return s.cause
@@ -133,21 +134,21 @@ func (s stuckConsumer) Consume(ctx context.Context, _ dispytch.Subscription, _ d
 	return ctx.Err()
 }
 
-func (stuckConsumer) Produce(context.Context, ...*dispytch.Message) error { return nil }
+func (stuckConsumer) Produce(context.Context, ...*backend.Message) error { return nil }
 
 // failingConsumer fails at once, before subscribing.
 type failingConsumer struct{ err error }
 
-func (f failingConsumer) Consume(context.Context, dispytch.Subscription, dispytch.Inbox) error {
+func (f failingConsumer) Consume(context.Context, backend.Subscription, backend.Inbox) error {
 	return f.err
 }
 
-func (failingConsumer) Produce(context.Context, ...*dispytch.Message) error { return nil }
+func (failingConsumer) Produce(context.Context, ...*backend.Message) error { return nil }
 
 // A listener that never subscribed never reports a clean run.
 func TestListenerThatNeverSubscribedFails(t *testing.T) {
 	refused := errors.New("dial tcp 127.0.0.1:1: connect: connection refused")
-	newL := func(c dispytch.Consumer, opts ...dispytch.ListenerOption) *dispytch.Listener {
+	newL := func(c backend.Consumer, opts ...dispytch.ListenerOption) *dispytch.Listener {
 		l := dispytch.NewListener(c, append([]dispytch.ListenerOption{dispytch.WithLogger(quiet)}, opts...)...)
 		l.Handle("t", "e", func() {})
 		return l
@@ -276,9 +277,9 @@ func (a staleAcker) Nack(context.Context) error { a.nacks.Add(1); return nil }
 func (staleAcker) Stale() bool                  { return true }
 
 // oneShot delivers the given deliveries once, then waits.
-type oneShot struct{ ds []*dispytch.Delivery }
+type oneShot struct{ ds []*backend.Delivery }
 
-func (o oneShot) Consume(ctx context.Context, _ dispytch.Subscription, in dispytch.Inbox) error {
+func (o oneShot) Consume(ctx context.Context, _ backend.Subscription, in backend.Inbox) error {
 	in.Ready()
 	for _, d := range o.ds {
 		if err := in.Deliver(ctx, d); err != nil {
@@ -290,14 +291,14 @@ func (o oneShot) Consume(ctx context.Context, _ dispytch.Subscription, in dispyt
 	return nil
 }
 
-func (oneShot) Produce(context.Context, ...*dispytch.Message) error { return nil }
+func (oneShot) Produce(context.Context, ...*backend.Message) error { return nil }
 
 // A stale delivery is never started.
 func TestStaleDeliveryIsNotStarted(t *testing.T) {
 	var acks, nacks atomic.Int32
 	settled := make(chan dispytch.Settlement, 1)
-	d := &dispytch.Delivery{Topic: "user_events", Value: mustEnvelope(t, "user_registered", `{}`), Acker: staleAcker{&acks, &nacks}}
-	l := dispytch.NewListener(oneShot{ds: []*dispytch.Delivery{d}}, dispytch.WithLogger(quiet),
+	d := &backend.Delivery{Topic: "user_events", Value: mustEnvelope(t, "user_registered", `{}`), Acker: staleAcker{&acks, &nacks}}
+	l := dispytch.NewListener(oneShot{ds: []*backend.Delivery{d}}, dispytch.WithLogger(quiet),
 		dispytch.OnSettle(func(s dispytch.Settlement) { settled <- s }))
 	var ran atomic.Bool
 	l.Handle("user_events", "user_registered", func() { ran.Store(true) })
@@ -386,14 +387,14 @@ func TestListenerReadsJSONAndMsgpack(t *testing.T) {
 			body := map[string]any{"user": map[string]any{"id": "1", "email": "py@example.com", "name": "Ada"}, "timestamp": 1}
 			// Python's json.dumps layout, no content type.
 			jb, _ := json.Marshal(body)
-			py := fmt.Sprintf(`{"id": "%s", "type": "user_registered", "body": %s, "timestamp": 1700000000000}`, dispytch.NewUUID(), jb)
+			py := fmt.Sprintf(`{"id": "%s", "type": "user_registered", "body": %s, "timestamp": 1700000000000}`, backend.NewUUID(), jb)
 			kit.Publish("user_events", []byte(strings.ReplaceAll(py, `":`, `": `)), nil)
 			// Python's msgpack, no content type: a map with a uint64 timestamp.
 			var buf bytes.Buffer
 			enc := vm.NewEncoder(&buf)
 			_ = enc.EncodeMapLen(4)
 			_ = enc.EncodeString("id")
-			_ = enc.EncodeString(dispytch.NewUUID())
+			_ = enc.EncodeString(backend.NewUUID())
 			_ = enc.EncodeString("type")
 			_ = enc.EncodeString("user_registered")
 			_ = enc.EncodeString("body")
@@ -425,13 +426,13 @@ func TestListenerReadsJSONAndMsgpack(t *testing.T) {
 
 // tooLarge rejects dead letters bigger than limit, as a broker does.
 type tooLarge struct {
-	dispytch.Producer
+	backend.Producer
 	limit int
 	mu    sync.Mutex
-	sent  []*dispytch.Message
+	sent  []*backend.Message
 }
 
-func (p *tooLarge) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
+func (p *tooLarge) Produce(ctx context.Context, msgs ...*backend.Message) error {
 	for _, m := range msgs {
 		if len(m.Value) > p.limit {
 			return fmt.Errorf("record of %d bytes: %w", len(m.Value), dispytch.ErrTooLarge)
@@ -486,9 +487,9 @@ func TestDeadLetterTooLargeAndFallback(t *testing.T) {
 }
 
 // failing is a producer whose every publish fails transiently.
-type failing struct{ dispytch.Producer }
+type failing struct{ backend.Producer }
 
-func (failing) Produce(context.Context, ...*dispytch.Message) error {
+func (failing) Produce(context.Context, ...*backend.Message) error {
 	return errors.New("broker unreachable")
 }
 

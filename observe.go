@@ -3,6 +3,8 @@ package dispytch
 import (
 	"context"
 	"time"
+
+	"github.com/dispytch/dispytch-go/backend"
 )
 
 // Observer sees what flows through listeners and emitters: the seam that
@@ -35,7 +37,7 @@ type EmitObserver interface {
 	// ObserveEmit is called with the encoded message before it is handed
 	// to the producer; it may add headers (m.Headers, created when nil),
 	// such as a trace context. end is called once with the outcome.
-	ObserveEmit(ctx context.Context, m *Message) (_ context.Context, end func(error))
+	ObserveEmit(ctx context.Context, m *backend.Message) (_ context.Context, end func(error))
 }
 
 // MessageInfo describes a message to a MessageObserver.

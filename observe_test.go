@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/dispytchtest"
 	"github.com/dispytch/dispytch-go/memory"
 )
@@ -29,7 +30,7 @@ type recorder struct {
 
 func (r *recorder) add(s string) { r.mu.Lock(); r.events = append(r.events, s); r.mu.Unlock() }
 
-func (r *recorder) ObserveEmit(ctx context.Context, m *dispytch.Message) (context.Context, func(error)) {
+func (r *recorder) ObserveEmit(ctx context.Context, m *backend.Message) (context.Context, func(error)) {
 	if tr, ok := ctx.Value(traceKey{}).(string); ok {
 		if m.Headers == nil {
 			m.Headers = dispytch.Headers{}
@@ -144,10 +145,10 @@ type delayConsumer struct {
 	redo  chan int
 }
 
-func (c *delayConsumer) Consume(ctx context.Context, _ dispytch.Subscription, in dispytch.Inbox) error {
+func (c *delayConsumer) Consume(ctx context.Context, _ backend.Subscription, in backend.Inbox) error {
 	in.Ready()
 	deliver := func(attempts int) {
-		_ = in.Deliver(ctx, &dispytch.Delivery{Topic: "user_events", Key: c.key, Value: c.value, Attempts: attempts,
+		_ = in.Deliver(ctx, &backend.Delivery{Topic: "user_events", Key: c.key, Value: c.value, Attempts: attempts,
 			Info: dispytch.DeliveryInfo{Redelivered: attempts > 0, DeliveryCount: attempts + 1, Partition: -1, Offset: -1}, Acker: c.acker})
 	}
 	deliver(0)
@@ -162,7 +163,7 @@ func (c *delayConsumer) Consume(ctx context.Context, _ dispytch.Subscription, in
 	}
 }
 
-func (c *delayConsumer) Produce(context.Context, ...*dispytch.Message) error { return nil }
+func (c *delayConsumer) Produce(context.Context, ...*backend.Message) error { return nil }
 
 // A retry that waits goes to the broker when it can redeliver after a
 // delay; the retry limit holds across deliveries, and Stats count it.

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/codec"
 )
 
@@ -293,9 +294,9 @@ func DeadLetterFallback(p FailurePolicy) ListenerOption {
 }
 
 // DeadLetterProducer sets the producer dead letters are published with.
-// Default: the consumer itself when it is also a Producer (the memory broker,
+// Default: the consumer itself when it is also a backend.Producer (the memory broker,
 // Kafka and RabbitMQ clients are).
-func DeadLetterProducer(p Producer) ListenerOption {
+func DeadLetterProducer(p backend.Producer) ListenerOption {
 	return listenerOptionFunc(func(l *Listener) { l.dlProducer = p })
 }
 

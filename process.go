@@ -11,13 +11,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/codec"
 )
 
 // codecFor picks the codec a delivery was written with: the one its
 // content type names, else the one its first byte shows (JSON or msgpack),
 // else the listener's own.
-func (l *Listener) codecFor(d *Delivery) codec.Codec {
+func (l *Listener) codecFor(d *backend.Delivery) codec.Codec {
 	ct := d.ContentType
 	if ct == "" && len(d.Headers) > 0 {
 		ct = d.Headers[HeaderContentType]
@@ -46,7 +47,7 @@ func (l *Listener) codecFor(d *Delivery) codec.Codec {
 
 // msgState is the per-message state of process, pooled.
 type msgState struct {
-	d       *Delivery
+	d       *backend.Delivery
 	env     codec.Envelope
 	decoded bool
 	meta    Metadata
@@ -72,7 +73,7 @@ const (
 	doNoHandler
 )
 
-func (r *runState) process(d *Delivery) {
+func (r *runState) process(d *backend.Delivery) {
 	ms := r.msgs.Get().(*msgState)
 	defer func() {
 		ends := ms.ends[:0]
@@ -235,9 +236,9 @@ func (r *runState) runMany(ms *msgState, many []handlerMatch) {
 	r.settle(ms, outs)
 }
 
-// stale reports whether d's session ended (see StaleChecker).
-func stale(d *Delivery) bool {
-	sc, ok := d.Acker.(StaleChecker)
+// stale reports whether d's session ended (see backend.StaleChecker).
+func stale(d *backend.Delivery) bool {
+	sc, ok := d.Acker.(backend.StaleChecker)
 	return ok && sc.Stale()
 }
 
@@ -250,7 +251,7 @@ func literalMatch(ms []routeMatch) bool {
 	return false
 }
 
-func (r *runState) failure(d *Delivery, handler string, reason Reason, err error, attempts int, first time.Time) *FailedMessage {
+func (r *runState) failure(d *backend.Delivery, handler string, reason Reason, err error, attempts int, first time.Time) *FailedMessage {
 	return &FailedMessage{
 		Topic: d.Topic, Key: d.Key, Value: d.Value, Headers: d.Headers, Group: r.l.group,
 		Reason: reason, Err: err, Handler: handler, Attempts: attempts,

@@ -1,6 +1,6 @@
 package dispytch
 
-// Receiving: the listener's side of a consumer (the Inbox). Deliveries
+// Receiving: the listener's side of a consumer (the backend.Inbox). Deliveries
 // enter the scheduler, which bounds the work in flight (backpressure) and
 // keeps each ordering key in order; shutdown stops intake and drains.
 
@@ -11,14 +11,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/internal/sched"
 )
 
-// runState is one Run: it is the consumer's Inbox.
+// runState is one Run: it is the consumer's backend.Inbox.
 type runState struct {
 	l     *Listener
 	c     *compiled
-	sched *sched.Scheduler[*Delivery]
+	sched *sched.Scheduler[*backend.Delivery]
 
 	stop       context.Context // Run's context: done means shut down
 	hard       context.Context // handlers' context: cancelled at the shutdown timeout
@@ -40,7 +41,7 @@ func (r *runState) Ready() {
 
 func (r *runState) Done() <-chan struct{} { return r.done }
 
-func (r *runState) Deliver(ctx context.Context, d *Delivery) error {
+func (r *runState) Deliver(ctx context.Context, d *backend.Delivery) error {
 	if r.stopping.Load() {
 		return ErrStopping
 	}

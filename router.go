@@ -4,6 +4,8 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+
+	"github.com/dispytch/dispytch-go/backend"
 )
 
 // route is one registered topic (literal or pattern) with its handlers by
@@ -74,8 +76,8 @@ func (rt *router) match(topic string) []routeMatch {
 }
 
 // subscription lists the routes for a consumer.
-func (rt *router) subscription(group, delim string) Subscription {
-	s := Subscription{Group: group, Delimiter: delim}
+func (rt *router) subscription(group, delim string) backend.Subscription {
+	s := backend.Subscription{Group: group, Delimiter: delim}
 	for t := range rt.literal {
 		s.Topics = append(s.Topics, t)
 	}

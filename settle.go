@@ -8,6 +8,8 @@ import (
 	"errors"
 	"log/slog"
 	"time"
+
+	"github.com/dispytch/dispytch-go/backend"
 )
 
 // deadLetterTimeout bounds one dead-lettering.
@@ -71,7 +73,7 @@ const (
 	// OutcomeRedelivered: the message was nacked for redelivery.
 	OutcomeRedelivered
 	// OutcomeRetryLater: a handler failed and its retry waits in the
-	// broker (see DelayedNacker), which redelivers the message.
+	// broker (see backend.DelayedNacker), which redelivers the message.
 	OutcomeRetryLater
 	// OutcomeDropped: a handler failed for good and the PolicyDrop policy
 	// acked the message.
@@ -190,7 +192,7 @@ func (r *runState) nack(ms *msgState, fails []*FailedMessage) {
 // nackAfter hands a failed attempt's retry to the broker. If the broker
 // cannot take it, the message is nacked for an immediate redelivery.
 func (r *runState) nackAfter(ms *msgState, o outcome) {
-	dn := ms.d.Acker.(DelayedNacker)
+	dn := ms.d.Acker.(backend.DelayedNacker)
 	fails := []*FailedMessage{o.failed}
 	r.settleWith(ms, OutcomeRetryLater, fails, func(ctx context.Context) error {
 		err := dn.NackAfter(ctx, o.retryAfter)
@@ -251,17 +253,17 @@ func (r *runState) deadLetter(ms *msgState, dls, fails []*FailedMessage) {
 
 // publishDeadLetters stores the dead letters of d, and acks d when the
 // listener published them itself.
-func (r *runState) publishDeadLetters(ctx context.Context, d *Delivery, dls []*FailedMessage, truncated bool) error {
-	if dler, ok := d.Acker.(DeadLetterer); ok && !truncated {
-		return dler.DeadLetter(ctx, dls)
-	}
-	msgs := make([]*Message, len(dls))
+func (r *runState) publishDeadLetters(ctx context.Context, d *backend.Delivery, dls []*FailedMessage, truncated bool) error {
+	msgs := make([]*backend.Message, len(dls))
 	for i, f := range dls {
 		if truncated {
 			msgs[i] = f.truncatedMessage(f.DeadLetterTopic)
 		} else {
 			msgs[i] = f.Message(f.DeadLetterTopic)
 		}
+	}
+	if dler, ok := d.Acker.(backend.DeadLetterer); ok && !truncated {
+		return dler.DeadLetter(ctx, msgs)
 	}
 	if err := r.l.dlProducer.Produce(ctx, msgs...); err != nil {
 		return err

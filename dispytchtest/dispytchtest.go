@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/memory"
 )
 
@@ -163,7 +164,7 @@ func (k *Kit) Publish(topic string, value []byte, headers dispytch.Headers) {
 	k.T.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), k.Timeout)
 	defer cancel()
-	if err := k.Broker.Produce(ctx, &dispytch.Message{Topic: topic, Value: value, Headers: headers}); err != nil {
+	if err := k.Broker.Produce(ctx, &backend.Message{Topic: topic, Value: value, Headers: headers}); err != nil {
 		k.T.Fatalf("dispytchtest: publish to %q: %v", topic, err)
 	}
 }

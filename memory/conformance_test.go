@@ -3,7 +3,7 @@ package memory_test
 import (
 	"testing"
 
-	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/backend/backendtest"
 	"github.com/dispytch/dispytch-go/memory"
 )
@@ -15,7 +15,7 @@ func TestConformance(t *testing.T) {
 	t.Cleanup(func() { b.Close() })
 	backendtest.Run(t, backendtest.Backend{
 		Name: "memory",
-		New:  func(testing.TB) (dispytch.Producer, dispytch.Consumer) { return b, b },
+		New:  func(testing.TB) (backend.Producer, backend.Consumer) { return b, b },
 		Features: backendtest.Features{
 			Persistent:      true,
 			ConsumerGroups:  true,

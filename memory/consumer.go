@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 )
 
 // consumeBatch is the most entries a consumer takes from its queue at once:
@@ -20,7 +21,7 @@ type session struct {
 
 // delivery is the Acknowledger of one delivered entry.
 type delivery struct {
-	d    dispytch.Delivery
+	d    backend.Delivery
 	q    *queue
 	e    *entry
 	gen  uint64
@@ -34,7 +35,7 @@ func (d *delivery) Nack(context.Context) error { return d.q.settle(d.e, d.gen, d
 // sub's topics and patterns, and delivers its messages to inbox until ctx is
 // done. Then it waits for inbox.Done and requeues whatever was left
 // unsettled.
-func (b *Broker) Consume(ctx context.Context, sub dispytch.Subscription, inbox dispytch.Inbox) error {
+func (b *Broker) Consume(ctx context.Context, sub backend.Subscription, inbox backend.Inbox) error {
 	g, err := b.bind(sub)
 	if err != nil {
 		return err
@@ -54,7 +55,7 @@ loop:
 		}
 		for i, e := range es {
 			d := &delivery{q: &g.q, e: e, gen: e.gen, sess: sess}
-			d.d = dispytch.Delivery{
+			d.d = backend.Delivery{
 				Topic:       e.s.topic,
 				Key:         e.s.key,
 				Value:       e.s.value,

@@ -35,10 +35,11 @@ import (
 	"sync"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 )
 
-// Broker is the in-memory broker. It is both a dispytch.Producer and a
-// dispytch.Consumer. The zero value is not usable; call New.
+// Broker is the in-memory broker. It is both a backend.Producer and a
+// backend.Consumer. The zero value is not usable; call New.
 type Broker struct {
 	capacity int
 
@@ -103,7 +104,7 @@ func (s *stored) entry(i int) *entry {
 // is queued whole or not at all, so every error wraps dispytch.ErrNotSent:
 // nothing is published once ctx is done, and a message waiting for room
 // in a full queue when ctx ends is not published.
-func (b *Broker) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
+func (b *Broker) Produce(ctx context.Context, msgs ...*backend.Message) error {
 	var errs []error
 	for i, m := range msgs {
 		if err := b.publish(ctx, m); err != nil {
@@ -117,12 +118,12 @@ func (b *Broker) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
 		}
 	}
 	if errs != nil {
-		return &dispytch.BatchError{Errs: errs}
+		return &backend.BatchError{Errs: errs}
 	}
 	return nil
 }
 
-func (b *Broker) publish(ctx context.Context, m *dispytch.Message) error {
+func (b *Broker) publish(ctx context.Context, m *backend.Message) error {
 	if m == nil {
 		return fmt.Errorf("memory: nil message: %w", dispytch.ErrNotSent)
 	}
@@ -133,7 +134,7 @@ func (b *Broker) publish(ctx context.Context, m *dispytch.Message) error {
 		return fmt.Errorf("%w: %T (%w)", dispytch.ErrForeignOption, m.Options[0], dispytch.ErrNotSent)
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("memory: publish to %q: %w: %w", m.Topic, dispytch.ErrNotSent, dispytch.CtxError(err))
+		return fmt.Errorf("memory: publish to %q: %w: %w", m.Topic, dispytch.ErrNotSent, backend.ContextError(err))
 	}
 	s := &stored{topic: m.Topic, key: m.Key, skey: string(m.Key), value: m.Value, headers: m.Headers, contentType: m.ContentType}
 	for {
@@ -202,7 +203,7 @@ func (b *Broker) publish(ctx context.Context, m *dispytch.Message) error {
 		case <-b.closedCh:
 			return fmt.Errorf("memory: publish: %w (%w)", dispytch.ErrClosed, dispytch.ErrNotSent)
 		case <-ctx.Done():
-			return fmt.Errorf("memory: publish to %q: queue full: %w: %w", m.Topic, dispytch.ErrNotSent, dispytch.CtxError(ctx.Err()))
+			return fmt.Errorf("memory: publish to %q: queue full: %w: %w", m.Topic, dispytch.ErrNotSent, backend.ContextError(ctx.Err()))
 		}
 	}
 }
@@ -226,12 +227,12 @@ func (b *Broker) route(topic string) []*group {
 // group is a consumer group: one queue shared by its consumers.
 type group struct {
 	name string
-	sub  dispytch.Subscription
+	sub  backend.Subscription
 	q    queue
 }
 
 // bind creates or extends the group and claims the backlogs it matches.
-func (b *Broker) bind(sub dispytch.Subscription) (*group, error) {
+func (b *Broker) bind(sub backend.Subscription) (*group, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -243,7 +244,7 @@ func (b *Broker) bind(sub dispytch.Subscription) (*group, error) {
 	}
 	g := b.groups[name]
 	if g == nil {
-		g = &group{name: name, sub: dispytch.Subscription{Group: name, Delimiter: sub.Delimiter}}
+		g = &group{name: name, sub: backend.Subscription{Group: name, Delimiter: sub.Delimiter}}
 		g.q.init(b.capacity)
 		b.groups[name] = g
 	}
@@ -327,11 +328,11 @@ func (b *Broker) Retained(topic string) int {
 	return 0
 }
 
-// ScanDeadLetters implements dispytch.DeadLetterStore for the messages
+// ScanDeadLetters implements backend.DeadLetterStore for the messages
 // retained on topic dest, which is where dead letters stay while no group
 // subscribes to their topic. Kept messages stay in their order, ahead of
 // any that arrived during the scan.
-func (b *Broker) ScanDeadLetters(ctx context.Context, dest string, f func(*dispytch.Delivery) (dispytch.DeadLetterAction, error)) error {
+func (b *Broker) ScanDeadLetters(ctx context.Context, dest string, f func(*backend.Delivery) (backend.DeadLetterAction, error)) error {
 	b.mu.RLock()
 	closed, q := b.closed, b.backlogs[dest]
 	b.mu.RUnlock()
@@ -354,20 +355,20 @@ func (b *Broker) ScanDeadLetters(ctx context.Context, dest string, f func(*dispy
 		// A group claimed the topic during the scan: the kept messages
 		// go where the topic's messages now go.
 		for _, e := range kept {
-			_ = b.publish(context.WithoutCancel(ctx), &dispytch.Message{Topic: e.s.topic, Key: e.s.key, Value: e.s.value, Headers: e.s.headers, ContentType: e.s.contentType})
+			_ = b.publish(context.WithoutCancel(ctx), &backend.Message{Topic: e.s.topic, Key: e.s.key, Value: e.s.value, Headers: e.s.headers, ContentType: e.s.contentType})
 		}
 	}()
 	for i, e := range es {
 		if err := ctx.Err(); err != nil {
 			kept = append(kept, es[i:]...)
-			return dispytch.CtxError(err)
+			return backend.ContextError(err)
 		}
-		d := &dispytch.Delivery{
+		d := &backend.Delivery{
 			Topic: e.s.topic, Key: e.s.key, Value: e.s.value, Headers: e.s.headers, ContentType: e.s.contentType,
 			Info: dispytch.DeliveryInfo{Partition: -1, Offset: -1},
 		}
 		act, err := f(d)
-		if err != nil || act != dispytch.DeadLetterRemove {
+		if err != nil || act != backend.ActionRemove {
 			kept = append(kept, e)
 		}
 		if err != nil {
@@ -378,7 +379,7 @@ func (b *Broker) ScanDeadLetters(ctx context.Context, dest string, f func(*dispy
 	return nil
 }
 
-// CountDeadLetters implements dispytch.DeadLetterCounter: the messages
+// CountDeadLetters implements backend.DeadLetterCounter: the messages
 // retained on topic dest.
 func (b *Broker) CountDeadLetters(_ context.Context, dest string) (int, error) {
 	return b.Retained(dest), nil

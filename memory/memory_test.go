@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/memory"
 	"github.com/dispytch/dispytch-go/topic"
 )
@@ -17,18 +18,18 @@ import (
 // settles them.
 type inbox struct {
 	ready chan struct{}
-	ds    chan *dispytch.Delivery
+	ds    chan *backend.Delivery
 	done  chan struct{}
 	once  sync.Once
 }
 
 func newInbox(buf int) *inbox {
-	return &inbox{ready: make(chan struct{}), ds: make(chan *dispytch.Delivery, buf), done: make(chan struct{})}
+	return &inbox{ready: make(chan struct{}), ds: make(chan *backend.Delivery, buf), done: make(chan struct{})}
 }
 
 func (in *inbox) Ready()                { in.once.Do(func() { close(in.ready) }) }
 func (in *inbox) Done() <-chan struct{} { return in.done }
-func (in *inbox) Deliver(ctx context.Context, d *dispytch.Delivery) error {
+func (in *inbox) Deliver(ctx context.Context, d *backend.Delivery) error {
 	select {
 	case in.ds <- d:
 		return nil
@@ -37,7 +38,7 @@ func (in *inbox) Deliver(ctx context.Context, d *dispytch.Delivery) error {
 	}
 }
 
-func (in *inbox) next(t *testing.T) *dispytch.Delivery {
+func (in *inbox) next(t *testing.T) *backend.Delivery {
 	t.Helper()
 	select {
 	case d := <-in.ds:
@@ -60,7 +61,7 @@ func (in *inbox) none(t *testing.T) {
 // consume runs Consume in the background; stop ends it and returns its error.
 func consume(t *testing.T, b *memory.Broker, group string, in *inbox, topics ...string) (stop func() error) {
 	t.Helper()
-	sub := dispytch.Subscription{Group: group, Delimiter: "."}
+	sub := backend.Subscription{Group: group, Delimiter: "."}
 	for _, tp := range topics {
 		p, err := topic.Parse(tp, ".")
 		if err != nil {
@@ -89,7 +90,7 @@ func consume(t *testing.T, b *memory.Broker, group string, in *inbox, topics ...
 
 func publish(t *testing.T, b *memory.Broker, topic, key, value string) {
 	t.Helper()
-	m := &dispytch.Message{Topic: topic, Value: []byte(value)}
+	m := &backend.Message{Topic: topic, Value: []byte(value)}
 	if key != "" {
 		m.Key = []byte(key)
 	}
@@ -236,13 +237,13 @@ func TestBackpressure(t *testing.T) {
 	publish(t, b, "t", "", "2")
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	err := b.Produce(ctx, &dispytch.Message{Topic: "t", Value: []byte("3")})
+	err := b.Produce(ctx, &backend.Message{Topic: "t", Value: []byte("3")})
 	if !errors.Is(err, dispytch.ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("full queue: %v", err)
 	}
 	// Acking frees space: a blocked publish goes through.
 	errc := make(chan error, 1)
-	go func() { errc <- b.Produce(context.Background(), &dispytch.Message{Topic: "t", Value: []byte("4")}) }()
+	go func() { errc <- b.Produce(context.Background(), &backend.Message{Topic: "t", Value: []byte("4")}) }()
 	in.next(t).Acker.Ack(context.Background())
 	select {
 	case err := <-errc:
@@ -257,7 +258,7 @@ func TestBackpressure(t *testing.T) {
 func TestClose(t *testing.T) {
 	b := memory.New(memory.Capacity(2))
 	in := newInbox(1)
-	sub := dispytch.Subscription{Group: "g", Topics: []string{"t"}}
+	sub := backend.Subscription{Group: "g", Topics: []string{"t"}}
 	errc := make(chan error, 1)
 	go func() { errc <- b.Consume(context.Background(), sub, in) }()
 	<-in.ready
@@ -265,7 +266,7 @@ func TestClose(t *testing.T) {
 	in.next(t)
 	publish(t, b, "t", "", "2") // fills the queue: the unacked one counts
 	blocked := make(chan error, 1)
-	go func() { blocked <- b.Produce(context.Background(), &dispytch.Message{Topic: "t", Value: []byte("3")}) }()
+	go func() { blocked <- b.Produce(context.Background(), &backend.Message{Topic: "t", Value: []byte("3")}) }()
 	b.Close()
 	for _, c := range []chan error{errc, blocked} {
 		select {
@@ -277,7 +278,7 @@ func TestClose(t *testing.T) {
 			t.Fatal("not woken by Close")
 		}
 	}
-	if err := b.Produce(context.Background(), &dispytch.Message{Topic: "t", Value: []byte("x")}); !errors.Is(err, dispytch.ErrClosed) {
+	if err := b.Produce(context.Background(), &backend.Message{Topic: "t", Value: []byte("x")}); !errors.Is(err, dispytch.ErrClosed) {
 		t.Fatal(err)
 	}
 }

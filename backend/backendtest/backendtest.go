@@ -6,7 +6,7 @@
 //	func TestConformance(t *testing.T) {
 //		backendtest.Run(t, backendtest.Backend{
 //			Name: "mybroker",
-//			New: func(t testing.TB) (dispytch.Producer, dispytch.Consumer) {
+//			New: func(t testing.TB) (backend.Producer, backend.Consumer) {
 //				c := mybroker.New(addr)
 //				t.Cleanup(func() { c.Close() })
 //				return c, c
@@ -49,6 +49,7 @@ import (
 	"time"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 )
 
 // Features says what the backend under test can do; the suite skips the
@@ -68,9 +69,9 @@ type Features struct {
 	// consumer started.
 	NewTopics bool
 	// DelayedRedelivery: the consumer's acknowledgers implement
-	// dispytch.DelayedNacker.
+	// backend.DelayedNacker.
 	DelayedRedelivery bool
-	// DeadLetterStore: the consumer implements dispytch.DeadLetterStore
+	// DeadLetterStore: the consumer implements backend.DeadLetterStore
 	// for the dead-letter topics its listeners write.
 	DeadLetterStore bool
 	// Subprocess: a consumer in another process can reach the broker with
@@ -91,7 +92,7 @@ type Backend struct {
 	Name string
 	// New returns a producer and a consumer for one test, registering
 	// their closing with t.Cleanup. They may be the same value.
-	New func(t testing.TB) (dispytch.Producer, dispytch.Consumer)
+	New func(t testing.TB) (backend.Producer, backend.Consumer)
 	// CreateTopics, when set, creates topics before a test uses them
 	// (Kafka without auto-creation). Topics are unique to each test.
 	CreateTopics func(t testing.TB, topics ...string)
@@ -242,13 +243,13 @@ func (r *running) stop() error {
 	return r.err
 }
 
-func (s *suite) listener(c dispytch.Consumer, group string, opts ...dispytch.ListenerOption) *dispytch.Listener {
+func (s *suite) listener(c backend.Consumer, group string, opts ...dispytch.ListenerOption) *dispytch.Listener {
 	base := []dispytch.ListenerOption{dispytch.Group(group), dispytch.WithLogger(quiet()), dispytch.ShutdownTimeout(10 * time.Second)}
 	return dispytch.NewListener(c, append(base, opts...)...)
 }
 
 // emit publishes n events to topic, keyed by key(i) when key is set.
-func (s *suite) emit(t testing.TB, p dispytch.Producer, topic string, from, n int, key func(int) string) []string {
+func (s *suite) emit(t testing.TB, p backend.Producer, topic string, from, n int, key func(int) string) []string {
 	t.Helper()
 	em := dispytch.NewEmitter(p)
 	ctx, cancel := context.WithTimeout(context.Background(), s.b.Timeout)
@@ -609,9 +610,9 @@ func (s *suite) deadLetters(t *testing.T) {
 	dlq := group + ".dlq"
 	s.create(t, topic, dlq)
 	p, c := s.b.New(t)
-	store, ok := c.(dispytch.DeadLetterStore)
+	store, ok := c.(backend.DeadLetterStore)
 	if !ok {
-		t.Fatalf("%s: Features.DeadLetterStore, but the consumer %T is not a dispytch.DeadLetterStore", s.b.Name, c)
+		t.Fatalf("%s: Features.DeadLetterStore, but the consumer %T is not a backend.DeadLetterStore", s.b.Name, c)
 	}
 	var healthy atomic.Bool
 	col := newCollector()
@@ -802,7 +803,7 @@ func (s *suite) poison(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.b.Timeout)
 	defer cancel()
 	for _, v := range [][]byte{[]byte("\x00garbage\xff"), []byte(`{"id":"x","type":"t"}`), []byte(`{"id":1,"type":"backendtest_event","body":{},"timestamp":1}`)} {
-		if err := p.Produce(ctx, &dispytch.Message{Topic: topic, Value: v}); err != nil {
+		if err := p.Produce(ctx, &backend.Message{Topic: topic, Value: v}); err != nil {
 			t.Fatalf("%s: publish poison: %v", s.b.Name, err)
 		}
 	}

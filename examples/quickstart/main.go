@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/memory"
 )
 
@@ -63,9 +64,9 @@ func run() error {
 	defer broker.Close()
 
 	users := []User{
-		{ID: dispytch.NewUUID(), Email: "example@mail.com", Name: "John Doe"},
-		{ID: dispytch.NewUUID(), Email: "jane@mail.com", Name: "Jane Roe"},
-		{ID: dispytch.NewUUID(), Email: "max@mail.com", Name: "Max Mustermann"},
+		{ID: backend.NewUUID(), Email: "example@mail.com", Name: "John Doe"},
+		{ID: backend.NewUUID(), Email: "jane@mail.com", Name: "Jane Roe"},
+		{ID: backend.NewUUID(), Email: "max@mail.com", Name: "Max Mustermann"},
 	}
 
 	// Handling: the UserService is injected by type.

@@ -1,12 +1,98 @@
-package dispytch
+// Package backend is what a Dispytch backend implements, apart from what
+// users write against (as database/sql/driver is apart from database/sql):
+// a Producer for emitters, a Consumer that hands Deliveries to a listener's
+// Inbox, an Acknowledger per delivery, and optional upgrades by interface:
+// AsyncProducer (batching), StaleChecker (deliveries that die with their
+// session), DelayedNacker (redelivery after a delay), DeadLetterer (the
+// broker's own dead-lettering), DeadLetterStore and DeadLetterCounter
+// (operating dead letters). Package backendtest is the conformance suite a
+// backend runs.
+package backend
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dispytch/dispytch-go/topic"
 )
+
+// Errors a backend returns, wrapped around its own cause; the dispytch
+// package exports them under the same names for users to errors.Is.
+var (
+	// ErrTimeout reports that an operation did not finish before its
+	// context deadline. Errors wrapping it also wrap
+	// context.DeadlineExceeded (see ContextError).
+	ErrTimeout = errors.New("dispytch: timeout")
+	// ErrClosed reports an operation on a closed producer, consumer or
+	// broker, or a settlement of a delivery whose session ended.
+	ErrClosed = errors.New("dispytch: closed")
+	// ErrForeignOption reports a backend-specific emit option passed to a
+	// producer of another backend.
+	ErrForeignOption = errors.New("dispytch: emit option belongs to another backend")
+	// ErrUnroutable reports a message the broker accepted but could not
+	// route to any queue.
+	ErrUnroutable = errors.New("dispytch: message unroutable")
+	// ErrNotSent reports a message that was not sent: the context was done
+	// before it was handed to the broker, or the producer could not send
+	// it. Retrying it cannot create a duplicate.
+	ErrNotSent = errors.New("dispytch: not sent")
+	// ErrUnconfirmed reports a message that was handed to the broker but
+	// whose confirmation did not arrive (the context ended, or the
+	// connection was lost): the broker may or may not have stored it.
+	ErrUnconfirmed = errors.New("dispytch: sent but not confirmed")
+	// ErrTooLarge reports a message larger than the broker accepts.
+	ErrTooLarge = errors.New("dispytch: message too large")
+	// ErrPermanent marks an error that retrying cannot fix: a handler's
+	// (dispytch.Permanent), or a broker's (access refused, a missing
+	// virtual host, an inequivalent declaration).
+	ErrPermanent = errors.New("dispytch: permanent error")
+	// ErrStopping is returned by Inbox.Deliver once the listener is
+	// shutting down and accepts no more deliveries.
+	ErrStopping = errors.New("dispytch: listener stopping")
+	// ErrStopScan, returned by a scan's function, ends the scan early
+	// without an error; the message it was given is kept.
+	ErrStopScan = errors.New("dispytch: stop scan")
+)
+
+// ContextError converts a context error: a deadline becomes an error
+// wrapping both ErrTimeout and context.DeadlineExceeded; other errors are
+// returned unchanged. Backends use it so that every deadline satisfies
+// errors.Is(err, ErrTimeout).
+func ContextError(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, ErrTimeout) {
+		return fmt.Errorf("%w: %w", ErrTimeout, err)
+	}
+	return err
+}
+
+// NewUUID returns a random (version 4) UUID in its canonical text form.
+func NewUUID() string {
+	var u [16]byte
+	_, _ = rand.Read(u[:]) // crypto/rand.Read never fails (Go 1.24+)
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	var b [36]byte
+	hex.Encode(b[0:8], u[0:4])
+	b[8] = '-'
+	hex.Encode(b[9:13], u[4:6])
+	b[13] = '-'
+	hex.Encode(b[14:18], u[6:8])
+	b[18] = '-'
+	hex.Encode(b[19:23], u[8:10])
+	b[23] = '-'
+	hex.Encode(b[24:], u[10:])
+	return string(b[:])
+}
+
+// HeaderContentType is the header that names a message's codec, on
+// brokers whose messages have no content-type property of their own.
+const HeaderContentType = "content-type"
 
 // Message is an encoded message on its way to a broker.
 type Message struct {
@@ -22,14 +108,14 @@ type Message struct {
 	// Emitter (dead letters, redriven messages).
 	ID, Type string
 	// Headers are the message headers. May be nil.
-	Headers Headers
+	Headers map[string]string
 	// ContentType is the codec's content type ("application/json"), for
 	// backends with a native property for it (AMQP) or that write it as a
 	// header. May be empty.
 	ContentType string
 	// Options are the backend-specific emit options for this message. The
 	// emitter has already checked that they belong to the producer's backend.
-	Options []BackendOption
+	Options []Option
 }
 
 // Producer sends messages to a broker. Produce returns only after the broker
@@ -51,16 +137,25 @@ type Producer interface {
 	Produce(ctx context.Context, msgs ...*Message) error
 }
 
-// BackendNamer is implemented by producers whose backend defines emit options.
+// AsyncProducer is implemented by producers that can send without waiting,
+// batching many messages per broker round trip. done is called exactly once,
+// when the broker accepted the message or it failed; the context rules of
+// Producer apply.
+type AsyncProducer interface {
+	Producer
+	ProduceAsync(ctx context.Context, m *Message, done func(error))
+}
+
+// Named is implemented by producers whose backend defines emit options.
 // The emitter rejects options of any other backend with ErrForeignOption.
-type BackendNamer interface {
+type Named interface {
 	Backend() string
 }
 
-// BackendOption is a backend-specific emit option, such as a Kafka partition
-// or a RabbitMQ priority. Backends define their own and wrap them with
-// WithBackendOption.
-type BackendOption interface {
+// Option is a backend-specific emit option, such as a Kafka partition or a
+// RabbitMQ priority. Backends define their own and give them to users
+// wrapped by dispytch.WithBackendOption.
+type Option interface {
 	// Backend names the backend the option belongs to, e.g. "kafka".
 	Backend() string
 }
@@ -167,10 +262,13 @@ type DelayedNacker interface {
 
 // DeadLetterer may be implemented by an Acknowledger whose broker has its
 // own dead-lettering. The listener then settles a failed delivery by calling
-// DeadLetter instead of publishing the dead letters itself and acking. It must
-// store them durably before returning nil.
+// DeadLetter with the dead letters it built (one per failed handler: the
+// original key, value and headers plus the dispytch-dlq-* failure headers,
+// Topic the dead-letter topic) instead of publishing them itself and
+// acking. It must store them durably, and settle the delivery, before
+// returning nil.
 type DeadLetterer interface {
-	DeadLetter(ctx context.Context, failed []*FailedMessage) error
+	DeadLetter(ctx context.Context, letters []*Message) error
 }
 
 // Delivery is one message handed from a Consumer to the listener.
@@ -178,7 +276,7 @@ type Delivery struct {
 	Topic   string
 	Key     []byte
 	Value   []byte
-	Headers Headers
+	Headers map[string]string
 	// OrderingKey groups deliveries that must be handled one at a time, in
 	// the order delivered (a Kafka partition, for example). Empty means the
 	// listener orders by Key when it is set, and otherwise not at all.
@@ -209,7 +307,7 @@ type Subscription struct {
 	// Topics are the literal topics, sorted.
 	Topics []string
 	// Patterns are the wildcard patterns, sorted by their text.
-	Patterns []*Pattern
+	Patterns []*topic.Pattern
 	// Delimiter separates topic segments.
 	Delimiter string
 	// Concurrency is the listener's Concurrency: how many deliveries it
@@ -219,14 +317,14 @@ type Subscription struct {
 
 // Matches reports whether topic is one of the literal topics or matches one
 // of the patterns.
-func (s *Subscription) Matches(topic string) bool {
-	for _, t := range s.Topics {
-		if t == topic {
+func (s *Subscription) Matches(t string) bool {
+	for _, lit := range s.Topics {
+		if lit == t {
 			return true
 		}
 	}
 	for _, p := range s.Patterns {
-		if _, ok := p.AppendMatch(nil, topic); ok {
+		if _, ok := p.AppendMatch(nil, t); ok {
 			return true
 		}
 	}
@@ -278,4 +376,59 @@ type Consumer interface {
 	Consume(ctx context.Context, sub Subscription, inbox Inbox) error
 }
 
-var errEmptyTopic = errors.New("dispytch: empty topic")
+// DeliveryInfo describes how a message reached the handler.
+type DeliveryInfo struct {
+	// Attempt is the handler attempt, 1 for the first call and n+1 for the
+	// n-th retry.
+	Attempt int
+	// Redelivered reports that the broker delivered this message before.
+	Redelivered bool
+	// DeliveryCount is the broker's delivery count when it keeps one (1 for a
+	// first delivery), or 0.
+	DeliveryCount int
+	// Partition and Offset are the message's position in a partitioned log
+	// (Kafka); -1 when the backend has none.
+	Partition int32
+	Offset    int64
+	// Key is the message key, if any.
+	Key []byte
+	// Raw is the backend's own message (a *kgo.Record, an amqp091.Delivery,
+	// ...), for what this package does not expose. Nil for the memory broker.
+	Raw any
+}
+
+// DeadLetterAction is what a scan of a dead-letter destination does with
+// one message.
+type DeadLetterAction uint8
+
+const (
+	// ActionKeep leaves the message in the destination.
+	ActionKeep DeadLetterAction = iota
+	// ActionRemove removes the message for good.
+	ActionRemove
+)
+
+// DeadLetterStore is implemented by backends whose dead-letter
+// destinations can be read and edited: the memory broker, Kafka and
+// RabbitMQ. dispytch.DeadLetters builds the operations on it.
+type DeadLetterStore interface {
+	// ScanDeadLetters calls f with each message the destination dest holds
+	// when the scan starts, oldest first, each once; messages that arrive
+	// during the scan (a redriven message that failed again, say) are not
+	// seen. f's action says whether the message stays or goes; the
+	// delivery's Acker is nil.
+	//
+	// An error from f ends the scan: that message and the ones not yet
+	// seen stay, and the error is returned (nil for ErrStopScan). Removals
+	// are applied by the time ScanDeadLetters returns; after an error
+	// some may not be, so a removed message can be seen again by a later
+	// scan (at-least-once). Kept messages stay in dest; a backend may move
+	// them to its end, and documents it.
+	ScanDeadLetters(ctx context.Context, dest string, f func(*Delivery) (DeadLetterAction, error)) error
+}
+
+// DeadLetterCounter may be implemented by a DeadLetterStore that can count
+// a destination's messages without reading them.
+type DeadLetterCounter interface {
+	CountDeadLetters(ctx context.Context, dest string) (int, error)
+}
