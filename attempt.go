@@ -67,7 +67,7 @@ func (r *runState) runHandler(ms *msgState, h *handler, meta *Metadata) outcome 
 		}
 		delay := h.cfg.backoff.Delay(attempt)
 		l.stats.retries.Add(1)
-		if delay > 0 && ms.one && l.brokerRetries && !r.ordered(d) {
+		if delay > 0 && ms.one && !r.ordered(d) {
 			if dn, ok := d.Acker.(backend.DelayedNacker); ok && dn.CanNackAfter(delay) {
 				// The broker waits, not a worker.
 				l.log.Warn("dispytch: handler failed, retrying through the broker", "handler", h.info.Name, "topic", meta.Topic,

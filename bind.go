@@ -46,7 +46,7 @@ type attempt struct {
 	body   []byte
 	codec  codec.Codec
 	strict bool
-	v      Validator
+	v      structValidator
 }
 
 // Segments binds the topic's wildcard segments into a struct S, converting
@@ -137,7 +137,7 @@ func decodeBody(a *attempt, v any) error {
 
 // bodyValidation says how to validate a body or segments type, decided once.
 type bodyValidation struct {
-	tags   bool // run the validator
+	tags   bool // run the structValidator
 	deref  bool // T is a pointer to a struct
 	method bool // T or *T has Validate() error
 }
@@ -178,7 +178,7 @@ func hasValidateTags(t reflect.Type, seen map[reflect.Type]bool) bool {
 }
 
 // check validates *ptr (ptr is a *T).
-func (vi *bodyValidation) check(v Validator, ptr any) error {
+func (vi *bodyValidation) check(v structValidator, ptr any) error {
 	if vi.tags {
 		target := ptr
 		if vi.deref {

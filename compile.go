@@ -30,7 +30,7 @@ type compiled struct {
 func (l *Listener) compile() (*compiled, error) {
 	l.mu.Lock()
 	specs := append([]*handlerSpec(nil), l.specs...)
-	mws := append(attemptMiddleware(l.attemptObs), l.mw...)
+	mws := append([]Middleware(nil), l.mw...)
 	l.mu.Unlock()
 
 	g, problems := di.NewGraph(l.providers)
@@ -126,11 +126,11 @@ func (l *Listener) compile() (*compiled, error) {
 // its own.
 func (l *Listener) handlerConfig(s *handlerSpec) handlerConfig {
 	cfg := defaultHandlerConfig()
-	for _, st := range l.settings {
-		st(&cfg)
+	for _, o := range l.settings {
+		o.applyHandler(&cfg)
 	}
-	for _, st := range s.group {
-		st(&cfg)
+	for _, o := range s.group {
+		o.applyHandler(&cfg)
 	}
 	for _, o := range s.opts {
 		o.applyHandler(&cfg)
@@ -180,7 +180,7 @@ type handler struct {
 }
 
 func (h *handler) retryable(err error) bool {
-	if IsPermanent(err) {
+	if isPermanent(err) {
 		return false
 	}
 	if len(h.cfg.retryIf) == 0 {

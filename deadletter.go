@@ -1,9 +1,7 @@
 package dispytch
 
 import (
-	"errors"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/dispytch/dispytch-go/backend"
@@ -74,7 +72,7 @@ type FailedMessage struct {
 	// Key, Value and Headers are the original message, unchanged.
 	Key     []byte
 	Value   []byte
-	Headers Headers
+	Headers map[string]string
 	// Group is the listener's consumer group.
 	Group string
 	// Reason classifies the failure; Err is the last error.
@@ -101,24 +99,10 @@ type FailedMessage struct {
 	Truncated int
 }
 
-// DeadLetterTopicFunc names the topic a dead letter goes to.
-type DeadLetterTopicFunc func(f *FailedMessage) string
-
-// DefaultDeadLetterTopic is the default dead-letter rule: one dead-letter
-// topic per consumer group, "<group>.dlq", or "dispytch.dlq" for a listener
-// without a group. The original topic travels in the dispytch-dlq-topic
-// header, so Redrive can send each message back where it came from.
-func DefaultDeadLetterTopic(dl *FailedMessage) string {
-	if dl.Group == "" {
-		return "dispytch.dlq"
-	}
-	return dl.Group + ".dlq"
-}
-
 // Message builds the dead-letter message: the original key and value, the
 // original headers, and the failure headers.
 func (dl *FailedMessage) Message(topic string) *backend.Message {
-	h := make(Headers, len(dl.Headers)+8)
+	h := make(map[string]string, len(dl.Headers)+8)
 	for k, v := range dl.Headers {
 		h[k] = v
 	}
@@ -165,53 +149,9 @@ func (dl *FailedMessage) truncatedMessage(topic string) *backend.Message {
 	return m
 }
 
-// ParseDeadLetter reads the failure headers of a dead letter back into a
-// FailedMessage: Err holds the recorded error text. It reports false when
-// headers mark no dead letter.
-func ParseDeadLetter(topic string, key, value []byte, headers Headers) (*FailedMessage, bool) {
-	if !IsDeadLetter(headers) {
-		return nil, false
-	}
-	f := &FailedMessage{
-		Topic:           headers[HeaderDLTopic],
-		Key:             key,
-		Value:           value,
-		Group:           headers[HeaderDLGroup],
-		Reason:          Reason(headers[HeaderDLReason]),
-		Handler:         headers[HeaderDLHandler],
-		DeadLetterTopic: topic,
-		Partition:       -1,
-		Offset:          -1,
-	}
-	if e := headers[HeaderDLError]; e != "" {
-		f.Err = errors.New(e)
-	}
-	f.Attempts, _ = strconv.Atoi(headers[HeaderDLAttempts])
-	f.FirstFailure, _ = time.Parse(time.RFC3339Nano, headers[HeaderDLFirstFailure])
-	f.LastFailure, _ = time.Parse(time.RFC3339Nano, headers[HeaderDLLastFailure])
-	if p, err := strconv.ParseInt(headers[HeaderDLPartition], 10, 32); err == nil {
-		f.Partition = int32(p)
-	}
-	if o, err := strconv.ParseInt(headers[HeaderDLOffset], 10, 64); err == nil {
-		f.Offset = o
-	}
-	f.Truncated, _ = strconv.Atoi(headers[HeaderDLTruncated])
-	h := make(Headers, len(headers))
-	for k, v := range headers {
-		if !strings.HasPrefix(k, "dispytch-dlq-") {
-			h[k] = v
-		}
-	}
-	f.Headers = h
-	return f, true
-}
-
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
 	return s[:n] + "…"
 }
-
-// IsDeadLetter reports whether headers mark a dead letter.
-func IsDeadLetter(h Headers) bool { _, ok := h[HeaderDLReason]; return ok }

@@ -274,7 +274,7 @@ func TestHandlePanicsOnProgrammerErrors(t *testing.T) {
 		"nil func":    func() { l.Handle("t", "e", (func())(nil)) },
 		"bad pattern": func() { l.Handle("t.{x", "e", func() {}) },
 		"rest middle": func() { l.Handle("t.{x...}.y", "e", func() {}) },
-		"no topic":    func() { dispytch.NewHandlerGroup().Handle("", "e", func() {}) },
+		"no topic":    func() { dispytch.NewHandlerGroup("", "").Handle("", "e", func() {}) },
 	} {
 		func() {
 			defer func() {

@@ -26,7 +26,6 @@ type Emitter struct {
 	appender codec.EventAppender // codec, when it has the fast path
 	backend  string
 	log      *slog.Logger
-	onError  func(ctx context.Context, ev Eventer, err error)
 	obs      []EmitObserver
 	now      func() time.Time
 
@@ -41,12 +40,16 @@ type emitterOptionFunc func(*Emitter)
 
 func (f emitterOptionFunc) applyEmitter(e *Emitter) { f(e) }
 
-// OnEmitError sets a hook called with every error Emit returns (Python
-// Dispytch's on_timeout callback, generalised). The error is returned
-// regardless.
-func OnEmitError(f func(ctx context.Context, ev Eventer, err error)) EmitterOption {
-	return emitterOptionFunc(func(e *Emitter) { e.onError = f })
+// WithCodec sets the codec the emitter encodes with. Default: codec.JSON.
+// Listeners read JSON and msgpack whatever their own codecs.
+func WithCodec(c codec.Codec) EmitterOption {
+	return emitterOptionFunc(func(e *Emitter) {
+		if c != nil {
+			e.codec = c
+		}
+	})
 }
+
 
 // NewEmitter returns an emitter that sends through p, encoding with JSON
 // unless WithCodec says otherwise.
@@ -70,7 +73,7 @@ type emitSettings struct {
 	key     []byte
 	keySet  bool
 	id      string
-	headers Headers
+	headers map[string]string
 	backend []backend.Option
 }
 
@@ -84,21 +87,9 @@ func Key(k string) EmitOption {
 func Header(key, value string) EmitOption {
 	return func(s *emitSettings) {
 		if s.headers == nil {
-			s.headers = Headers{}
+			s.headers = map[string]string{}
 		}
 		s.headers[key] = value
-	}
-}
-
-// WithHeaders sets several message headers.
-func WithHeaders(h Headers) EmitOption {
-	return func(s *emitSettings) {
-		if s.headers == nil {
-			s.headers = make(Headers, len(h))
-		}
-		for k, v := range h {
-			s.headers[k] = v
-		}
 	}
 }
 
@@ -133,9 +124,6 @@ func (e *Emitter) Emit(ctx context.Context, ev Eventer, opts ...EmitOption) erro
 			defer func() { end(err) }()
 		}
 		err = e.produceErr(ctx, m, e.p.Produce(ctx, m))
-	}
-	if err != nil && e.onError != nil {
-		e.onError(ctx, ev, err)
 	}
 	return err
 }
@@ -186,9 +174,6 @@ func (e *Emitter) EmitAsync(ctx context.Context, ev Eventer, done func(error), o
 	}
 	m, err := e.message(ctx, ev, opts)
 	if err != nil {
-		if e.onError != nil {
-			e.onError(ctx, ev, err)
-		}
 		done(err)
 		return
 	}
@@ -200,9 +185,6 @@ func (e *Emitter) EmitAsync(ctx context.Context, ev Eventer, done func(error), o
 		err = e.produceErr(ctx, m, err)
 		if end != nil {
 			end(err)
-		}
-		if err != nil && e.onError != nil {
-			e.onError(ctx, ev, err)
 		}
 		done(err)
 	}
@@ -217,8 +199,7 @@ func (e *Emitter) EmitAsync(ctx context.Context, ev Eventer, done func(error), o
 // Nothing is sent when one of them fails to encode, or when ctx is done.
 // When some messages fail to send, the error is a *backend.BatchError with one
 // entry per event: backend.BatchError.NotSent lists those not sent,
-// backend.BatchError.Unconfirmed those sent without a confirmation. OnEmitError
-// is called for every event that failed.
+// backend.BatchError.Unconfirmed those sent without a confirmation.
 func (e *Emitter) EmitBatch(ctx context.Context, events []Eventer, opts ...EmitOption) error {
 	if len(events) == 0 {
 		return nil
@@ -227,13 +208,7 @@ func (e *Emitter) EmitBatch(ctx context.Context, events []Eventer, opts ...EmitO
 	for i, ev := range events {
 		m, err := e.message(ctx, ev, opts)
 		if err != nil {
-			err = fmt.Errorf("event %d of %d: %w", i, len(events), err)
-			if e.onError != nil {
-				for _, ev := range events {
-					e.onError(ctx, ev, err)
-				}
-			}
-			return err
+			return fmt.Errorf("event %d of %d: %w", i, len(events), err)
 		}
 		msgs[i] = m
 	}
@@ -263,9 +238,6 @@ func (e *Emitter) EmitBatch(ctx context.Context, events []Eventer, opts ...EmitO
 	for i, m := range msgs {
 		if be.Errs[i] != nil {
 			be.Errs[i] = e.produceErr(ctx, m, be.Errs[i])
-			if e.onError != nil {
-				e.onError(ctx, events[i], be.Errs[i])
-			}
 		}
 		if ends != nil {
 			ends[i](be.Errs[i])

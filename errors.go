@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/dispytch/dispytch-go/backend"
+	"github.com/dispytch/dispytch-go/topic"
 )
 
 // Sentinel errors. Errors returned by this package and by the backends wrap
@@ -47,6 +48,9 @@ var (
 	// ErrStopping is returned by Inbox.Deliver once the listener is shutting
 	// down and accepts no more deliveries.
 	ErrStopping = backend.ErrStopping
+	// ErrBadPattern reports a topic pattern or template that does not
+	// parse.
+	ErrBadPattern = topic.ErrBadPattern
 	// ErrPermanent marks an error that must not be retried. See Permanent.
 	// Backends wrap it around permanent broker errors too (access refused,
 	// a missing virtual host, an inequivalent declaration), so a handler
@@ -93,8 +97,8 @@ func Permanent(err error) error {
 	return &permanentError{err: err}
 }
 
-// IsPermanent reports whether err was marked with Permanent, or is a decode
+// isPermanent reports whether err was marked with Permanent, or is a decode
 // or validation error, which retrying cannot fix.
-func IsPermanent(err error) bool {
+func isPermanent(err error) bool {
 	return errors.Is(err, ErrPermanent) || errors.Is(err, ErrDecode) || errors.Is(err, ErrValidation)
 }

@@ -31,12 +31,6 @@ type EventIDer interface{ EventID() string }
 // overrides it.
 type EventKeyer interface{ EventKey() string }
 
-// Headers are message headers.
-type Headers map[string]string
-
-// Get returns the value of key, or "" (nil-safe).
-func (h Headers) Get(key string) string { return h[key] }
-
 // DeliveryInfo describes how a message reached the handler: its attempt,
 // redelivery, position in a log and the backend's raw message.
 type DeliveryInfo = backend.DeliveryInfo
@@ -54,7 +48,7 @@ type Metadata struct {
 	Timestamp time.Time
 	// Headers are the message headers (nil when there are none). Treat them
 	// as read-only.
-	Headers Headers
+	Headers map[string]string
 	// Delivery describes the delivery and the handler attempt.
 	Delivery DeliveryInfo
 

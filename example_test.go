@@ -21,7 +21,7 @@ func Example() {
 	defer broker.Close()
 
 	handled := make(chan string, 1)
-	users := dispytch.NewHandlerGroup()
+	users := dispytch.NewHandlerGroup("", "")
 	users.Handle("user_events", "user_registered",
 		func(ctx context.Context, ev dispytch.Event[UserRegistered], svc *UserService) error {
 			handled <- fmt.Sprintf("%s registered (service %s)", ev.Body.User.Email, svc.actor)
@@ -30,7 +30,7 @@ func Example() {
 		dispytch.Retries(3), dispytch.RetryInterval(time.Second))
 
 	listener := dispytch.NewListener(broker,
-		dispytch.Group("users"),
+		dispytch.ConsumerGroup("users"),
 		dispytch.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
 		dispytch.Provide(func() *UserService { return &UserService{actor: "signup"} }))
 	listener.AddGroup(users)

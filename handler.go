@@ -14,17 +14,17 @@ import (
 // type, to add to a listener with Listener.AddGroup.
 type HandlerGroup struct {
 	topic, eventType string
-	settings         []setting
+	settings         []HandlerOption
 	specs            []*handlerSpec
 }
 
-// NewHandlerGroup returns an empty group.
-func NewHandlerGroup(opts ...GroupOption) *HandlerGroup {
-	g := &HandlerGroup{}
-	for _, o := range opts {
-		o.applyGroup(g)
-	}
-	return g
+// NewHandlerGroup returns an empty group. Its handlers registered with an
+// empty topic or event type take topic and eventType ("" for none, as
+// Python Dispytch's default_topic and default_event); opts are the defaults
+// of its handlers (Retries, OnFailure, ...), which their own options
+// override.
+func NewHandlerGroup(topic, eventType string, opts ...HandlerOption) *HandlerGroup {
+	return &HandlerGroup{topic: topic, eventType: eventType, settings: opts}
 }
 
 // Handle registers fn for eventType on topic. An empty topic or event type
@@ -58,7 +58,7 @@ type handlerSpec struct {
 	fname            string        // the function's name
 	regAt            string        // file:line of the Handle call
 	opts             []HandlerOption
-	group            []setting
+	group            []HandlerOption
 }
 
 func newHandlerSpec(topicName, eventType string, fn any, opts []HandlerOption) *handlerSpec {

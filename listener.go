@@ -25,7 +25,7 @@ type Listener struct {
 	codec           codec.Codec
 	codecs          map[string]codec.Codec // by content type
 	log             *slog.Logger
-	settings        []setting
+	settings        []HandlerOption
 	providers       []*di.Provider
 	specs           []*handlerSpec
 	mw              []Middleware
@@ -33,13 +33,12 @@ type Listener struct {
 	shutdownTimeout time.Duration
 	group, delim    string
 	unknown, poison FailurePolicy
-	dlTopic         DeadLetterTopicFunc
+	dlTopic         func(*FailedMessage) string
+	extraCodecs     []codec.Codec
 	dlProducer      backend.Producer
-	validator       Validator
+	validator       structValidator
 	orderByKey      bool
 	msgObs          []MessageObserver
-	attemptObs      []AttemptObserver
-	brokerRetries   bool
 	startTimeout    time.Duration
 	dlAttempts      int
 	dlFallback      FailurePolicy
@@ -64,13 +63,12 @@ func NewListener(c backend.Consumer, opts ...ListenerOption) *Listener {
 		delim:           topic.DefaultDelimiter,
 		unknown:         PolicyDrop,
 		poison:          PolicyDeadLetter,
-		dlTopic:         DefaultDeadLetterTopic,
+		dlTopic:         defaultDeadLetterTopic,
 		orderByKey:      true,
 		ready:           make(chan struct{}),
-		startTimeout:    DefaultStartTimeout,
+		startTimeout:    30 * time.Second,
 		dlAttempts:      5,
 		dlFallback:      PolicyDrop,
-		brokerRetries:   true,
 	}
 	if p, ok := c.(backend.Producer); ok {
 		l.dlProducer = p
@@ -90,15 +88,11 @@ func NewListener(c backend.Consumer, opts ...ListenerOption) *Listener {
 	// Every listener reads JSON and msgpack, whatever its own codec, so
 	// that Go and Python producers of either kind can share its topics.
 	l.codecs = map[string]codec.Codec{}
-	for _, c := range []codec.Codec{codec.JSON, msgpack.Codec, l.codec} {
+	for _, c := range append([]codec.Codec{codec.JSON, msgpack.Codec}, l.extraCodecs...) {
 		l.codecs[c.ContentType()] = c
 	}
 	return l
 }
-
-// DefaultStartTimeout is how long Run waits for the consumer's
-// subscription before it gives up (see StartTimeout).
-const DefaultStartTimeout = 30 * time.Second
 
 // Handle registers fn for eventType on topic, like HandlerGroup.Handle.
 func (l *Listener) Handle(topic, eventType string, fn any, opts ...HandlerOption) {

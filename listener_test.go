@@ -77,7 +77,7 @@ func TestHandleEndToEnd(t *testing.T) {
 	if ev.ID != id || ev.Type != "user_registered" || ev.Topic != "user_events" || ev.Body.User.Email != "u1@example.com" {
 		t.Fatalf("%+v", ev)
 	}
-	if ev.Headers.Get("trace") != "t1" || string(ev.Delivery.Key) != "k1" || ev.Delivery.Attempt != 1 || ev.Delivery.Redelivered {
+	if ev.Headers["trace"] != "t1" || string(ev.Delivery.Key) != "k1" || ev.Delivery.Attempt != 1 || ev.Delivery.Redelivered {
 		t.Fatalf("%+v", ev.Metadata)
 	}
 	if time.Since(ev.Timestamp) > time.Minute {
@@ -95,7 +95,7 @@ func TestSeveralHandlersAllRunBeforeAck(t *testing.T) {
 	var ran atomic.Int32
 	slow := func(dispytch.Event[UserRegistered]) error { <-release; ran.Add(1); return nil }
 	fast := func(dispytch.Event[UserRegistered]) { ran.Add(1); close(fastDone) }
-	g := dispytch.NewHandlerGroup(dispytch.DefaultTopic("user_events"), dispytch.DefaultEventType("user_registered"))
+	g := dispytch.NewHandlerGroup("user_events", "user_registered")
 	g.Handle("", "", slow, dispytch.Name("slow"))
 	g.Handle("", "", fast, dispytch.Name("fast"))
 	kit.Listener.AddGroup(g)

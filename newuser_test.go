@@ -24,6 +24,7 @@ import (
 	"github.com/dispytch/dispytch-go/codec"
 	"github.com/dispytch/dispytch-go/codec/msgpack"
 	"github.com/dispytch/dispytch-go/dispytchtest"
+	"github.com/dispytch/dispytch-go/dlq"
 	"github.com/dispytch/dispytch-go/memory"
 )
 
@@ -63,8 +64,8 @@ func TestEmitAfterCancelSendsNothing(t *testing.T) {
 func TestEmitBatchReportsWhatWasNotSent(t *testing.T) {
 	b := memory.New(memory.Capacity(3))
 	defer b.Close()
-	var hooked atomic.Int32
-	em := dispytch.NewEmitter(b, dispytch.OnEmitError(func(context.Context, dispytch.Eventer, error) { hooked.Add(1) }))
+	obs := &emitCounter{}
+	em := dispytch.NewEmitter(b, dispytch.Observe(obs))
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	evs := make([]dispytch.Eventer, 5)
@@ -85,8 +86,21 @@ func TestEmitBatchReportsWhatWasNotSent(t *testing.T) {
 	if n := b.Retained("user_events"); n != 3 {
 		t.Fatalf("%d on the broker", n)
 	}
-	if hooked.Load() != 2 {
-		t.Fatalf("OnEmitError called %d times for 2 failures", hooked.Load())
+	if obs.failed.Load() != 2 || obs.ok.Load() != 3 {
+		t.Fatalf("emit observer saw %d failures, %d successes", obs.failed.Load(), obs.ok.Load())
+	}
+}
+
+// emitCounter is an EmitObserver counting outcomes.
+type emitCounter struct{ ok, failed atomic.Int32 }
+
+func (c *emitCounter) ObserveEmit(ctx context.Context, _ *backend.Message) (context.Context, func(error)) {
+	return ctx, func(err error) {
+		if err != nil {
+			c.failed.Add(1)
+		} else {
+			c.ok.Add(1)
+		}
 	}
 }
 
@@ -109,7 +123,7 @@ func TestNilArguments(t *testing.T) {
 	if err := dispytch.NewEmitter(nil).Emit(context.Background(), registered(1)); !errors.Is(err, dispytch.ErrNotSent) {
 		t.Fatalf("nil producer: %v", err)
 	}
-	l := dispytch.NewListener(b, dispytch.WithLogger(nil), dispytch.Group("nil-logger"))
+	l := dispytch.NewListener(b, dispytch.WithLogger(nil), dispytch.ConsumerGroup("nil-logger"))
 	l.Handle("user_events", "user_registered", func() {})
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
@@ -299,7 +313,7 @@ func TestStaleDeliveryIsNotStarted(t *testing.T) {
 	settled := make(chan dispytch.Settlement, 1)
 	d := &backend.Delivery{Topic: "user_events", Value: mustEnvelope(t, "user_registered", `{}`), Acker: staleAcker{&acks, &nacks}}
 	l := dispytch.NewListener(oneShot{ds: []*backend.Delivery{d}}, dispytch.WithLogger(quiet),
-		dispytch.OnSettle(func(s dispytch.Settlement) { settled <- s }))
+		dispytchtest.OnSettle(func(s dispytch.Settlement) { settled <- s }))
 	var ran atomic.Bool
 	l.Handle("user_events", "user_registered", func() { ran.Store(true) })
 	ctx, cancel := context.WithCancel(context.Background())
@@ -344,7 +358,7 @@ func TestSingletonsAreLazyAndPerRun(t *testing.T) {
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(context.Background())
 	for i := range 2 {
-		l := dispytch.NewListener(b, dispytch.Group(fmt.Sprint("g", i)), dial, dispytch.WithLogger(quiet))
+		l := dispytch.NewListener(b, dispytch.ConsumerGroup(fmt.Sprint("g", i)), dial, dispytch.WithLogger(quiet))
 		l.Handle("user_events", "user_registered", func(db *lazyDB) { seen <- db })
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = l.Run(ctx) }()
@@ -378,7 +392,7 @@ func TestSubscriptionReportsBadPattern(t *testing.T) {
 func TestListenerReadsJSONAndMsgpack(t *testing.T) {
 	for _, listenerCodec := range []codec.Codec{codec.JSON, msgpack.Codec} {
 		t.Run(listenerCodec.ContentType(), func(t *testing.T) {
-			kit := dispytchtest.New(t, dispytch.WithCodec(listenerCodec))
+			kit := dispytchtest.New(t, dispytch.Codecs(listenerCodec))
 			got := make(chan string, 4)
 			kit.Listener.Handle("user_events", "user_registered", func(ev dispytch.Event[UserRegistered]) {
 				got <- ev.Body.User.Email
@@ -449,7 +463,7 @@ func (p *tooLarge) Produce(ctx context.Context, msgs ...*backend.Message) error 
 // the fallback instead of redelivering forever.
 func TestDeadLetterTooLargeAndFallback(t *testing.T) {
 	dl := &tooLarge{limit: 1000}
-	kit := dispytchtest.New(t, dispytch.DeadLetterProducer(dl))
+	kit := dispytchtest.New(t, dispytch.DeadLettering(dispytch.DeadLetterConfig{Producer: dl}))
 	kit.Listener.Handle("user_events", "user_registered", func() error { return errors.New("boom") }, dispytch.Name("h"))
 	kit.Start()
 	big := registered(1)
@@ -465,7 +479,7 @@ func TestDeadLetterTooLargeAndFallback(t *testing.T) {
 		m.Headers[dispytch.HeaderDLTopic] != "user_events" || m.Headers[dispytch.HeaderDLHandler] != "h" {
 		t.Fatalf("truncated letter: %+v", m)
 	}
-	f, ok := dispytch.ParseDeadLetter("test.dlq", m.Key, m.Value, m.Headers)
+	f, ok := dlq.Parse("test.dlq", m.Key, m.Value, m.Headers)
 	if !ok || f.Truncated < 5000 || f.Reason != dispytch.ReasonHandler {
 		t.Fatalf("%+v", f)
 	}
@@ -473,7 +487,7 @@ func TestDeadLetterTooLargeAndFallback(t *testing.T) {
 	// Dead-lettering that always fails: after DeadLetterAttempts
 	// deliveries the message is dropped, logged and counted.
 	down := &tooLarge{limit: -1}
-	kit2 := dispytchtest.New(t, dispytch.DeadLetterProducer(failing{down}), dispytch.DeadLetterAttempts(3))
+	kit2 := dispytchtest.New(t, dispytch.DeadLettering(dispytch.DeadLetterConfig{Producer: failing{down}, Attempts: 3}))
 	var runs atomic.Int32
 	kit2.Listener.Handle("user_events", "user_registered", func() error { runs.Add(1); return errors.New("boom") })
 	kit2.Start()
@@ -513,12 +527,12 @@ func TestRedriveEnds(t *testing.T) {
 	kit.Publish("user_events", mustEnvelope(t, "strict", `{"user":{"id":"1","email":"nope"},"timestamp":1}`), nil)
 	kit.WaitFor("validation failure", func(s dispytch.Settlement) bool { return s.Type == "strict" })
 
-	dlq := dispytch.DeadLetters(kit.Broker, "test.dlq")
+	q := dlq.Open(kit.Broker, "test.dlq")
 	ctx := context.Background()
-	if c, err := dlq.Count(ctx); err != nil || c != n+1 {
+	if c, err := q.Count(ctx, nil); err != nil || c != n+1 {
 		t.Fatalf("count %d, %v", c, err)
 	}
-	letters, err := dlq.List(ctx, dispytch.FilterHandler("flaky"))
+	letters, err := q.List(ctx, &dlq.Filter{Handlers: []string{"flaky"}})
 	if err != nil || len(letters) != n {
 		t.Fatalf("%d letters, %v", len(letters), err)
 	}
@@ -526,20 +540,20 @@ func TestRedriveEnds(t *testing.T) {
 		l.Err == nil || l.Err.Error() != "db down" || l.Group != "test" || l.LastFailure.IsZero() {
 		t.Fatalf("%+v", l)
 	}
-	if c, _ := dlq.Count(ctx, dispytch.FilterReason(dispytch.ReasonValidation)); c != 1 {
+	if c, _ := q.Count(ctx, &dlq.Filter{Reasons: []dispytch.Reason{dispytch.ReasonValidation}}); c != 1 {
 		t.Fatalf("validation letters: %d", c)
 	}
-	if c, _ := dlq.Count(ctx, dispytch.FilterFailedBetween(time.Now().Add(time.Hour), time.Time{})); c != 0 {
+	if c, _ := q.Count(ctx, &dlq.Filter{From: time.Now().Add(time.Hour)}); c != 0 {
 		t.Fatalf("future letters: %d", c)
 	}
-	if m, err := dlq.Redrive(ctx, kit.Broker, dispytch.DryRun()); err != nil || m != n {
+	if m, err := q.Redrive(ctx, kit.Broker, &dlq.Filter{DryRun: true}); err != nil || m != n {
 		t.Fatalf("dry run %d, %v", m, err)
 	}
 
 	// Still failing: one pass moves each letter once, and ends.
 	done := make(chan int, 1)
 	go func() {
-		m, err := dlq.Redrive(ctx, kit.Broker)
+		m, err := q.Redrive(ctx, kit.Broker, nil)
 		if err != nil {
 			t.Error(err)
 		}
@@ -554,29 +568,29 @@ func TestRedriveEnds(t *testing.T) {
 		t.Fatal("Redrive did not end")
 	}
 	kit.WaitCount(2*n+1, func(s dispytch.Settlement) bool { return s.Outcome == dispytch.OutcomeDeadLettered })
-	if c, _ := dlq.Count(ctx); c != n+1 {
+	if c, _ := q.Count(ctx, nil); c != n+1 {
 		t.Fatalf("after a failing redrive: %d letters", c)
 	}
 
 	// Healthy: they are handled, the validation failure stays (skipped by
 	// default), until purged.
 	healthy.Store(true)
-	if m, _ := dlq.Redrive(ctx, kit.Broker); m != n {
+	if m, _ := q.Redrive(ctx, kit.Broker, nil); m != n {
 		t.Fatalf("redrove %d", m)
 	}
 	kit.WaitCount(n, func(s dispytch.Settlement) bool {
 		return s.Outcome == dispytch.OutcomeAcked && s.Type == "user_registered" && s.ID != ""
 	})
-	if c, _ := dlq.Count(ctx); c != 1 {
+	if c, _ := q.Count(ctx, nil); c != 1 {
 		t.Fatalf("left %d", c)
 	}
-	if m, _ := dlq.Purge(ctx, dispytch.DryRun()); m != 1 {
+	if m, _ := q.Purge(ctx, &dlq.Filter{DryRun: true}); m != 1 {
 		t.Fatalf("purge dry run %d", m)
 	}
-	if m, _ := dlq.Purge(ctx); m != 1 {
+	if m, _ := q.Purge(ctx, nil); m != 1 {
 		t.Fatalf("purged %d", m)
 	}
-	if c, _ := dlq.Count(ctx); c != 0 {
+	if c, _ := q.Count(ctx, nil); c != 0 {
 		t.Fatalf("after purge %d", c)
 	}
 }

@@ -7,14 +7,6 @@ import (
 	"github.com/dispytch/dispytch-go/backend"
 )
 
-// Observer sees what flows through listeners and emitters: the seam that
-// tracing, metrics and logs are built on. It implements one or more of
-// MessageObserver, AttemptObserver and EmitObserver, and is registered with
-// Observe on a listener, an emitter, or both. Observers are called on the
-// goroutine handling the message or the emit, and must be fast; a listener
-// or emitter without observers pays nothing for them.
-type Observer interface{}
-
 // MessageObserver observes each message a listener takes, from receipt to
 // settlement.
 type MessageObserver interface {
@@ -23,13 +15,6 @@ type MessageObserver interface {
 	// it returns is the base of every handler attempt's context (carrying
 	// a span, say); end is called once with the settlement.
 	ObserveMessage(ctx context.Context, m *MessageInfo) (_ context.Context, end func(Settlement))
-}
-
-// AttemptObserver observes each handler attempt, around the middleware.
-type AttemptObserver interface {
-	// ObserveAttempt is called before the attempt; the context it returns
-	// is the attempt's, and end is called with the attempt's error.
-	ObserveAttempt(ctx context.Context, c *Call) (_ context.Context, end func(error))
 }
 
 // EmitObserver observes each message an emitter sends.
@@ -55,23 +40,25 @@ type MessageInfo struct {
 	// Group is the listener's consumer group.
 	Group   string
 	Key     []byte
-	Headers Headers
+	Headers map[string]string
 	// Size is the message's size in bytes.
 	Size int
 	// Delivery holds Redelivered, DeliveryCount, Partition, Offset, Raw.
 	Delivery DeliveryInfo
 }
 
-// Observe registers an observer; see Observer. Several observers nest in
-// the order given: the first one's context is the outermost.
-func Observe(o Observer) SharedOption {
-	return sharedOption{
+// Observe registers an observer, the seam that tracing, metrics and logs
+// are built on: o implements MessageObserver, EmitObserver or both (each
+// handler attempt is observed by Middleware), and the same value can be
+// given to listeners and emitters alike. Observers are called on the goroutine
+// handling the message or the emit, and must be fast; a listener or
+// emitter without observers pays nothing for them. Several observers nest
+// in the order given: the first one's context is the outermost.
+func Observe(o any) ObserveOption {
+	return ObserveOption{
 		l: func(l *Listener) {
 			if mo, ok := o.(MessageObserver); ok {
 				l.msgObs = append(l.msgObs, mo)
-			}
-			if ao, ok := o.(AttemptObserver); ok {
-				l.attemptObs = append(l.attemptObs, ao)
 			}
 		},
 		e: func(e *Emitter) {
@@ -81,6 +68,15 @@ func Observe(o Observer) SharedOption {
 		},
 	}
 }
+
+// ObserveOption is a ListenerOption and an EmitterOption; see Observe.
+type ObserveOption struct {
+	l func(*Listener)
+	e func(*Emitter)
+}
+
+func (o ObserveOption) applyListener(l *Listener) { o.l(l) }
+func (o ObserveOption) applyEmitter(e *Emitter)   { o.e(e) }
 
 // observe tells the message observers about a message about to be run.
 func (r *runState) observe(ms *msgState, decodeErr error, one handlerMatch, many []handlerMatch, n int) {
@@ -114,22 +110,4 @@ func (r *runState) observe(ms *msgState, decodeErr error, one handlerMatch, many
 		}
 	}
 	ms.ctx = ctx
-}
-
-// attemptMiddleware turns attempt observers into the outermost middleware.
-func attemptMiddleware(obs []AttemptObserver) []Middleware {
-	var mws []Middleware
-	for _, o := range obs {
-		mws = append(mws, func(next HandlerFunc) HandlerFunc {
-			return func(ctx context.Context, c *Call) error {
-				ctx, end := o.ObserveAttempt(ctx, c)
-				err := next(ctx, c)
-				if end != nil {
-					end(err)
-				}
-				return err
-			}
-		})
-	}
-	return mws
 }

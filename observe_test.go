@@ -33,7 +33,7 @@ func (r *recorder) add(s string) { r.mu.Lock(); r.events = append(r.events, s); 
 func (r *recorder) ObserveEmit(ctx context.Context, m *backend.Message) (context.Context, func(error)) {
 	if tr, ok := ctx.Value(traceKey{}).(string); ok {
 		if m.Headers == nil {
-			m.Headers = dispytch.Headers{}
+			m.Headers = map[string]string{}
 		}
 		m.Headers["trace"] = tr
 	}
@@ -45,19 +45,22 @@ func (r *recorder) ObserveMessage(ctx context.Context, m *dispytch.MessageInfo) 
 	r.mu.Lock()
 	r.infos = append(r.infos, *m)
 	r.mu.Unlock()
-	return context.WithValue(ctx, traceKey{}, m.Headers.Get("trace")), func(s dispytch.Settlement) {
+	return context.WithValue(ctx, traceKey{}, m.Headers["trace"]), func(s dispytch.Settlement) {
 		r.mu.Lock()
 		r.settled = append(r.settled, s)
 		r.mu.Unlock()
 	}
 }
 
-func (r *recorder) ObserveAttempt(ctx context.Context, c *dispytch.Call) (context.Context, func(error)) {
-	r.add(fmt.Sprint("attempt ", c.Handler.Name, " ", c.Meta.Delivery.Attempt))
-	return ctx, func(err error) {
+// middleware observes every attempt.
+func (r *recorder) middleware(next dispytch.HandlerFunc) dispytch.HandlerFunc {
+	return func(ctx context.Context, c *dispytch.Call) error {
+		r.add(fmt.Sprint("attempt ", c.Handler.Name, " ", c.Meta.Delivery.Attempt))
+		err := next(ctx, c)
 		r.mu.Lock()
 		r.attempts = append(r.attempts, err)
 		r.mu.Unlock()
+		return err
 	}
 }
 
@@ -66,7 +69,7 @@ func (r *recorder) ObserveAttempt(ctx context.Context, c *dispytch.Call) (contex
 // made of it.
 func TestObservers(t *testing.T) {
 	rec := &recorder{}
-	kit := dispytchtest.New(t, dispytch.Observe(rec))
+	kit := dispytchtest.New(t, dispytch.Observe(rec), dispytch.Use(rec.middleware))
 	kit.Emitter = dispytch.NewEmitter(kit.Broker, dispytch.Observe(rec))
 	var calls atomic.Int32
 	var seen atomic.Value
@@ -177,7 +180,7 @@ func TestRetriesThroughTheBroker(t *testing.T) {
 			c.acker = &delayAcker{}
 			c.acker.redeliv = func(int) {}
 			settled := make(chan dispytch.Settlement, 10)
-			l := dispytch.NewListener(c, dispytch.WithLogger(quiet), dispytch.OnSettle(func(s dispytch.Settlement) { settled <- s }))
+			l := dispytch.NewListener(c, dispytch.WithLogger(quiet), dispytchtest.OnSettle(func(s dispytch.Settlement) { settled <- s }))
 			var attempts []int
 			var mu sync.Mutex
 			l.Handle("user_events", "user_registered", func(m dispytch.Metadata) error {
@@ -230,8 +233,8 @@ type NoteSeg struct {
 // Handlers describes what is registered: topics, types, body and segment
 // types, settings.
 func TestHandlersIntrospection(t *testing.T) {
-	l := dispytch.NewListener(memory.New(), dispytch.Retries(2))
-	g := dispytch.NewHandlerGroup(dispytch.DefaultTopic("user_events"), dispytch.OnFailure(dispytch.PolicyDrop))
+	l := dispytch.NewListener(memory.New(), dispytch.HandlerDefaults(dispytch.Retries(2)))
+	g := dispytch.NewHandlerGroup("user_events", "", dispytch.OnFailure(dispytch.PolicyDrop))
 	g.Handle("", "user_registered", func(dispytch.Event[UserRegistered]) {}, dispytch.Name("welcome"))
 	l.AddGroup(g)
 	dispytch.Handle1(l, "user.{id}.notification", "user_notification",

@@ -10,64 +10,51 @@ import (
 	"github.com/dispytch/dispytch-go/codec"
 )
 
+// One option type per thing configured: ListenerOption (NewListener),
+// HandlerOption (a handler; given to NewHandlerGroup or HandlerDefaults it
+// sets the default for many), EmitterOption (NewEmitter), EmitOption (one
+// emit), ProviderOption (Provide). Observe configures listeners and
+// emitters alike.
+
 // ListenerOption configures a Listener.
 type ListenerOption interface{ applyListener(*Listener) }
 
-// HandlerOption configures one handler.
+// HandlerOption configures one handler, or the handlers of a group or a
+// listener (NewHandlerGroup, HandlerDefaults). The handler's own setting
+// wins over its group's, which wins over the listener's.
 type HandlerOption interface{ applyHandler(*handlerConfig) }
-
-// GroupOption configures a HandlerGroup.
-type GroupOption interface{ applyGroup(*HandlerGroup) }
-
-// HandlerSetting is a handler option that can also be given to a
-// HandlerGroup or a Listener, where it sets the default for their handlers.
-// The handler's own setting wins over its group's, which wins over the
-// listener's.
-type HandlerSetting interface {
-	HandlerOption
-	GroupOption
-	ListenerOption
-}
-
-// SharedOption configures both listeners and emitters.
-type SharedOption interface {
-	ListenerOption
-	EmitterOption
-}
 
 type listenerOptionFunc func(*Listener)
 
 func (f listenerOptionFunc) applyListener(l *Listener) { f(l) }
 
-type groupOptionFunc func(*HandlerGroup)
-
-func (f groupOptionFunc) applyGroup(g *HandlerGroup) { f(g) }
-
 type setting func(*handlerConfig)
 
-func (s setting) applyHandler(c *handlerConfig)  { s(c) }
-func (s setting) applyGroup(g *HandlerGroup)     { g.settings = append(g.settings, s) }
-func (s setting) applyListener(l *Listener)      { l.settings = append(l.settings, s) }
-func (s setting) applyEmitter(*Emitter)          {}
-func (f sharedOption) applyListener(l *Listener) { f.l(l) }
-func (f sharedOption) applyEmitter(e *Emitter)   { f.e(e) }
+func (s setting) applyHandler(c *handlerConfig) { s(c) }
 
-type sharedOption struct {
-	l func(*Listener)
-	e func(*Emitter)
+// WithLogger sets the listener's logger. Default (and for nil):
+// slog.Default() at construction.
+func WithLogger(log *slog.Logger) ListenerOption {
+	return listenerOptionFunc(func(l *Listener) { l.log = log })
 }
 
-// WithCodec sets the codec: the emitter encodes with it; the listener
-// decodes with it the messages whose format it cannot tell otherwise (no
-// content type it knows, a first byte that is neither JSON's nor
-// msgpack's). Default: codec.JSON.
-func WithCodec(c codec.Codec) SharedOption {
-	return sharedOption{l: func(l *Listener) { l.codec = c }, e: func(e *Emitter) { e.codec = c }}
-}
-
-// WithLogger sets the logger. Default: slog.Default() at construction.
-func WithLogger(log *slog.Logger) SharedOption {
-	return sharedOption{l: func(l *Listener) { l.log = log }, e: func(e *Emitter) { e.log = log }}
+// Codecs adds codecs the listener decodes with, by the content type a
+// message names; the first is also the codec for messages whose format
+// it cannot tell (no content type it knows, a first byte that is neither
+// JSON's nor msgpack's). JSON and msgpack are always read. Default:
+// codec.JSON.
+func Codecs(cs ...codec.Codec) ListenerOption {
+	return listenerOptionFunc(func(l *Listener) {
+		for i, c := range cs {
+			if c == nil {
+				continue
+			}
+			if i == 0 {
+				l.codec = c
+			}
+			l.extraCodecs = append(l.extraCodecs, c)
+		}
+	})
 }
 
 // FailurePolicy says what happens to a message whose handler failed for good
@@ -105,11 +92,10 @@ type Backoff interface {
 	Delay(retry int) time.Duration
 }
 
-// FixedBackoff waits the same time before every retry.
-type FixedBackoff time.Duration
+// fixedBackoff waits the same time before every retry.
+type fixedBackoff time.Duration
 
-// Delay returns the fixed interval.
-func (f FixedBackoff) Delay(int) time.Duration { return time.Duration(f) }
+func (f fixedBackoff) Delay(int) time.Duration { return time.Duration(f) }
 
 // ExponentialBackoff waits Initial, then Initial*Multiplier, ... capped at
 // Max, each randomised by ±Jitter (a fraction: 0.2 means ±20%).
@@ -140,8 +126,8 @@ func (b ExponentialBackoff) Delay(retry int) time.Duration {
 	return time.Duration(d)
 }
 
-// DefaultRetryInterval is Python Dispytch's fixed retry interval.
-const DefaultRetryInterval = 1250 * time.Millisecond
+// defaultRetryInterval is Python Dispytch's fixed retry interval.
+const defaultRetryInterval = 1250 * time.Millisecond
 
 type handlerConfig struct {
 	name    string
@@ -154,27 +140,28 @@ type handlerConfig struct {
 }
 
 func defaultHandlerConfig() handlerConfig {
-	return handlerConfig{backoff: FixedBackoff(DefaultRetryInterval)}
+	return handlerConfig{backoff: fixedBackoff(defaultRetryInterval)}
 }
 
 // Retries sets how many times a failed handler is retried (default 0): a
-// handler runs at most n+1 times per delivery.
-func Retries(n int) HandlerSetting { return setting(func(c *handlerConfig) { c.retries = max(n, 0) }) }
+// handler runs at most n+1 times per message.
+func Retries(n int) HandlerOption { return setting(func(c *handlerConfig) { c.retries = max(n, 0) }) }
 
-// RetryInterval sets a fixed wait between retries (default 1.25s).
-func RetryInterval(d time.Duration) HandlerSetting {
-	return setting(func(c *handlerConfig) { c.backoff = FixedBackoff(d) })
+// RetryInterval sets a fixed wait between retries (default 1.25s, Python
+// Dispytch's).
+func RetryInterval(d time.Duration) HandlerOption {
+	return setting(func(c *handlerConfig) { c.backoff = fixedBackoff(d) })
 }
 
 // RetryBackoff sets the wait between retries, e.g. an ExponentialBackoff.
-func RetryBackoff(b Backoff) HandlerSetting {
+func RetryBackoff(b Backoff) HandlerOption {
 	return setting(func(c *handlerConfig) { c.backoff = b })
 }
 
 // RetryOn retries only errors matching one of targets with errors.Is. Other
-// errors fail at once. Without RetryOn, RetryOnType or RetryIf every error is
-// retried (except permanent, decode and validation errors).
-func RetryOn(targets ...error) HandlerSetting {
+// errors fail at once. Without RetryOn or RetryIf every error is retried
+// (except permanent, decode and validation errors).
+func RetryOn(targets ...error) HandlerOption {
 	return setting(func(c *handlerConfig) {
 		for _, t := range targets {
 			c.retryIf = append(c.retryIf, func(err error) bool { return errors.Is(err, t) })
@@ -182,32 +169,26 @@ func RetryOn(targets ...error) HandlerSetting {
 	})
 }
 
-// RetryOnType retries errors for which errors.As finds an E.
-func RetryOnType[E error]() HandlerSetting {
-	return setting(func(c *handlerConfig) {
-		c.retryIf = append(c.retryIf, func(err error) bool {
-			var target E
-			return errors.As(err, &target)
-		})
-	})
-}
-
-// RetryIf retries errors for which f returns true.
-func RetryIf(f func(error) bool) HandlerSetting {
+// RetryIf retries errors for which f returns true, alongside RetryOn's:
+// for errors.As on an error type, say.
+func RetryIf(f func(error) bool) HandlerOption {
 	return setting(func(c *handlerConfig) { c.retryIf = append(c.retryIf, f) })
 }
 
 // OnFailure sets the failure policy (default PolicyDeadLetter).
-func OnFailure(p FailurePolicy) HandlerSetting {
+func OnFailure(p FailurePolicy) HandlerOption {
 	return setting(func(c *handlerConfig) { c.policy = p })
 }
 
 // Strict makes body decoding reject fields the body type has no place for.
-func Strict() HandlerSetting { return setting(func(c *handlerConfig) { c.strict = true }) }
+func Strict() HandlerOption { return setting(func(c *handlerConfig) { c.strict = true }) }
 
 // AttemptTimeout bounds each handler attempt: its context is cancelled after
-// d. An attempt that times out counts as failed (and may be retried).
-func AttemptTimeout(d time.Duration) HandlerSetting {
+// d, and an attempt that has not returned by then fails with
+// ErrAttemptTimeout (and may be retried), even if the handler ignores its
+// context; the handler's goroutine runs on until it returns, and its late
+// result is ignored.
+func AttemptTimeout(d time.Duration) HandlerOption {
 	return setting(func(c *handlerConfig) { c.timeout = d })
 }
 
@@ -215,6 +196,12 @@ func AttemptTimeout(d time.Duration) HandlerSetting {
 // function's name, e.g. "main.handleUserRegistered". Give stable names to
 // closures, whose generated names change when code moves.
 func Name(name string) HandlerOption { return setting(func(c *handlerConfig) { c.name = name }) }
+
+// HandlerDefaults sets options for every handler of the listener; a group's
+// and a handler's own options win.
+func HandlerDefaults(opts ...HandlerOption) ListenerOption {
+	return listenerOptionFunc(func(l *Listener) { l.settings = append(l.settings, opts...) })
+}
 
 // Concurrency bounds the handlers running at once (default 64). The
 // listener stops taking deliveries from the consumer when all are busy and
@@ -231,9 +218,20 @@ func ShutdownTimeout(d time.Duration) ListenerOption {
 	return listenerOptionFunc(func(l *Listener) { l.shutdownTimeout = d })
 }
 
-// Group names the listener's consumer group (its service). Consumers in the
-// same group share the messages; each group gets every message.
-func Group(name string) ListenerOption {
+// StartTimeout bounds how long Run waits for the consumer's subscription
+// (default 30s; 0 waits as long as Run's context). A listener that is not
+// subscribed by then stops and Run returns an error wrapping ErrNotReady
+// and the consumer's last cause (a refused connection, say). Permanent
+// causes (refused credentials) end Run at once, whatever the timeout.
+func StartTimeout(d time.Duration) ListenerOption {
+	return listenerOptionFunc(func(l *Listener) { l.startTimeout = max(d, 0) })
+}
+
+// ConsumerGroup names the listener's consumer group: its service.
+// Listeners of one group share its messages; each group gets every
+// message. Dead letters go to "<group>.dlq". Backends take the group from
+// here and from nowhere else.
+func ConsumerGroup(name string) ListenerOption {
 	return listenerOptionFunc(func(l *Listener) { l.group = name })
 }
 
@@ -256,64 +254,75 @@ func PoisonPolicy(p FailurePolicy) ListenerOption {
 	return listenerOptionFunc(func(l *Listener) { l.poison = p })
 }
 
-// DeadLetterTopic sets the dead-letter rule (default DefaultDeadLetterTopic).
-func DeadLetterTopic(f DeadLetterTopicFunc) ListenerOption {
-	return listenerOptionFunc(func(l *Listener) { l.dlTopic = f })
+// DeadLetterConfig is how a listener dead-letters; zero fields keep their
+// defaults.
+type DeadLetterConfig struct {
+	// Topic names a failed message's dead-letter topic. Default:
+	// "<group>.dlq", or "dispytch.dlq" for a listener without a group. The
+	// original topic travels in the dispytch-dlq-topic header, so Redrive
+	// sends each message back where it came from.
+	Topic func(f *FailedMessage) string
+	// Producer publishes the dead letters. Default: the consumer itself
+	// when it is also a Producer (the memory broker, Kafka and RabbitMQ
+	// clients are).
+	Producer backend.Producer
+	// Attempts bounds how often a message whose dead-lettering failed is
+	// redelivered to try again (default 5), on backends that count
+	// deliveries (Kafka, the memory broker, RabbitMQ quorum queues): at
+	// that delivery count the Fallback applies, so that a dead-letter topic
+	// that cannot be written never holds a partition's commit. Where the
+	// broker counts nothing, the message is redelivered until
+	// dead-lettering succeeds. A permanent failure (a dead letter too large
+	// even without the original's value, an error wrapping ErrPermanent)
+	// applies the Fallback at once.
+	Attempts int
+	// Fallback is the last resort for a message that could not be
+	// dead-lettered: PolicyDrop (the default) acks it with an error log
+	// naming its topic, partition, offset and id, counted in
+	// Stats.DeadLetterDropped; PolicyRedeliver nacks it again, which on
+	// Kafka holds the partition's commit behind it.
+	Fallback FailurePolicy
 }
 
-// StartTimeout bounds how long Run waits for the consumer's subscription
-// (default DefaultStartTimeout, 30s; 0 waits as long as Run's context). A
-// listener that is not subscribed by then stops and Run returns an error
-// wrapping ErrNotReady and the consumer's last cause (a refused
-// connection, say). Permanent causes (refused credentials) end Run at
-// once, whatever the timeout.
-func StartTimeout(d time.Duration) ListenerOption {
-	return listenerOptionFunc(func(l *Listener) { l.startTimeout = max(d, 0) })
+// DeadLettering configures dead-lettering (see DeadLetterConfig).
+func DeadLettering(c DeadLetterConfig) ListenerOption {
+	return listenerOptionFunc(func(l *Listener) {
+		if c.Topic != nil {
+			l.dlTopic = c.Topic
+		}
+		if c.Producer != nil {
+			l.dlProducer = c.Producer
+		}
+		if c.Attempts > 0 {
+			l.dlAttempts = c.Attempts
+		}
+		l.dlFallback = c.Fallback
+	})
 }
 
-// DeadLetterAttempts bounds how often a message whose dead-lettering
-// failed is redelivered to try again (default 5), for backends that count
-// deliveries (Kafka, the memory broker, RabbitMQ quorum queues): at that
-// delivery count the DeadLetterFallback applies, so that a dead-letter
-// topic that cannot be written never holds a partition's commit. Where the
-// broker counts nothing, the message is redelivered until
-// dead-lettering succeeds. A permanent failure (a dead letter too large
-// even without the original's value, an error wrapping ErrPermanent)
-// applies the fallback at once.
-func DeadLetterAttempts(n int) ListenerOption {
-	return listenerOptionFunc(func(l *Listener) { l.dlAttempts = max(n, 1) })
+// defaultDeadLetterTopic is "<group>.dlq", or "dispytch.dlq" without a
+// group.
+func defaultDeadLetterTopic(dl *FailedMessage) string {
+	if dl.Group == "" {
+		return "dispytch.dlq"
+	}
+	return dl.Group + ".dlq"
 }
 
-// DeadLetterFallback sets the last resort for a message that could not be
-// dead-lettered (see DeadLetterAttempts): PolicyDrop (the default) acks it with
-// an error log naming its topic, partition, offset and id, counted in
-// Stats.DeadLetterDropped; PolicyRedeliver nacks it again, which on Kafka holds
-// the partition's commit behind it.
-func DeadLetterFallback(p FailurePolicy) ListenerOption {
-	return listenerOptionFunc(func(l *Listener) { l.dlFallback = p })
-}
-
-// DeadLetterProducer sets the producer dead letters are published with.
-// Default: the consumer itself when it is also a backend.Producer (the memory broker,
-// Kafka and RabbitMQ clients are).
-func DeadLetterProducer(p backend.Producer) ListenerOption {
-	return listenerOptionFunc(func(l *Listener) { l.dlProducer = p })
-}
-
-// Validator validates event bodies and segment structs, by their tags:
+// Validator validates event bodies and segment structs by their tags:
 // Struct gets a pointer to the struct (or the struct a body type points
 // to) and returns nil or an error describing every failed field.
-// go-playground/validator's *validator.Validate is one.
-type Validator interface {
+type structValidator interface {
 	Struct(v any) error
 }
 
-// WithValidator sets the validator for bodies and segments. The default is
+// WithValidator sets the validator for bodies and segments: anything with
+// go-playground/validator's Struct(any) error method. The default is
 // go-playground's validator.New(validator.WithRequiredStructEnabled()),
 // with a faster "email" tag that accepts exactly the strings the built-in
 // one does; pass your own *validator.Validate to register more tags. A
 // body's own Validate() error method runs too, whatever the validator.
-func WithValidator(v Validator) ListenerOption {
+func WithValidator(v interface{ Struct(any) error }) ListenerOption {
 	return listenerOptionFunc(func(l *Listener) { l.validator = v })
 }
 
@@ -324,30 +333,8 @@ func OrderByKey(on bool) ListenerOption {
 	return listenerOptionFunc(func(l *Listener) { l.orderByKey = on })
 }
 
-// Use adds middleware around every handler attempt.
+// Use adds middleware around every handler attempt. The first one given is
+// the outermost.
 func Use(mw ...Middleware) ListenerOption {
 	return listenerOptionFunc(func(l *Listener) { l.mw = append(l.mw, mw...) })
-}
-
-// DefaultTopic sets the topic of handlers registered in the group with an
-// empty topic.
-func DefaultTopic(topic string) GroupOption {
-	return groupOptionFunc(func(g *HandlerGroup) { g.topic = topic })
-}
-
-// DefaultEventType sets the event type of handlers registered in the group
-// with an empty event type.
-func DefaultEventType(eventType string) GroupOption {
-	return groupOptionFunc(func(g *HandlerGroup) { g.eventType = eventType })
-}
-
-// BrokerRetries says whether a retry that waits may wait in the broker
-// (default true): when the delivery's acknowledger can redeliver after a
-// delay (DelayedNacker: NATS, RabbitMQ retry tiers), the listener hands it
-// the retry instead of holding a worker for the wait. It does so only for a
-// message with one handler (so that no other handler runs again) and no
-// ordering key (so that no later message of the key overtakes it); other
-// retries wait in the worker.
-func BrokerRetries(on bool) ListenerOption {
-	return listenerOptionFunc(func(l *Listener) { l.brokerRetries = on })
 }

@@ -2,9 +2,6 @@ package dispytch
 
 import "github.com/dispytch/dispytch-go/topic"
 
-// ErrBadPattern reports a topic pattern that does not parse.
-var ErrBadPattern = topic.ErrBadPattern
-
 // Pattern is a parsed topic pattern; see package topic.
 type Pattern = topic.Pattern
 

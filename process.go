@@ -99,6 +99,19 @@ func (r *runState) process(d *backend.Delivery) {
 		r.report(ms, OutcomeAbandoned, nil, nil)
 		return
 	}
+	if sn, ok := d.Acker.(backend.StaleNotifier); ok {
+		// The handlers' context ends when the delivery goes stale.
+		ctx, cancel := context.WithCancel(ms.ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-sn.StaleDone():
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		ms.ctx = ctx
+	}
 	l := r.l
 	env := &ms.env
 	cd := l.codecFor(d)
@@ -121,7 +134,7 @@ func (r *runState) process(d *backend.Delivery) {
 		matches := r.c.rt.match(d.Topic)
 		if len(d.Headers) > 0 {
 			target = d.Headers[HeaderRedriveHandler]
-			if IsDeadLetter(d.Headers) && !literalMatch(matches) {
+			if _, dl := d.Headers[HeaderDLReason]; dl && !literalMatch(matches) {
 				// A dead letter reached a pattern subscription (its topic
 				// happens to match). Handling it as a new event would
 				// loop; leave it to whoever reads the dead-letter topic.

@@ -129,20 +129,6 @@ type Settlement struct {
 	Duration time.Duration
 }
 
-// OnSettle calls f after every message the listener settled or abandoned,
-// from the goroutine that handled it: a MessageObserver that needs only the
-// end. It must be fast and must not block. A nacked message may be
-// redelivered and settled again before its settlement is reported.
-func OnSettle(f func(Settlement)) ListenerOption {
-	return Observe(settleFunc(f))
-}
-
-type settleFunc func(Settlement)
-
-func (f settleFunc) ObserveMessage(ctx context.Context, _ *MessageInfo) (context.Context, func(Settlement)) {
-	return ctx, f
-}
-
 func (r *runState) report(ms *msgState, o Outcome, fails []*FailedMessage, err error) {
 	if len(ms.ends) == 0 {
 		return

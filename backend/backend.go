@@ -245,6 +245,15 @@ type StaleChecker interface {
 	Stale() bool
 }
 
+// StaleNotifier may be implemented by a StaleChecker that can also signal
+// the moment its delivery goes stale: StaleDone is closed then. The
+// listener cancels the context of the delivery's running handlers, so that
+// a handler honouring its context stops before the broker's redelivery
+// runs elsewhere.
+type StaleNotifier interface {
+	StaleDone() <-chan struct{}
+}
+
 // DelayedNacker may be implemented by an Acknowledger whose broker can
 // redeliver a message after a delay (NATS NakWithDelay, RabbitMQ TTL retry
 // tiers). The listener then hands a retry that would wait to the broker, so

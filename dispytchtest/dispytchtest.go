@@ -21,6 +21,7 @@ import (
 
 	"github.com/dispytch/dispytch-go"
 	"github.com/dispytch/dispytch-go/backend"
+	"github.com/dispytch/dispytch-go/dlq"
 	"github.com/dispytch/dispytch-go/memory"
 )
 
@@ -61,11 +62,11 @@ func NewOn(t testing.TB, b *memory.Broker, opts ...dispytch.ListenerOption) *Kit
 	k := &Kit{T: t, Broker: b, Timeout: 10 * time.Second, changed: make(chan struct{})}
 	log := slog.New(slog.NewTextHandler(&testWriter{k: k}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	all := append([]dispytch.ListenerOption{
-		dispytch.Group("test"),
+		dispytch.ConsumerGroup("test"),
 		dispytch.WithLogger(log),
 		dispytch.ShutdownTimeout(5 * time.Second),
 	}, opts...)
-	all = append(all, dispytch.OnSettle(k.record))
+	all = append(all, OnSettle(k.record))
 	k.Listener = dispytch.NewListener(k.Broker, all...)
 	k.Emitter = dispytch.NewEmitter(k.Broker)
 	t.Cleanup(k.Stop)
@@ -160,7 +161,7 @@ func (k *Kit) Emit(ev dispytch.Eventer, opts ...dispytch.EmitOption) string {
 }
 
 // Publish puts a raw payload on topic, for malformed-input tests.
-func (k *Kit) Publish(topic string, value []byte, headers dispytch.Headers) {
+func (k *Kit) Publish(topic string, value []byte, headers map[string]string) {
 	k.T.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), k.Timeout)
 	defer cancel()
@@ -239,15 +240,28 @@ func (k *Kit) DeadLetters() []*dispytch.FailedMessage {
 }
 
 // Redrive makes one pass over the dead letters retained on the
-// dead-letter topic and republishes the ones opts select (by default those
-// dispytch.DeadLetterQueue.Redrive takes), returning how many.
-func (k *Kit) Redrive(dlTopic string, opts ...dispytch.DeadLetterOption) int {
+// dead-letter topic and republishes the ones f selects (nil: those
+// dlq.Queue.Redrive takes by default), returning how many.
+func (k *Kit) Redrive(dlTopic string, f *dlq.Filter) int {
 	k.T.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), k.Timeout)
 	defer cancel()
-	n, err := dispytch.DeadLetters(k.Broker, dlTopic).Redrive(ctx, k.Broker, opts...)
+	n, err := dlq.Open(k.Broker, dlTopic).Redrive(ctx, k.Broker, f)
 	if err != nil {
 		k.T.Fatalf("dispytchtest: redrive: %v", err)
 	}
 	return n
+}
+
+// OnSettle returns a listener option calling f after every message the
+// listener settled or abandoned, from the goroutine that handled it: a
+// dispytch.MessageObserver that needs only the end. f must be fast.
+func OnSettle(f func(dispytch.Settlement)) dispytch.ListenerOption {
+	return dispytch.Observe(settleFunc(f))
+}
+
+type settleFunc func(dispytch.Settlement)
+
+func (f settleFunc) ObserveMessage(ctx context.Context, _ *dispytch.MessageInfo) (context.Context, func(dispytch.Settlement)) {
+	return ctx, f
 }

@@ -31,6 +31,7 @@ package memory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -84,7 +85,7 @@ type stored struct {
 	key         []byte
 	skey        string // key as a string, made once for all groups
 	value       []byte
-	headers     dispytch.Headers
+	headers     map[string]string
 	contentType string
 	first       entry // the entry of the first group, in the same allocation
 }
@@ -373,6 +374,9 @@ func (b *Broker) ScanDeadLetters(ctx context.Context, dest string, f func(*backe
 		}
 		if err != nil {
 			kept = append(kept, es[i+1:]...)
+			if errors.Is(err, backend.ErrStopScan) {
+				return nil
+			}
 			return err
 		}
 	}

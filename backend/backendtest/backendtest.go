@@ -50,6 +50,7 @@ import (
 
 	"github.com/dispytch/dispytch-go"
 	"github.com/dispytch/dispytch-go/backend"
+	"github.com/dispytch/dispytch-go/dlq"
 )
 
 // Features says what the backend under test can do; the suite skips the
@@ -244,7 +245,7 @@ func (r *running) stop() error {
 }
 
 func (s *suite) listener(c backend.Consumer, group string, opts ...dispytch.ListenerOption) *dispytch.Listener {
-	base := []dispytch.ListenerOption{dispytch.Group(group), dispytch.WithLogger(quiet()), dispytch.ShutdownTimeout(10 * time.Second)}
+	base := []dispytch.ListenerOption{dispytch.ConsumerGroup(group), dispytch.WithLogger(quiet()), dispytch.ShutdownTimeout(10 * time.Second)}
 	return dispytch.NewListener(c, append(base, opts...)...)
 }
 
@@ -352,7 +353,7 @@ func (s *suite) publishConsume(t *testing.T) {
 			}
 			delete(ids, ev.ID)
 			if ev.Body != want || ev.Type != "backendtest_event" || ev.Topic != topic ||
-				ev.Headers.Get("x-test") != strconv.Itoa(want.N) || string(ev.Delivery.Key) != want.Key ||
+				ev.Headers["x-test"] != strconv.Itoa(want.N) || string(ev.Delivery.Key) != want.Key ||
 				ev.Timestamp.IsZero() || ev.Delivery.Attempt != 1 {
 				t.Fatalf("%s: got %+v (key %q, headers %v), want %+v", s.b.Name, ev.Metadata, ev.Delivery.Key, ev.Headers, want)
 			}
@@ -607,8 +608,8 @@ func (s *suite) patternNewTopics(t *testing.T) {
 // handler.
 func (s *suite) deadLetters(t *testing.T) {
 	topic, group := s.names(t)
-	dlq := group + ".dlq"
-	s.create(t, topic, dlq)
+	dlqName := group + ".dlq"
+	s.create(t, topic, dlqName)
 	p, c := s.b.New(t)
 	store, ok := c.(backend.DeadLetterStore)
 	if !ok {
@@ -616,8 +617,8 @@ func (s *suite) deadLetters(t *testing.T) {
 	}
 	var healthy atomic.Bool
 	col := newCollector()
-	settled := make(chan dispytch.Settlement, 100)
-	l := s.listener(c, group, dispytch.OnSettle(func(st dispytch.Settlement) { settled <- st }))
+	settled := make(settleChan, 100)
+	l := s.listener(c, group, dispytch.Observe(settled))
 	l.Handle(topic, "backendtest_event", func(ev dispytch.Event[Event]) error {
 		if !healthy.Load() {
 			return errors.New("downstream unavailable")
@@ -642,14 +643,14 @@ func (s *suite) deadLetters(t *testing.T) {
 		}
 	}
 	waitOutcomes(n, dispytch.OutcomeDeadLettered)
-	q := dispytch.DeadLetters(store, dlq)
+	q := dlq.Open(store, dlqName)
 	ctx, cancel := context.WithTimeout(context.Background(), s.b.Timeout)
 	defer cancel()
 	// The dead letters may take a moment to be readable.
 	var letters []*dispytch.FailedMessage
 	for deadline := time.Now().Add(s.b.Timeout); ; {
 		var err error
-		letters, err = q.List(ctx)
+		letters, err = q.List(ctx, nil)
 		if err != nil {
 			t.Fatalf("%s: List: %v", s.b.Name, err)
 		}
@@ -668,7 +669,7 @@ func (s *suite) deadLetters(t *testing.T) {
 		}
 	}
 	// Still failing: one pass, and it ends.
-	moved, err := q.Redrive(ctx, p)
+	moved, err := q.Redrive(ctx, p, nil)
 	if err != nil || moved != n {
 		t.Fatalf("%s: redrive while failing: %d, %v", s.b.Name, moved, err)
 	}
@@ -679,7 +680,7 @@ func (s *suite) deadLetters(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: %d of %d redriven events handled", s.b.Name, col.distinct(), n)
 		}
-		if _, err := q.Redrive(ctx, p); err != nil {
+		if _, err := q.Redrive(ctx, p, nil); err != nil {
 			t.Fatalf("%s: redrive: %v", s.b.Name, err)
 		}
 		select {
@@ -796,8 +797,8 @@ func (s *suite) poison(t *testing.T) {
 	s.create(t, topic, group+".dlq")
 	p, c := s.b.New(t)
 	col := newCollector()
-	settled := make(chan dispytch.Settlement, 10)
-	l := s.listener(c, group, dispytch.OnSettle(func(st dispytch.Settlement) { settled <- st }))
+	settled := make(settleChan, 10)
+	l := s.listener(c, group, dispytch.Observe(settled))
 	l.Handle(topic, "backendtest_event", col.add)
 	s.start(t, l)
 	ctx, cancel := context.WithTimeout(context.Background(), s.b.Timeout)
@@ -825,6 +826,13 @@ func (s *suite) poison(t *testing.T) {
 	}
 }
 
+// settleChan receives every settlement: a dispytch.MessageObserver.
+type settleChan chan dispytch.Settlement
+
+func (c settleChan) ObserveMessage(ctx context.Context, _ *dispytch.MessageInfo) (context.Context, func(dispytch.Settlement)) {
+	return ctx, func(s dispytch.Settlement) { c <- s }
+}
+
 // childSpec is what the SIGKILL test's subprocess does.
 type childSpec struct {
 	Topic, Group, Out string
@@ -842,7 +850,7 @@ func runChild(t *testing.T, b Backend) {
 		t.Fatal(err)
 	}
 	_, c := b.New(t)
-	l := dispytch.NewListener(c, dispytch.Group(spec.Group), dispytch.WithLogger(quiet()), dispytch.Concurrency(4))
+	l := dispytch.NewListener(c, dispytch.ConsumerGroup(spec.Group), dispytch.WithLogger(quiet()), dispytch.Concurrency(4))
 	var mu sync.Mutex
 	l.Handle(spec.Topic, "backendtest_event", func(ev dispytch.Event[Event]) error {
 		time.Sleep(time.Millisecond)

@@ -145,7 +145,7 @@ func (Order) Topic() string     { return "orders" }
 func (Order) EventType() string { return "order_placed" }
 
 func TestEndToEndWithListener(t *testing.T) {
-	kit := dispytchtest.New(t, dispytch.WithCodec(msgpack.Codec))
+	kit := dispytchtest.New(t, dispytch.Codecs(msgpack.Codec))
 	kit.Emitter = dispytch.NewEmitter(kit.Broker, dispytch.WithCodec(msgpack.Codec))
 	got := make(chan Order, 1)
 	var raw json.RawMessage

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/dlq"
 	"github.com/dispytch/dispytch-go/memory"
 )
 
@@ -60,6 +61,14 @@ func main() {
 	}
 }
 
+// settleObserver hands every settlement to a channel: a
+// dispytch.MessageObserver that needs only the end.
+type settleObserver chan dispytch.Settlement
+
+func (o settleObserver) ObserveMessage(ctx context.Context, _ *dispytch.MessageInfo) (context.Context, func(dispytch.Settlement)) {
+	return ctx, func(s dispytch.Settlement) { o <- s }
+}
+
 func run() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -70,10 +79,10 @@ func run() error {
 
 	settled := make(chan dispytch.Settlement, 16)
 	listener := dispytch.NewListener(broker,
-		dispytch.Group("notifier"),
+		dispytch.ConsumerGroup("notifier"),
 		dispytch.WithLogger(quiet),
 		dispytch.Value(gw),
-		dispytch.OnSettle(func(s dispytch.Settlement) { settled <- s }))
+		dispytch.Observe(settleObserver(settled)))
 
 	listener.Handle("user.{user_id}.notification", "user_notification",
 		func(ev dispytch.Event[UserNotification], seg dispytch.Segments[Target], gw *Gateway) error {
@@ -115,17 +124,17 @@ func run() error {
 		return errors.New("expected a dead letter")
 	}
 
-	fmt.Println("gateway recovered; redriving", dispytch.DefaultDeadLetterTopic(dead))
+	fmt.Println("gateway recovered; redriving", dead.DeadLetterTopic)
 	gw.up.Store(true)
-	dlq := dispytch.DeadLetters(broker, dispytch.DefaultDeadLetterTopic(dead))
-	letters, err := dlq.List(ctx)
+	q := dlq.Open(broker, dead.DeadLetterTopic)
+	letters, err := q.List(ctx, nil)
 	if err != nil {
 		return err
 	}
 	for _, l := range letters {
 		fmt.Printf("   waiting: topic=%s reason=%s handler=%s err=%q\n", l.Topic, l.Reason, l.Handler, l.Err)
 	}
-	n, err := dlq.Redrive(ctx, broker)
+	n, err := q.Redrive(ctx, broker, nil)
 	if err != nil {
 		return err
 	}

@@ -121,7 +121,7 @@ func run(brokers string) error {
 	service := &UserService{}
 	var mu sync.Mutex
 	done := make(chan struct{})
-	group := dispytch.NewHandlerGroup()
+	group := dispytch.NewHandlerGroup("", "")
 	group.Handle("user_events", "user_registered",
 		func(ctx context.Context, ev dispytch.Event[UserRegistered], svc *UserService) error {
 			u := ev.Body.User
@@ -142,7 +142,7 @@ func run(brokers string) error {
 		dispytch.Retries(3), dispytch.RetryInterval(time.Second))
 
 	listener := dispytch.NewListener(consumer,
-		dispytch.Group("quickstart"),
+		dispytch.ConsumerGroup("quickstart"),
 		dispytch.WithLogger(log),
 		dispytch.Provide(func() *UserService { return service }))
 	listener.AddGroup(group)

@@ -73,7 +73,7 @@ func run() error {
 	service := &UserService{}
 	var wg sync.WaitGroup
 	wg.Add(len(users))
-	group := dispytch.NewHandlerGroup()
+	group := dispytch.NewHandlerGroup("", "")
 	group.Handle("user_events", "user_registered",
 		func(ctx context.Context, ev dispytch.Event[UserRegistered], svc *UserService) error {
 			defer wg.Done()
@@ -85,7 +85,7 @@ func run() error {
 		dispytch.Retries(3), dispytch.RetryInterval(time.Second))
 
 	listener := dispytch.NewListener(broker,
-		dispytch.Group("quickstart"),
+		dispytch.ConsumerGroup("quickstart"),
 		dispytch.WithLogger(log),
 		dispytch.Provide(func() *UserService { return service }))
 	listener.AddGroup(group)
@@ -96,7 +96,7 @@ func run() error {
 	go func() { runErr <- listener.Run(runCtx) }()
 
 	// Emitting.
-	emitter := dispytch.NewEmitter(broker, dispytch.WithLogger(log))
+	emitter := dispytch.NewEmitter(broker)
 	for _, u := range users {
 		if err := emitter.Emit(ctx, UserRegistered{User: u, Timestamp: time.Now().Unix()}); err != nil {
 			return err

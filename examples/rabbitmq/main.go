@@ -95,7 +95,7 @@ func run(url string) error {
 	service := &UserService{}
 	var mu sync.Mutex
 	done := make(chan struct{})
-	group := dispytch.NewHandlerGroup()
+	group := dispytch.NewHandlerGroup("", "")
 	group.Handle("user_events", "user_registered",
 		func(ctx context.Context, ev dispytch.Event[UserRegistered], svc *UserService) error {
 			u := ev.Body.User
@@ -114,7 +114,7 @@ func run(url string) error {
 		dispytch.Retries(3), dispytch.RetryInterval(time.Second))
 
 	listener := dispytch.NewListener(client,
-		dispytch.Group("quickstart"),
+		dispytch.ConsumerGroup("quickstart"),
 		dispytch.WithLogger(log),
 		dispytch.Provide(func() *UserService { return service }))
 	listener.AddGroup(group)
