@@ -50,7 +50,6 @@ func WithCodec(c codec.Codec) EmitterOption {
 	})
 }
 
-
 // NewEmitter returns an emitter that sends through p, encoding with JSON
 // unless WithCodec says otherwise.
 func NewEmitter(p backend.Producer, opts ...EmitterOption) *Emitter {
