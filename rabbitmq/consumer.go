@@ -20,12 +20,26 @@ import (
 // connection or channel, or a consumer cancelled by the broker (its queue
 // was deleted), it reconnects with backoff, declares the topology again and
 // resumes; deliveries of the lost channel are never acked on the new one.
-// When ctx is done it stops taking deliveries, waits for the listener to
-// settle what it holds, closes the channel (the broker requeues whatever is
-// left unacked) and returns nil. It returns an error for a topology the broker
-// refuses (PRECONDITION_FAILED, ACCESS_REFUSED) or when the client is
-// closed.
+// When ctx is done it stops taking deliveries, waits for the listener to settle what it holds, closes the
+// channel (the broker requeues whatever is left unacked) and returns nil.
+//
+// It returns at once, with the broker's reason, for a permanent failure:
+// a refused login (ErrAccessRefused), a missing virtual host
+// (ErrVhostNotFound), a topology the broker contradicts
+// (ErrPreconditionFailed: a queue declared with other arguments, an
+// exchange of a type that cannot carry the subscription). Transient
+// failures (a refused connection, a queue that DeclareTopology(false)
+// expects but that does not exist yet) are retried with backoff; when ctx
+// ends before the subscription was ever in place, Consume returns the last
+// of them with ctx's error. It also returns an error wrapping
+// dispytch.ErrClosed when the client is closed.
 func (c *Client) Consume(ctx context.Context, sub dispytch.Subscription, inbox dispytch.Inbox) error {
+	if ctx == nil {
+		return errors.New("rabbitmq: consume: nil context")
+	}
+	if inbox == nil {
+		return errors.New("rabbitmq: consume: nil inbox")
+	}
 	p, err := c.plan(sub)
 	if err != nil {
 		return err
@@ -33,16 +47,26 @@ func (c *Client) Consume(ctx context.Context, sub dispytch.Subscription, inbox d
 	log := c.cfg.log.With("group", sub.Group)
 	ready := false
 	delay := c.cfg.backoffMin
+	var last error // the last transient failure
 	for ctx.Err() == nil {
 		s, err := c.openSession(ctx, p)
 		if err != nil {
 			switch {
-			case ctx.Err() != nil:
 			case c.isClosed() || errors.Is(err, dispytch.ErrClosed):
 				return fmt.Errorf("rabbitmq: consume: %w", dispytch.ErrClosed)
-			case isConfigError(err):
-				return fmt.Errorf("rabbitmq: consume: %w", err)
+			case permanent(err):
+				log.Error("rabbitmq: consumer setup failed for good", "err", err)
+				return err
+			case ctx.Err() != nil:
+				// Ended while waiting for a connection: the connection's
+				// own failure is the cause.
+				if cause := c.consConn.lastError(); cause != nil {
+					last = cause
+				} else if !errors.Is(err, ctx.Err()) {
+					last = err
+				}
 			default:
+				last = err
 				log.Warn("rabbitmq: consumer setup failed, retrying", "err", err, "retry_in", delay)
 				select {
 				case <-time.After(jitter(delay)):
@@ -78,7 +102,13 @@ func (c *Client) Consume(ctx context.Context, sub dispytch.Subscription, inbox d
 		}
 	}
 	<-inbox.Done()
-	return nil
+	if ready {
+		return nil
+	}
+	if last == nil {
+		return fmt.Errorf("rabbitmq: consume: never subscribed: %w", ctx.Err())
+	}
+	return fmt.Errorf("rabbitmq: consume: never subscribed: %w: last error: %w", ctx.Err(), last)
 }
 
 // session is one channel consuming for one Consume call.
@@ -123,13 +153,13 @@ func (s *session) isDead() bool {
 }
 
 func (c *Client) openSession(ctx context.Context, p *plan) (*session, error) {
-	conn, err := c.consConn.get(ctx)
+	conn, err := c.consConn.get(ctx, true)
 	if err != nil {
 		return nil, err
 	}
 	ch, err := conn.Channel()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("rabbitmq: consume: open channel: %w", err)
 	}
 	s := &session{
 		c:       c,
@@ -155,7 +185,7 @@ func (c *Client) openSession(ctx context.Context, p *plan) (*session, error) {
 	}
 	s.queues = queues
 	if err := ch.Qos(p.prefetch, 0, false); err != nil {
-		return fail(err)
+		return fail(fmt.Errorf("rabbitmq: consume: set prefetch: %w", err))
 	}
 	var outs []<-chan amqp.Delivery
 	for _, q := range queues {
@@ -163,7 +193,7 @@ func (c *Client) openSession(ctx context.Context, p *plan) (*session, error) {
 		d, err := ch.Consume(q, tag, false, false, false, false, nil)
 		if err != nil {
 			s.close()
-			return nil, fmt.Errorf("rabbitmq: consume %q: %w", q, err)
+			return nil, declareError(fmt.Sprintf("consume %q", q), err)
 		}
 		s.tags = append(s.tags, tag)
 		c.sessions.Store(tag, s)

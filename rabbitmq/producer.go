@@ -59,7 +59,7 @@ type producer struct {
 func newProducer(c *Client) *producer {
 	p := &producer{c: c}
 	for i := range c.cfg.pubChannels {
-		p.slots = append(p.slots, &pubSlot{p: p, id: i, ready: make(chan struct{})})
+		p.slots = append(p.slots, &pubSlot{p: p, id: i, ready: make(chan struct{}), failed: make(chan struct{})})
 	}
 	return p
 }
@@ -73,63 +73,94 @@ type pubSlot struct {
 	mu      sync.Mutex
 	cur     *pubChan
 	ready   chan struct{} // closed while cur is set
-	lastErr error
+	failed  chan struct{} // closed (and replaced) when opening a channel failed
+	lastErr error         // why the last channel died or could not be opened
 }
 
+// get returns the slot's live channel, waiting for one until ctx is done.
+// A permanent failure (of the connection, or of the channel's setup: an
+// exchange the client cannot use) is returned at once.
 func (s *pubSlot) get(ctx context.Context) (*pubChan, error) {
 	s.startOnce.Do(func() { go s.run() })
+	m := s.p.c.pubConn
 	for {
 		if s.p.c.isClosed() {
 			return nil, fmt.Errorf("rabbitmq: publish: %w", dispytch.ErrClosed)
 		}
 		s.mu.Lock()
-		cur, ready := s.cur, s.ready
+		cur, ready, failed, last := s.cur, s.ready, s.failed, s.lastErr
 		s.mu.Unlock()
 		if cur != nil && !cur.isDead() {
 			return cur, nil
 		}
-		if cur == nil {
+		if cur != nil {
+			// The channel just died; run replaces it at once.
+			runtime.Gosched()
+			if ctx.Err() == nil {
+				continue
+			}
+		} else {
+			if err := m.lastError(); permanent(err) {
+				return nil, err
+			}
+			if permanent(last) {
+				return nil, last
+			}
+			m.mu.Lock()
+			connFailed := m.failed
+			m.mu.Unlock()
 			select {
 			case <-ready:
 				continue
-			case <-s.p.c.closed:
-				return nil, fmt.Errorf("rabbitmq: publish: %w", dispytch.ErrClosed)
-			case <-ctx.Done():
-			}
-		} else {
-			// The channel just died; run replaces it at once.
-			select {
-			case <-cur.dead:
-				runtime.Gosched()
+			case <-failed:
+				continue
+			case <-connFailed:
 				continue
 			case <-s.p.c.closed:
 				return nil, fmt.Errorf("rabbitmq: publish: %w", dispytch.ErrClosed)
 			case <-ctx.Done():
 			}
 		}
-		s.mu.Lock()
-		last := s.lastErr
-		s.mu.Unlock()
 		err := dispytch.CtxError(ctx.Err())
-		if last != nil {
-			return nil, fmt.Errorf("rabbitmq: publish: no channel (last error: %v): %w", last, err)
+		if cause := s.cause(); cause != nil {
+			return nil, fmt.Errorf("rabbitmq: publish: not connected: %w: last error: %w", err, cause)
 		}
-		return nil, fmt.Errorf("rabbitmq: publish: no channel: %w", err)
+		return nil, fmt.Errorf("rabbitmq: publish: not connected yet (no connection attempt finished): %w", err)
 	}
+}
+
+// cause is why the slot has no channel: the connection's failure while it
+// is down, else the channel's own.
+func (s *pubSlot) cause() error {
+	if err := s.p.c.pubConn.lastError(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastErr
 }
 
 // state describes a slot without a live channel for error messages: "" when
 // the channel is up.
 func (s *pubSlot) state() string {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cur != nil && !s.cur.isDead() {
+	up := s.cur != nil && !s.cur.isDead()
+	s.mu.Unlock()
+	if up {
 		return ""
 	}
-	if s.lastErr != nil {
-		return fmt.Sprintf(" (disconnected: %v)", s.lastErr)
+	if err := s.cause(); err != nil {
+		return fmt.Sprintf(" (disconnected: %v)", err)
 	}
 	return " (disconnected)"
+}
+
+func (s *pubSlot) setFailed(err error) {
+	s.mu.Lock()
+	s.lastErr = err
+	close(s.failed)
+	s.failed = make(chan struct{})
+	s.mu.Unlock()
 }
 
 // run opens the channel, waits for it to die, and opens the next one.
@@ -142,18 +173,22 @@ func (s *pubSlot) run() {
 		cancel()
 	}()
 	delay := c.cfg.backoffMin
+	var lastLogged string
 	for {
-		conn, err := c.pubConn.get(ctx)
+		conn, err := c.pubConn.get(ctx, false)
 		if err != nil {
 			return // closed
 		}
 		pc, err := openPubChan(c, conn)
 		if err != nil {
-			s.mu.Lock()
-			s.lastErr = err
-			s.mu.Unlock()
 			if !conn.IsClosed() {
-				c.cfg.log.Warn("rabbitmq: opening publisher channel failed", "err", err, "retry_in", delay)
+				// The connection's failure explains itself; this one is
+				// the channel's (an exchange the client cannot use, say).
+				s.setFailed(err)
+				if msg := err.Error(); msg != lastLogged {
+					c.cfg.log.Warn("rabbitmq: opening publisher channel failed", "err", err, "retry_in", delay)
+					lastLogged = msg
+				}
 			}
 			select {
 			case <-time.After(jitter(delay)):
@@ -163,9 +198,10 @@ func (s *pubSlot) run() {
 			delay = min(2*delay, c.cfg.backoffMax)
 			continue
 		}
-		delay = c.cfg.backoffMin
+		delay, lastLogged = c.cfg.backoffMin, ""
 		s.mu.Lock()
 		s.cur = pc
+		s.lastErr = nil
 		close(s.ready)
 		s.mu.Unlock()
 		select {
@@ -402,7 +438,7 @@ func (pc *pubChan) fail(closes <-chan *amqp.Error) {
 	_ = pc.ch.Close()
 	var err error
 	if isChannelException(cause) {
-		err = fmt.Errorf("rabbitmq: publisher channel closed by the broker: %w", cause)
+		err = fmt.Errorf("rabbitmq: publisher channel closed by the broker: %w", publishError(cause))
 	} else {
 		err = &errRetry{cause: cause}
 	}

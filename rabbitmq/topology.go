@@ -132,6 +132,9 @@ func (c *Client) plan(sub dispytch.Subscription) (*plan, error) {
 				p.bindings = append(p.bindings, binding{x, t})
 			}
 			for _, pat := range sub.Patterns {
+				if pat == nil {
+					return nil, errors.New("rabbitmq: consume: nil pattern in the subscription")
+				}
 				p.bindings = append(p.bindings, binding{x, pat.Format("*", "#")})
 			}
 		}
@@ -151,9 +154,9 @@ func (c *Client) plan(sub dispytch.Subscription) (*plan, error) {
 
 // ensureDeadLetterQueue declares the dead-letter queue q unless it exists,
 // and binds it to the dead-letter exchange. An existing queue is taken as it
-// is, whatever its type: a client configured differently (Redrive's, say)
-// must not fail on it. It uses channels of its own, since a passive declare
-// of a missing queue closes its channel.
+// is, whatever its type: a client configured differently (an operator's,
+// reading dead letters) must not fail on it. It uses channels of its own,
+// since a passive declare of a missing queue closes its channel.
 func (c *Client) ensureDeadLetterQueue(conn *amqp.Connection, q string) error {
 	ch, err := conn.Channel()
 	if err != nil {
@@ -164,19 +167,19 @@ func (c *Client) ensureDeadLetterQueue(conn *amqp.Connection, q string) error {
 		var ae *amqp.Error
 		if !errors.As(perr, &ae) || ae.Code != amqp.NotFound {
 			_ = ch.Close()
-			return fmt.Errorf("rabbitmq: dead-letter queue %q: %w", q, perr)
+			return declareError(fmt.Sprintf("dead-letter queue %q", q), perr)
 		}
 		if ch, err = conn.Channel(); err != nil {
 			return err
 		}
 		if _, err := ch.QueueDeclare(q, true, false, false, false, amqp.Table{"x-queue-type": string(c.cfg.queueType)}); err != nil {
 			_ = ch.Close()
-			return fmt.Errorf("rabbitmq: declare dead-letter queue %q: %w", q, err)
+			return declareError(fmt.Sprintf("declare dead-letter queue %q", q), err)
 		}
 	}
 	defer ch.Close()
 	if err := ch.QueueBind(q, q, c.dlx, false, nil); err != nil {
-		return fmt.Errorf("rabbitmq: bind dead-letter queue %q: %w", q, err)
+		return declareError(fmt.Sprintf("bind dead-letter queue %q to %q", q, c.dlx), err)
 	}
 	return nil
 }
@@ -202,7 +205,7 @@ func (c *Client) declare(conn *amqp.Connection, ch *amqp.Channel, p *plan) ([]st
 		if !p.dlDeclare {
 			for _, q := range p.queues {
 				if _, err := ch.QueueDeclarePassive(q, true, false, false, false, nil); err != nil {
-					return nil, fmt.Errorf("rabbitmq: dead-letter queue %q: %w", q, err)
+					return nil, declareError(fmt.Sprintf("dead-letter queue %q", q), err)
 				}
 			}
 		}
@@ -212,17 +215,17 @@ func (c *Client) declare(conn *amqp.Connection, ch *amqp.Channel, p *plan) ([]st
 	switch {
 	case p.existing:
 		if _, err := ch.QueueDeclarePassive(queues[0], true, false, false, false, nil); err != nil {
-			return nil, fmt.Errorf("rabbitmq: queue %q (declared by the user): %w", queues[0], err)
+			return nil, declareError(fmt.Sprintf("queue %q (declared by the user)", queues[0]), err)
 		}
 	case p.declareQueue:
 		q, err := ch.QueueDeclare(queues[0], !p.serverNamed, p.serverNamed, p.serverNamed, false, p.args)
 		if err != nil {
-			return nil, fmt.Errorf("rabbitmq: declare queue %q: %w", queues[0], err)
+			return nil, declareError(fmt.Sprintf("declare queue %q", queues[0]), err)
 		}
 		queues = []string{q.Name}
 		for _, b := range p.bindings {
 			if err := ch.QueueBind(q.Name, b.key, b.exchange, false, nil); err != nil {
-				return nil, fmt.Errorf("rabbitmq: bind queue %q to %q on %q: %w", q.Name, b.key, b.exchange, err)
+				return nil, declareError(fmt.Sprintf("bind queue %q to %q on %q", q.Name, b.key, b.exchange), err)
 			}
 		}
 	}
@@ -234,18 +237,8 @@ func (c *Client) declare(conn *amqp.Connection, ch *amqp.Channel, p *plan) ([]st
 			"x-dead-letter-routing-key": queues[0],
 		}
 		if _, err := ch.QueueDeclare(t.name, true, false, false, false, args); err != nil {
-			return nil, fmt.Errorf("rabbitmq: declare retry tier %q: %w", t.name, err)
+			return nil, declareError(fmt.Sprintf("declare retry tier %q", t.name), err)
 		}
 	}
 	return queues, nil
-}
-
-// isConfigError reports a declare failure retrying cannot fix: arguments
-// that differ from an existing queue's, or refused access.
-func isConfigError(err error) bool {
-	var ae *amqp.Error
-	if !errors.As(err, &ae) {
-		return false
-	}
-	return ae.Code == amqp.PreconditionFailed || ae.Code == amqp.AccessRefused
 }
