@@ -422,7 +422,7 @@ func (c *Client) publishAll(ctx context.Context, reqs []*pubReq) error {
 				first = err
 			}
 		case <-ctx.Done():
-			return dispytch.CtxError(ctx.Err())
+			return fmt.Errorf("%w: rabbitmq: waiting for the publisher confirms: %w", dispytch.ErrUnconfirmed, dispytch.CtxError(ctx.Err()))
 		}
 	}
 	return first

@@ -112,7 +112,7 @@ func TestPermanentFailuresFailFast(t *testing.T) {
 			go within(t, tc.max, "Emit", func() {
 				defer wg.Done()
 				err := dispytch.NewEmitter(c).Emit(ctxT(t, 20*time.Second), Order{N: 1})
-				wantErr(t, "Emit", err, kinds, tc.texts...)
+				wantErr(t, "Emit", err, append(kinds, dispytch.ErrNotSent), tc.texts...)
 			})
 			go within(t, tc.max, "Run", func() {
 				defer wg.Done()

@@ -38,6 +38,13 @@ import (
 // deadline. A channel closed by a channel exception (missing exchange,
 // access refused, ...) fails its messages at once: retrying would fail the
 // same way.
+//
+// Nothing is published once the message's context is done: the check is
+// made under the channel's lock, right before the basic.publish, so a
+// message fails either before it was handed to the broker (an error
+// wrapping dispytch.ErrNotSent: retrying cannot duplicate it) or after
+// (dispytch.ErrUnconfirmed, when its confirm did not arrive in time: the
+// broker may have it). pubReq.sent tells the two apart.
 
 // pubReq is one message on its way.
 type pubReq struct {
@@ -48,6 +55,11 @@ type pubReq struct {
 	done     func(error) // the caller's, called once by complete or send
 	p        *producer
 	slot     *pubSlot
+	// sent is set once the message was handed to the broker; lost holds
+	// why its last confirm did not come (the channel died), for the error
+	// when its context ends before it was published again.
+	sent atomic.Bool
+	lost error
 }
 
 type producer struct {
@@ -325,13 +337,19 @@ func (pc *pubChan) publish(r *pubReq) error {
 	case <-pc.dead:
 		return &errRetry{cause: pc.deadErr()}
 	case <-r.ctx.Done():
-		return dispytch.CtxError(r.ctx.Err())
+		return fmt.Errorf("rabbitmq: publish: waiting for a slot in the confirm window: %w", dispytch.CtxError(r.ctx.Err()))
 	}
 	pc.mu.Lock()
 	if pc.closed {
 		pc.mu.Unlock()
 		<-pc.slots
 		return &errRetry{cause: pc.err}
+	}
+	if err := r.ctx.Err(); err != nil {
+		// The last moment to find out: nothing goes out once ctx is done.
+		pc.mu.Unlock()
+		<-pc.slots
+		return fmt.Errorf("rabbitmq: publish: %w", dispytch.CtxError(err))
 	}
 	if err := pc.ch.Publish(r.exchange, r.key, true, false, r.pub); err != nil {
 		pc.mu.Unlock()
@@ -340,6 +358,7 @@ func (pc *pubChan) publish(r *pubReq) error {
 		// the socket.
 		return &errRetry{cause: err}
 	}
+	r.sent.Store(true)
 	pc.pending.push(r)
 	pc.mu.Unlock()
 	return nil
@@ -453,13 +472,19 @@ func (pc *pubChan) fail(closes <-chan *amqp.Error) {
 
 // spec turns a dispytch message into an AMQP publishing.
 func (c *Client) spec(m *dispytch.Message) (exchange string, pub amqp.Publishing, err error) {
+	if m == nil {
+		return "", pub, fmt.Errorf("rabbitmq: publish: nil message: %w", dispytch.ErrNotSent)
+	}
 	if m.Topic == "" {
-		return "", pub, errors.New("rabbitmq: publish: empty topic")
+		return "", pub, fmt.Errorf("rabbitmq: publish: empty topic: %w", dispytch.ErrNotSent)
 	}
 	s := pubSpec{pub: amqp.Publishing{DeliveryMode: amqp.Persistent}}
 	for _, o := range m.Options {
 		po, ok := o.(PublishOption)
 		if !ok {
+			if o == nil {
+				return "", pub, fmt.Errorf("rabbitmq: publish: nil backend option: %w", dispytch.ErrNotSent)
+			}
 			return "", pub, fmt.Errorf("%w: %s option %T given to a rabbitmq producer", dispytch.ErrForeignOption, o.Backend(), o)
 		}
 		po(&s)
@@ -518,9 +543,17 @@ func sniffContentType(b []byte) string {
 func (p *producer) send(r *pubReq, slot *pubSlot) {
 	r.p, r.slot = p, slot
 	for {
+		if err := r.ctx.Err(); err != nil {
+			if r.lost != nil {
+				r.done(r.finalErr(fmt.Errorf("rabbitmq: publish: %w: %w", dispytch.CtxError(err), r.lost)))
+			} else {
+				r.done(r.finalErr(fmt.Errorf("rabbitmq: publish: %w", dispytch.CtxError(err))))
+			}
+			return
+		}
 		pc, err := slot.get(r.ctx)
 		if err != nil {
-			r.done(err)
+			r.done(r.finalErr(err))
 			return
 		}
 		err = pc.publish(r)
@@ -540,6 +573,7 @@ func (p *producer) send(r *pubReq, slot *pubSlot) {
 func (r *pubReq) complete(err error) {
 	if err != nil && r.retriable(err) {
 		// The confirm was lost with the connection: publish again.
+		r.lost = err
 		go r.p.send(r, r.slot)
 		return
 	}
@@ -553,18 +587,31 @@ func (r *pubReq) retriable(err error) bool {
 	return errors.As(err, &re) && r.ctx.Err() == nil && !r.p.c.isClosed()
 }
 
+// finalErr is the error r fails with. The broker's verdicts (a nack, a
+// basic.return) are returned as they are; every other failure says whether
+// r was handed to the broker: dispytch.ErrUnconfirmed when it was,
+// dispytch.ErrNotSent when it was not.
 func (r *pubReq) finalErr(err error) error {
-	var re *errRetry
-	if err == nil || !errors.As(err, &re) {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, ErrNacked) || errors.Is(err, dispytch.ErrUnroutable) ||
+		errors.Is(err, dispytch.ErrNotSent) || errors.Is(err, dispytch.ErrUnconfirmed) {
 		return err
 	}
-	if r.p.c.isClosed() {
-		return fmt.Errorf("rabbitmq: publish: %w: %w", dispytch.ErrClosed, err)
+	var re *errRetry
+	if errors.As(err, &re) {
+		switch {
+		case r.p.c.isClosed():
+			err = fmt.Errorf("rabbitmq: publish: %w: %w", dispytch.ErrClosed, err)
+		case r.ctx.Err() != nil:
+			err = fmt.Errorf("%w: %w", dispytch.CtxError(r.ctx.Err()), err)
+		}
 	}
-	if r.ctx.Err() != nil {
-		return fmt.Errorf("%w: %w", dispytch.CtxError(r.ctx.Err()), err)
+	if r.sent.Load() {
+		return fmt.Errorf("%w: %w", dispytch.ErrUnconfirmed, err)
 	}
-	return err
+	return fmt.Errorf("%w: %w", dispytch.ErrNotSent, err)
 }
 
 func (p *producer) slot() *pubSlot {
@@ -576,10 +623,18 @@ func (p *producer) slot() *pubSlot {
 
 // ProduceAsync publishes m and calls done once with the outcome: nil after
 // the broker confirmed it, an error wrapping dispytch.ErrUnroutable when no
-// queue took it, ErrNacked, or the context's error. It blocks only while the
-// confirm window is full or the connection is down. done runs on the
-// client's confirm goroutine and must not block.
+// queue took it, ErrNacked, or an error wrapping dispytch.ErrNotSent or
+// dispytch.ErrUnconfirmed (see Produce). It blocks only while the confirm
+// window is full or the connection is down. done runs on the client's
+// confirm goroutine and must not block.
 func (c *Client) ProduceAsync(ctx context.Context, m *dispytch.Message, done func(error)) {
+	if done == nil {
+		done = func(error) {}
+	}
+	if ctx == nil {
+		done(fmt.Errorf("rabbitmq: publish with a nil context: %w", dispytch.ErrNotSent))
+		return
+	}
 	exchange, pub, err := c.spec(m)
 	if err != nil {
 		done(err)
@@ -591,12 +646,24 @@ func (c *Client) ProduceAsync(ctx context.Context, m *dispytch.Message, done fun
 // Produce publishes msgs to their topics (the routing keys) on the client's
 // first exchange, or the one the Exchange option names, and returns once the
 // broker confirmed all of them. A batch is published in order through one
-// channel, pipelined within the confirm window. Errors wrap
-// dispytch.ErrUnroutable, ErrNacked, dispytch.ErrTimeout (the ctx deadline
-// passed, for instance while the broker was unreachable),
-// dispytch.ErrForeignOption or dispytch.ErrClosed; for a batch with some
-// failed messages the error is a *dispytch.BatchError.
+// channel, pipelined within the confirm window.
+//
+// Nothing is published once ctx is done. A message that was not handed to
+// the broker fails with an error wrapping dispytch.ErrNotSent (ctx was done
+// first, the client is not connected, the broker refused the connection
+// or the exchange); one handed to the broker whose confirm did not arrive
+// before ctx ended fails with dispytch.ErrUnconfirmed (the broker may have
+// it). Both wrap the cause: dispytch.ErrTimeout for a deadline, the last
+// connection error, ErrAccessRefused, ErrVhostNotFound,
+// ErrPreconditionFailed, dispytch.ErrClosed. Broker verdicts are errors of
+// their own: dispytch.ErrUnroutable (no queue is bound for the topic),
+// ErrNacked. A bad message fails with dispytch.ErrForeignOption or
+// ErrUnknownExchange. For a batch with some failed messages the error is
+// a *dispytch.BatchError, whose NotSent and Unconfirmed tell which.
 func (c *Client) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
+	if ctx == nil {
+		return fmt.Errorf("rabbitmq: publish with a nil context: %w", dispytch.ErrNotSent)
+	}
 	switch len(msgs) {
 	case 0:
 		return nil
@@ -607,7 +674,8 @@ func (c *Client) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
 		}
 		ch := make(chan error, 1)
 		slot := c.pub.slot()
-		c.pub.send(&pubReq{ctx: ctx, exchange: exchange, key: msgs[0].Topic, pub: pub, done: func(err error) { ch <- err }}, slot)
+		r := &pubReq{ctx: ctx, exchange: exchange, key: msgs[0].Topic, pub: pub, done: func(err error) { ch <- err }}
+		c.pub.send(r, slot)
 		select {
 		case err := <-ch:
 			return err
@@ -617,7 +685,9 @@ func (c *Client) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
 				return err
 			default:
 			}
-			return fmt.Errorf("rabbitmq: waiting for the publisher confirm%s: %w", slot.state(), dispytch.CtxError(ctx.Err()))
+			// send returned without a verdict: the message was handed to
+			// the broker, and its confirm is still due.
+			return fmt.Errorf("%w: rabbitmq: waiting for the publisher confirm%s: %w", dispytch.ErrUnconfirmed, slot.state(), dispytch.CtxError(ctx.Err()))
 		}
 	}
 	b := &batch{errs: make([]error, len(msgs)), left: len(msgs), done: make(chan struct{})}
@@ -651,7 +721,7 @@ func (c *Client) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
 	var n int
 	for i := range b.errs {
 		if b.errs[i] == nil && b.pending(i, reqs) {
-			b.errs[i] = fmt.Errorf("rabbitmq: waiting for the publisher confirm%s: %w", state, dispytch.CtxError(ctx.Err()))
+			b.errs[i] = fmt.Errorf("%w: rabbitmq: waiting for the publisher confirm%s: %w", dispytch.ErrUnconfirmed, state, dispytch.CtxError(ctx.Err()))
 		}
 		if b.errs[i] != nil {
 			n++
