@@ -18,8 +18,9 @@ import (
 const BackendName = "rabbitmq"
 
 // Client is a RabbitMQ backend for dispytch: a dispytch.Producer (and
-// AsyncProducer) for emitters and a dispytch.Consumer for listeners. It is
-// safe for concurrent use. Create it with New or Dial, and Close it after the
+// AsyncProducer) for emitters, a dispytch.Consumer for listeners, and a
+// dispytch.DeadLetterStore for dispytch.DeadLetters. It is safe for
+// concurrent use. Create it with New or Dial, and Close it after the
 // listeners using it stopped.
 type Client struct {
 	cfg config
@@ -184,4 +185,6 @@ var _ interface {
 	dispytch.AsyncProducer
 	dispytch.Consumer
 	dispytch.BackendNamer
+	dispytch.DeadLetterStore
+	dispytch.DeadLetterCounter
 } = (*Client)(nil)

@@ -318,6 +318,25 @@ func (s *session) delivery(d amqp.Delivery) *delivery {
 	return x
 }
 
+// Reasons of dead letters the broker dead-lettered itself, as a scan of a
+// dead-letter queue reads them from the x-death header. dispytch's
+// DeadLetterQueue.Redrive skips them unless dispytch.FilterReason names
+// them:
+//
+//	dispytch.DeadLetters(client, "billing.dlq").Redrive(ctx, client,
+//		dispytch.FilterReason(rabbitmq.ReasonDeliveryLimit))
+const (
+	// ReasonDeliveryLimit: a quorum queue delivered the message more often
+	// than its DeliveryLimit (the Redeliver policy kept failing).
+	ReasonDeliveryLimit dispytch.Reason = "broker_delivery_limit"
+	// ReasonExpired: the message's TTL passed in a queue.
+	ReasonExpired dispytch.Reason = "broker_expired"
+	// ReasonMaxLen: a queue's length limit pushed it out.
+	ReasonMaxLen dispytch.Reason = "broker_maxlen"
+	// ReasonRejected: a consumer rejected it without requeue.
+	ReasonRejected dispytch.Reason = "broker_rejected"
+)
+
 // brokerDeadLetterHeaders gives a message the broker dead-lettered on its
 // own (x-death: rejected, expired, maxlen, delivery_limit) the dead-letter
 // headers the client writes itself, so that Redrive can send it back.
@@ -340,7 +359,7 @@ func brokerDeadLetterHeaders(h dispytch.Headers, d amqp.Delivery) dispytch.Heade
 		h = dispytch.Headers{}
 	}
 	h[dispytch.HeaderDLTopic] = topic
-	h[dispytch.HeaderDLReason] = "broker_" + deaths[0].Reason
+	h[dispytch.HeaderDLReason] = "broker_" + deaths[0].Reason // see ReasonDeliveryLimit
 	h[dispytch.HeaderDLError] = fmt.Sprintf("dead-lettered by the broker from queue %q: %s (count %d)", deaths[0].Queue, deaths[0].Reason, deaths[0].Count)
 	return h
 }
@@ -394,6 +413,7 @@ func (x *delivery) DeadLetter(ctx context.Context, failed []*dispytch.FailedMess
 			}
 		}
 		delete(t, dispytch.HeaderRedriveHandler)
+		delete(t, dispytch.HeaderRedriveGroup)
 		delete(t, HeaderRetryTopic)
 		pub := republishing(raw, t)
 		reqs = append(reqs, &pubReq{exchange: x.s.c.dlx, key: p.dlQueue, pub: pub})

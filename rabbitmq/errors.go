@@ -24,6 +24,9 @@ var (
 	// connection while the emit context allows, so it only surfaces wrapped
 	// in the final error (with dispytch.ErrUnconfirmed).
 	ErrConnectionLost = errors.New("rabbitmq: connection lost before the publisher confirm")
+	// ErrQueueNotFound reports a queue that does not exist: a dead-letter
+	// queue given to ScanDeadLetters or CountDeadLetters, say.
+	ErrQueueNotFound = errors.New("rabbitmq: queue not found")
 
 	// ErrAccessRefused reports that the broker refused the client: a wrong
 	// user name or password (403 ACCESS_REFUSED), a user without access to

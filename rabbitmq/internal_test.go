@@ -120,7 +120,7 @@ func TestPlan(t *testing.T) {
 		t.Errorf("tiers %v", p.tiers)
 	}
 
-	// Redrive's subscription reads the dead-letter queue itself.
+	// A subscription of dead-letter topics reads the dead-letter queue itself.
 	p, err = c.plan(dispytch.Subscription{Group: "dispytch-redrive", Topics: []string{"svc.dlq"}, Delimiter: "."})
 	if err != nil || !p.dlRead || !reflect.DeepEqual(p.queues, []string{"svc.dlq"}) {
 		t.Errorf("dead-letter read plan %+v %v", p, err)
