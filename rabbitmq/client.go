@@ -31,6 +31,7 @@ type Client struct {
 	consConn *connMgr
 	pub      *producer
 	sessions sync.Map // consumer tag -> *session, for DelayedRetries
+	kinds    sync.Map // exchange name -> its type, as found on the broker
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -162,23 +163,6 @@ func (c *Client) isClosed() bool {
 	default:
 		return false
 	}
-}
-
-// declareExchanges declares the topic exchanges and the dead-letter
-// exchange on ch.
-func (c *Client) declareExchanges(ch *amqp.Channel) error {
-	if !c.cfg.declare {
-		return nil
-	}
-	for _, x := range c.cfg.exchanges {
-		if err := ch.ExchangeDeclare(x, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
-			return declareError(fmt.Sprintf("declare exchange %q", x), err)
-		}
-	}
-	if err := ch.ExchangeDeclare(c.dlx, amqp.ExchangeDirect, true, false, false, false, nil); err != nil {
-		return declareError(fmt.Sprintf("declare dead-letter exchange %q", c.dlx), err)
-	}
-	return nil
 }
 
 var _ interface {

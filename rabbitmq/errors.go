@@ -3,6 +3,7 @@ package rabbitmq
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -201,6 +202,23 @@ func publishError(err error) error {
 		return fmt.Errorf("rabbitmq: publish: %s (declare the exchange, or let the client declare it: DeclareTopology(true))", describe(err))
 	}
 	return fmt.Errorf("rabbitmq: publish: %w", err)
+}
+
+var inequivalentRE = regexp.MustCompile(`inequivalent arg '([^']+)' for exchange .*: received (.*) but current is (.*)$`)
+
+// inequivalent parses the reason of a 406 for an exchange declaration: the
+// argument that differs and the exchange's current value of it (without
+// quotes).
+func inequivalent(err error) (arg, current string, ok bool) {
+	ae := amqpError(err)
+	if ae == nil || ae.Code != amqp.PreconditionFailed {
+		return "", "", false
+	}
+	m := inequivalentRE.FindStringSubmatch(ae.Reason)
+	if m == nil {
+		return "", "", false
+	}
+	return m[1], strings.Trim(m[3], "'"), true
 }
 
 // permanent reports an error that retrying does not fix.

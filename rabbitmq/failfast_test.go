@@ -85,7 +85,7 @@ func TestPermanentFailuresFailFast(t *testing.T) {
 		{"missing vhost", brokerURLWith(t, "", "nope-"+e.prefix), rabbitmq.ErrVhostNotFound, time.Second,
 			[]string{"530 NOT_ALLOWED", "vhost nope-" + e.prefix + " not found"}},
 		{"fanout exchange", brokerURL(), rabbitmq.ErrPreconditionFailed, time.Second,
-			[]string{"406 PRECONDITION_FAILED", "current is 'fanout'"}},
+			[]string{"exchange \"" + e.x + "\" is a fanout exchange", "406 PRECONDITION_FAILED", "current is 'fanout'"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := []rabbitmq.Option{rabbitmq.Exchanges(e.x, e.x2), rabbitmq.WithLogger(quietLog())}

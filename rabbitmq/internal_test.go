@@ -104,7 +104,8 @@ func TestPlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantB := []binding{{"a", "orders"}, {"a", "user.*.notification"}, {"a", "audit.#"}, {"b", "orders"}, {"b", "user.*.notification"}, {"b", "audit.#"}}
+	wantB := []binding{{"a", "orders", ""}, {"a", "user.*.notification", "user.{id}.notification"}, {"a", "audit.#", "audit.{rest...}"},
+		{"b", "orders", ""}, {"b", "user.*.notification", "user.{id}.notification"}, {"b", "audit.#", "audit.{rest...}"}}
 	if !reflect.DeepEqual(p.bindings, wantB) {
 		t.Errorf("bindings %v", p.bindings)
 	}

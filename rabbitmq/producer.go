@@ -253,7 +253,7 @@ func openPubChan(c *Client, conn *amqp.Connection) (*pubChan, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := c.declareExchanges(ch); err != nil {
+	if err := c.ensureExchanges(conn, false); err != nil {
 		_ = ch.Close()
 		return nil, err
 	}

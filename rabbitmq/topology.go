@@ -40,7 +40,9 @@ type plan struct {
 	orderingKey string
 }
 
-type binding struct{ exchange, key string }
+// binding binds the group's queue to exchange with key; pattern is the
+// subscription's pattern it came from ("" for a literal topic).
+type binding struct{ exchange, key, pattern string }
 
 type tier struct {
 	name  string
@@ -129,13 +131,13 @@ func (c *Client) plan(sub dispytch.Subscription) (*plan, error) {
 		p.args = args
 		for _, x := range cfg.exchanges {
 			for _, t := range sub.Topics {
-				p.bindings = append(p.bindings, binding{x, t})
+				p.bindings = append(p.bindings, binding{x, t, ""})
 			}
 			for _, pat := range sub.Patterns {
 				if pat == nil {
 					return nil, errors.New("rabbitmq: consume: nil pattern in the subscription")
 				}
-				p.bindings = append(p.bindings, binding{x, pat.Format("*", "#")})
+				p.bindings = append(p.bindings, binding{x, pat.Format("*", "#"), pat.String()})
 			}
 		}
 	}
@@ -150,6 +152,128 @@ func (c *Client) plan(sub dispytch.Subscription) (*plan, error) {
 		p.orderingKey = "sac"
 	}
 	return p, nil
+}
+
+// Exchanges: what the client finds on the broker.
+//
+// AMQP has no "describe exchange", and a passive declare succeeds whatever
+// the type. So the client declares each exchange as it wants it (a
+// durable topic exchange; the dead-letter exchange direct) on a channel of
+// its own. When that succeeds, the exchange is as wanted (or was just
+// created). When the exchange exists with other settings, the broker
+// answers 406 PRECONDITION_FAILED naming the first argument that differs
+// and its current value ("inequivalent arg 'type' ...: received 'topic'
+// but current is 'direct'"); the type is checked first, so a mismatch in
+// any other argument (durable, auto-delete, arguments) means the type is
+// the one asked for. Either way the client then uses the exchange as it is,
+// as long as its type can carry what the client needs: a topic exchange
+// carries everything, a direct exchange (Python Dispytch's documented
+// default) literal topics only; fanout, headers and plugin types cannot
+// route by topic and fail with ErrPreconditionFailed. The failed declare
+// closed its channel, which is why it runs on one of its own.
+
+// exchangeProbe hands out a channel for declarations that may fail: after
+// a failure it opens a fresh one.
+type exchangeProbe struct {
+	conn *amqp.Connection
+	ch   *amqp.Channel
+}
+
+func (pr *exchangeProbe) channel() (*amqp.Channel, error) {
+	if pr.ch == nil {
+		ch, err := pr.conn.Channel()
+		if err != nil {
+			return nil, err
+		}
+		pr.ch = ch
+	}
+	return pr.ch, nil
+}
+
+// failed forgets the channel a failed declaration closed.
+func (pr *exchangeProbe) failed() { pr.ch = nil }
+
+func (pr *exchangeProbe) close() {
+	if pr.ch != nil {
+		_ = pr.ch.Close()
+		pr.ch = nil
+	}
+}
+
+// ensureExchanges declares the client's exchanges, and with dlx the
+// dead-letter exchange, or takes them as they are (see above). It does
+// nothing with DeclareTopology(false).
+func (c *Client) ensureExchanges(conn *amqp.Connection, dlx bool) error {
+	if !c.cfg.declare {
+		return nil
+	}
+	pr := &exchangeProbe{conn: conn}
+	defer pr.close()
+	for _, x := range c.cfg.exchanges {
+		if err := c.ensureExchange(pr, x, amqp.ExchangeTopic,
+			"the client routes by topic: it needs a topic exchange, or a direct one for literal topics only; use another exchange name, or delete this one"); err != nil {
+			return err
+		}
+	}
+	if dlx {
+		return c.ensureExchange(pr, c.dlx, amqp.ExchangeDirect,
+			"the dead-letter exchange routes by queue name: it must be a direct (or topic) exchange; delete it and the client declares it")
+	}
+	return nil
+}
+
+func (c *Client) ensureExchange(pr *exchangeProbe, name, want, hint string) error {
+	ch, err := pr.channel()
+	if err != nil {
+		return fmt.Errorf("rabbitmq: declare exchange %q: %w", name, err)
+	}
+	err = ch.ExchangeDeclare(name, want, true, false, false, false, nil)
+	if err == nil {
+		c.kinds.Store(name, want)
+		return nil
+	}
+	pr.failed()
+	arg, cur, ok := inequivalent(err)
+	if !ok {
+		return declareError(fmt.Sprintf("declare exchange %q", name), err)
+	}
+	kind := want
+	if arg == "type" {
+		kind = cur
+	}
+	if kind != amqp.ExchangeTopic && kind != amqp.ExchangeDirect {
+		return &brokerError{kind: ErrPreconditionFailed, op: fmt.Sprintf("exchange %q is a %s exchange", name, kind), cause: err, hint: hint}
+	}
+	if prev, loaded := c.kinds.Swap(name, kind); !loaded || prev != kind {
+		c.cfg.log.Info("rabbitmq: using the existing exchange as it is", "exchange", name, "type", kind, "differs_in", arg, "current", cur)
+	}
+	return nil
+}
+
+// exchangeKind returns the type of exchange x as the client found it.
+func (c *Client) exchangeKind(x string) (string, bool) {
+	v, ok := c.kinds.Load(x)
+	if !ok {
+		return "", false
+	}
+	return v.(string), true
+}
+
+// checkBindings fails fast for pattern bindings on an exchange that cannot
+// route them (a direct exchange compares routing keys literally).
+func (c *Client) checkBindings(p *plan) error {
+	for _, b := range p.bindings {
+		if b.pattern == "" {
+			continue
+		}
+		if kind, ok := c.exchangeKind(b.exchange); ok && kind != amqp.ExchangeTopic {
+			return &brokerError{kind: ErrPreconditionFailed,
+				op: fmt.Sprintf("exchange %q is a %s exchange, which routes literal topics only, but group %q subscribes to the pattern %q (binding key %q)",
+					b.exchange, kind, p.group, b.pattern, b.key),
+				hint: "patterns need a topic exchange: name one in rabbitmq.Exchanges, or subscribe to literal topics only"}
+		}
+	}
+	return nil
 }
 
 // ensureDeadLetterQueue declares the dead-letter queue q unless it exists,
@@ -187,7 +311,10 @@ func (c *Client) ensureDeadLetterQueue(conn *amqp.Connection, q string) error {
 // declare sets up the plan's topology on ch and returns the names of the
 // queues to consume (the server-named queue's name is only known now).
 func (c *Client) declare(conn *amqp.Connection, ch *amqp.Channel, p *plan) ([]string, error) {
-	if err := c.declareExchanges(ch); err != nil {
+	if err := c.ensureExchanges(conn, p.dlDeclare); err != nil {
+		return nil, err
+	}
+	if err := c.checkBindings(p); err != nil {
 		return nil, err
 	}
 	if p.dlDeclare {
