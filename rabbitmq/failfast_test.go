@@ -131,7 +131,7 @@ func TestPermanentFailuresFailFast(t *testing.T) {
 }
 
 // TestQueuePreconditionFailsFast: a group queue that exists with other
-// arguments fails Listener.Run at once with
+// arguments fails Listener.Run and DeclareGroup at once with
 // ErrPreconditionFailed and the broker's "inequivalent arg".
 func TestQueuePreconditionFailsFast(t *testing.T) {
 	e := setup(t)
@@ -148,6 +148,10 @@ func TestQueuePreconditionFailsFast(t *testing.T) {
 		l.Handle("orders", "order_placed", func(dispytch.Event[Order]) {})
 		err := l.Run(ctxT(t, 20*time.Second))
 		wantErr(t, "Run", err, append(kinds, dispytch.ErrNotReady), texts...)
+	})
+	within(t, 3*time.Second, "DeclareGroup", func() {
+		err := c.DeclareGroup(ctxT(t, 20*time.Second), group, "orders")
+		wantErr(t, "DeclareGroup", err, kinds, texts...)
 	})
 }
 

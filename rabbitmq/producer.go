@@ -416,7 +416,7 @@ func (pc *pubChan) confirmLoop(confirms <-chan amqp.Confirmation, returns <-chan
 			case len(returned) > 0:
 				for i, ret := range returned {
 					if ret.Exchange == r.exchange && ret.RoutingKey == r.key && bytes.Equal(ret.Body, r.pub.Body) {
-						err = fmt.Errorf("%w: exchange %q, routing key %q: %d %s", dispytch.ErrUnroutable, r.exchange, r.key, ret.ReplyCode, ret.ReplyText)
+						err = unroutable(r.exchange, r.key, ret)
 						returned = append(returned[:i], returned[i+1:]...)
 						break
 					}
@@ -535,6 +535,14 @@ func sniffContentType(b []byte) string {
 		return ""
 	}
 	return ""
+}
+
+// unroutable is the error of a mandatory message that no queue took, with
+// what to do about it.
+func unroutable(exchange, key string, ret amqp.Return) error {
+	return fmt.Errorf("%w: no queue is bound for routing key %q on exchange %q (%d %s): start a listener of the consuming group first, "+
+		"or declare the group's queue and bindings with Client.DeclareGroup(ctx, group, %q)",
+		dispytch.ErrUnroutable, key, exchange, ret.ReplyCode, ret.ReplyText, key)
 }
 
 // send publishes r, waiting for a channel of slot, and republishes it

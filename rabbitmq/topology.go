@@ -1,8 +1,10 @@
 package rabbitmq
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -368,4 +370,75 @@ func (c *Client) declare(conn *amqp.Connection, ch *amqp.Channel, p *plan) ([]st
 		}
 	}
 	return queues, nil
+}
+
+// DeclareGroup declares what a listener of group consuming topics would
+// declare, without running one: the exchanges, the group's queue with its
+// dead-letter queue and retry tiers, and one binding per topic and
+// exchange. It is for services that only emit: until some queue is bound
+// for a topic, the broker drops what is published to it, and Emit fails
+// with dispytch.ErrUnroutable. Topics are listener topics ("orders",
+// "user.{id}.created"); AMQP's own wildcards work too ("user.*.created",
+// "audit.#"). Bindings are only added, never removed. With ExistingQueue
+// for group, the queue is only checked. It fails with
+// DeclareTopology(false), and for a group "" (a listener without a group
+// gets a queue of its own that only it can declare).
+//
+//	err := client.DeclareGroup(ctx, "billing", "user_events", "user.*.created")
+func (c *Client) DeclareGroup(ctx context.Context, group string, topics ...string) error {
+	sub := dispytch.Subscription{Group: group, Delimiter: "."}
+	for _, t := range topics {
+		pat, err := dispytch.ParsePattern(t, ".")
+		if err != nil {
+			return fmt.Errorf("rabbitmq: declare group %q: %w", group, err)
+		}
+		if pat.IsLiteral() && !slices.Contains(strings.Split(t, "."), "#") {
+			sub.Topics = append(sub.Topics, t)
+		} else {
+			sub.Patterns = append(sub.Patterns, pat)
+		}
+	}
+	return c.DeclareSubscription(ctx, sub)
+}
+
+// DeclareSubscription is DeclareGroup for a listener's subscription, so
+// that a service declares exactly what its listener will consume:
+//
+//	sub, err := listener.Subscription()
+//	err = client.DeclareSubscription(ctx, sub)
+func (c *Client) DeclareSubscription(ctx context.Context, sub dispytch.Subscription) error {
+	if ctx == nil {
+		return errors.New("rabbitmq: declare: nil context")
+	}
+	if !c.cfg.declare {
+		return errors.New("rabbitmq: declare: the client was made with DeclareTopology(false) and declares nothing")
+	}
+	if sub.Group == "" {
+		return errors.New("rabbitmq: declare: no group: a listener without a group consumes an exclusive queue that only it can declare")
+	}
+	p, err := c.plan(sub)
+	if err != nil {
+		return err
+	}
+	conn, err := c.pubConn.get(ctx, true)
+	if err != nil {
+		return fmt.Errorf("rabbitmq: declare group %q: %w", sub.Group, err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		ch, err := conn.Channel()
+		if err != nil {
+			done <- fmt.Errorf("rabbitmq: declare group %q: %w", sub.Group, err)
+			return
+		}
+		_, err = c.declare(conn, ch, p)
+		_ = ch.Close()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("rabbitmq: declare group %q: %w", sub.Group, dispytch.CtxError(ctx.Err()))
+	}
 }
