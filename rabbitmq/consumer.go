@@ -19,8 +19,10 @@ import (
 // the Prefetch limit, and hands every message to inbox. After a lost
 // connection or channel, or a consumer cancelled by the broker (its queue
 // was deleted), it reconnects with backoff, declares the topology again and
-// resumes; deliveries of the lost channel are never acked on the new one.
-// When ctx is done it stops taking deliveries, waits for the listener to settle what it holds, closes the
+// resumes; deliveries of the lost channel are never acked on the new one,
+// and the listener does not start those it still holds (they are stale:
+// see dispytch.StaleChecker). When ctx is done it stops taking
+// deliveries, waits for the listener to settle what it holds, closes the
 // channel (the broker requeues whatever is left unacked) and returns nil.
 //
 // It returns at once, with the broker's reason, for a permanent failure:
@@ -143,6 +145,12 @@ func (s *session) ctx(parent context.Context) (context.Context, context.CancelFu
 	return ctx, cancel
 }
 
+// stale reports whether the session's channel is gone: as soon as amqp091
+// marks it closed (before the close notification went round), so that
+// deliveries buffered from it are not started while the broker gives them
+// to another consumer.
+func (s *session) stale() bool { return s.ch.IsClosed() || s.isDead() }
+
 func (s *session) isDead() bool {
 	select {
 	case <-s.dead:
@@ -244,7 +252,7 @@ func (s *session) serve(ctx context.Context, inbox dispytch.Inbox) (lost bool, w
 					return true, "delivery stream ended"
 				}
 			}
-			if s.isDead() || s.ch.IsClosed() {
+			if s.stale() {
 				// Delivered by a dead channel: the broker requeued it
 				// already, handling it now would only duplicate it.
 				continue
@@ -368,11 +376,21 @@ func (x *delivery) settleErr(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if x.s.isDead() || x.s.ch.IsClosed() || errors.Is(err, amqp.ErrClosed) {
+	if x.s.stale() || errors.Is(err, amqp.ErrClosed) {
 		return fmt.Errorf("rabbitmq: %s: the channel of this delivery is closed, the broker redelivers it: %w", op, dispytch.ErrClosed)
 	}
 	return fmt.Errorf("rabbitmq: %s: %w", op, err)
 }
+
+// Stale implements dispytch.StaleChecker: it reports true once the
+// delivery's channel is gone. The broker then redelivers the message
+// (possibly to another consumer: with a single active consumer, to the
+// next one), so the listener must not start it here.
+func (x *delivery) Stale() bool { return x.s.stale() }
+
+// StaleDone is closed once the delivery's channel is gone; see Stale. (For
+// a listener that cancels a running handler whose delivery went stale.)
+func (x *delivery) StaleDone() <-chan struct{} { return x.s.dead }
 
 // Ack acknowledges the delivery on the channel it came from.
 func (x *delivery) Ack(context.Context) error {
@@ -448,7 +466,10 @@ func (c *Client) publishAll(ctx context.Context, reqs []*pubReq) error {
 	return first
 }
 
-var _ dispytch.DeadLetterer = (*delivery)(nil)
+var _ interface {
+	dispytch.DeadLetterer
+	dispytch.StaleChecker
+} = (*delivery)(nil)
 
 // republishing is a persistent copy of a delivered message, with its
 // properties and body, under new headers (dead letters, delayed retries).
