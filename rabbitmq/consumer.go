@@ -313,6 +313,7 @@ func (s *session) delivery(d amqp.Delivery) *delivery {
 		Key:         key,
 		Value:       d.Body,
 		Headers:     h,
+		ContentType: d.ContentType,
 		OrderingKey: p.orderingKey,
 		Info: dispytch.DeliveryInfo{
 			Redelivered:   d.Redelivered,

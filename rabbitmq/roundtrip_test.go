@@ -11,6 +11,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/codec"
 	"github.com/dispytch/dispytch-go/internal/testenv"
 	"github.com/dispytch/dispytch-go/rabbitmq"
 )
@@ -482,5 +483,44 @@ func TestDeclareNothing(t *testing.T) {
 	ch2 := e.raw()
 	if _, err := ch2.QueueDeclarePassive(group+".dlq", true, false, false, false, nil); err == nil {
 		t.Error("the client declared a dead-letter queue")
+	}
+}
+
+// taggedCodec is JSON under a content type of its own, whose decoded event
+// types say that it decoded them.
+type taggedCodec struct{ codec.Codec }
+
+func (taggedCodec) ContentType() string { return "application/vnd.dispytch-test+json" }
+
+func (c taggedCodec) DecodeEnvelope(data []byte, e *codec.Envelope) error {
+	if err := c.Codec.DecodeEnvelope(data, e); err != nil {
+		return err
+	}
+	e.Type = "tagged:" + e.Type
+	return nil
+}
+
+// TestContentTypeProperty: the listener picks the codec the AMQP
+// content-type property names. The bytes are JSON, so without the
+// property the listener would take the JSON codec, and the handler of the
+// tagged type would never run.
+func TestContentTypeProperty(t *testing.T) {
+	e := setup(t)
+	c := e.client()
+	tagged := taggedCodec{codec.JSON}
+	got := make(chan dispytch.Metadata, 1)
+	l := dispytch.NewListener(c, dispytch.Group(e.group("ct")), dispytch.WithCodec(tagged), dispytch.WithLogger(quietLog()))
+	l.Handle("orders", "tagged:order_placed", func(ev dispytch.Event[Order]) { got <- ev.Metadata })
+	run(t, l)
+	if err := dispytch.NewEmitter(c, dispytch.WithCodec(tagged)).Emit(ctxT(t, 10*time.Second), Order{N: 1}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if d, _ := rabbitmq.DeliveryOf(&m); d.ContentType != tagged.ContentType() {
+			t.Errorf("content type %q", d.ContentType)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the tagged codec did not decode the message: the content type was not used")
 	}
 }
