@@ -169,6 +169,9 @@ func (m *connMgr) run() {
 		default:
 		}
 		conn, err := m.dial(dctx)
+		if err == nil && conn == nil {
+			err = errors.New("rabbitmq: the dialer returned no connection and no error")
+		}
 		if err != nil {
 			err = dialError(err, m.target)
 			m.setFailed(err)

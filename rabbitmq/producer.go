@@ -485,7 +485,7 @@ func (c *Client) spec(m *dispytch.Message) (exchange string, pub amqp.Publishing
 			if o == nil {
 				return "", pub, fmt.Errorf("rabbitmq: publish: nil backend option: %w", dispytch.ErrNotSent)
 			}
-			return "", pub, fmt.Errorf("%w: %s option %T given to a rabbitmq producer", dispytch.ErrForeignOption, o.Backend(), o)
+			return "", pub, fmt.Errorf("%w: %s option %T given to a rabbitmq producer (%w)", dispytch.ErrForeignOption, o.Backend(), o, dispytch.ErrNotSent)
 		}
 		po(&s)
 	}
@@ -496,7 +496,7 @@ func (c *Client) spec(m *dispytch.Message) (exchange string, pub amqp.Publishing
 			known = known || x == s.exchange
 		}
 		if !known {
-			return "", pub, fmt.Errorf("%w: %q (configured: %v)", ErrUnknownExchange, s.exchange, c.cfg.exchanges)
+			return "", pub, fmt.Errorf("%w: %q (configured: %v; add it to rabbitmq.Exchanges) (%w)", ErrUnknownExchange, s.exchange, c.cfg.exchanges, dispytch.ErrNotSent)
 		}
 		exchange = s.exchange
 	}
@@ -505,7 +505,7 @@ func (c *Client) spec(m *dispytch.Message) (exchange string, pub amqp.Publishing
 	pub.Headers = headersToTable(m.Headers, m.Key, s.pub.Headers)
 	if pub.Headers != nil && len(s.pub.Headers) > 0 {
 		if err := pub.Headers.Validate(); err != nil {
-			return "", pub, fmt.Errorf("rabbitmq: publish: headers: %w", err)
+			return "", pub, fmt.Errorf("rabbitmq: publish: headers: %w (%w)", err, dispytch.ErrNotSent)
 		}
 	}
 	if pub.ContentType == "" {

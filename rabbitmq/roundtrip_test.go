@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -237,8 +238,9 @@ func TestEmitErrors(t *testing.T) {
 }
 
 // TestEmitWithoutBroker: an Emit while the broker is unreachable waits up to
-// its deadline and fails with ErrTimeout and the connection error; after
-// Close it fails with ErrClosed.
+// its deadline and fails with ErrTimeout, ErrNotSent and the last
+// connection error (wrapped: errors.Is finds ECONNREFUSED); after Close it
+// fails with ErrClosed.
 func TestEmitWithoutBroker(t *testing.T) {
 	c, err := rabbitmq.New("amqp://guest:guest@127.0.0.1:1/", rabbitmq.WithLogger(quietLog()),
 		rabbitmq.ReconnectBackoff(20*time.Millisecond, 100*time.Millisecond))
@@ -250,7 +252,8 @@ func TestEmitWithoutBroker(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	err = em.Emit(ctx, Order{})
-	if !errors.Is(err, dispytch.ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+	if !errors.Is(err, dispytch.ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, dispytch.ErrNotSent) ||
+		!errors.Is(err, syscall.ECONNREFUSED) || !strings.Contains(err.Error(), "last error: dial tcp 127.0.0.1:1") {
 		t.Fatalf("emit without broker: %v", err)
 	}
 	if el := time.Since(start); el < 250*time.Millisecond || el > 5*time.Second {
@@ -522,5 +525,60 @@ func TestContentTypeProperty(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the tagged codec did not decode the message: the content type was not used")
+	}
+}
+
+// TestNilArguments: nil contexts, messages, functions and options are
+// errors, not panics.
+func TestNilArguments(t *testing.T) {
+	c, err := rabbitmq.New("amqp://guest:guest@127.0.0.1:1/", nil, rabbitmq.WithLogger(quietLog()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var nilCtx context.Context
+	ctx := context.Background()
+	if _, err := rabbitmq.Dial(nilCtx, brokerURL()); err == nil {
+		t.Error("Dial(nil ctx)")
+	}
+	if err := c.Ping(nilCtx); err == nil {
+		t.Error("Ping(nil ctx)")
+	}
+	if err := c.Produce(nilCtx, &dispytch.Message{Topic: "x"}); !errors.Is(err, dispytch.ErrNotSent) {
+		t.Errorf("Produce(nil ctx): %v", err)
+	}
+	if err := c.Produce(ctx, nil); !errors.Is(err, dispytch.ErrNotSent) {
+		t.Errorf("Produce(nil message): %v", err)
+	}
+	err = c.Produce(ctx, &dispytch.Message{Topic: "x", Options: []dispytch.BackendOption{nil}})
+	if !errors.Is(err, dispytch.ErrNotSent) {
+		t.Errorf("Produce(nil option): %v", err)
+	}
+	res := make(chan error, 1)
+	c.ProduceAsync(nilCtx, &dispytch.Message{Topic: "x"}, func(err error) { res <- err })
+	if err := <-res; !errors.Is(err, dispytch.ErrNotSent) {
+		t.Errorf("ProduceAsync(nil ctx): %v", err)
+	}
+	c.ProduceAsync(ctx, nil, nil) // no callback: nothing to report to, no panic
+	if err := c.Consume(nilCtx, dispytch.Subscription{Topics: []string{"x"}}, nil); err == nil {
+		t.Error("Consume(nil ctx)")
+	}
+	if err := c.Consume(ctx, dispytch.Subscription{Topics: []string{"x"}}, nil); err == nil {
+		t.Error("Consume(nil inbox)")
+	}
+	if err := c.ScanDeadLetters(nilCtx, "q.dlq", func(*dispytch.Delivery) (dispytch.DeadLetterAction, error) { return 0, nil }); err == nil {
+		t.Error("ScanDeadLetters(nil ctx)")
+	}
+	if err := c.ScanDeadLetters(ctx, "q.dlq", nil); err == nil {
+		t.Error("ScanDeadLetters(nil f)")
+	}
+	if _, err := c.CountDeadLetters(nilCtx, "q.dlq"); err == nil {
+		t.Error("CountDeadLetters(nil ctx)")
+	}
+	if err := c.DeclareSubscription(nilCtx, dispytch.Subscription{Group: "g", Topics: []string{"x"}}); err == nil {
+		t.Error("DeclareSubscription(nil ctx)")
+	}
+	if err := c.DeclareSubscription(ctx, dispytch.Subscription{Group: "g", Patterns: []*dispytch.Pattern{nil}, Delimiter: "."}); err == nil {
+		t.Error("a nil pattern")
 	}
 }
