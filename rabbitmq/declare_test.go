@@ -28,8 +28,12 @@ func TestDeclareGroupForProducers(t *testing.T) {
 		`no queue is bound for routing key "orders" on exchange "`+e.x+`"`, "312 NO_ROUTE", `Client.DeclareGroup(ctx, group, "orders")`)
 
 	// Listener topics and AMQP's own wildcards.
-	if err := producer.DeclareGroup(ctx, group, "orders", "user.{user_id}.notification", "audit.#"); err != nil {
+	if err := producer.DeclareGroup(ctx, group, "orders", "user.{user_id}.notification", "audit.#", "user.*.created"); err != nil {
 		t.Fatal(err)
+	}
+	// AMQP's * binds as it is: a message to user.9.created is routed.
+	if err := producer.Produce(ctx, &dispytch.Message{Topic: "user.9.created", Value: []byte(`{}`)}); err != nil {
+		t.Fatalf("user.9.created: %v", err)
 	}
 	if err := em.Emit(ctx, Order{N: 2}); err != nil {
 		t.Fatal(err)
