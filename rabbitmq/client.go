@@ -17,26 +17,11 @@ import (
 // package's emit options.
 const BackendName = "rabbitmq"
 
-// Errors of this package. They are wrapped with context; test with errors.Is.
-var (
-	// ErrNacked reports a message the broker refused with a negative
-	// publisher confirm (basic.nack), e.g. a full queue with
-	// x-overflow=reject-publish.
-	ErrNacked = errors.New("rabbitmq: message nacked by the broker")
-	// ErrUnknownExchange reports an Exchange emit option naming an exchange
-	// the client was not configured with.
-	ErrUnknownExchange = errors.New("rabbitmq: exchange not configured on the client")
-	// ErrConnectionLost reports a message whose publisher confirm was lost
-	// with its connection; the client republishes such messages on the next
-	// connection while the emit context allows, so it only surfaces wrapped
-	// in the final error.
-	ErrConnectionLost = errors.New("rabbitmq: connection lost before the publisher confirm")
-)
-
 // Client is a RabbitMQ backend for dispytch: a dispytch.Producer (and
-// AsyncProducer) for emitters and a dispytch.Consumer for listeners. It is
-// safe for concurrent use. Create it with New or Dial, and Close it after
-// the listeners using it stopped.
+// AsyncProducer) for emitters, a dispytch.Consumer for listeners, and a
+// dispytch.DeadLetterStore for dispytch.DeadLetters. It is safe for
+// concurrent use. Create it with New or Dial, and Close it after the
+// listeners using it stopped.
 type Client struct {
 	cfg config
 	url string
@@ -46,6 +31,7 @@ type Client struct {
 	consConn *connMgr
 	pub      *producer
 	sessions sync.Map // consumer tag -> *session, for DelayedRetries
+	kinds    sync.Map // exchange name -> its type, as found on the broker
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -53,19 +39,28 @@ type Client struct {
 
 // New returns a client for the broker at url (amqp://user:pass@host:port/vhost).
 // It does not connect: connections are opened on first use, and reopened
-// with backoff whenever they are lost.
+// with backoff whenever they are lost. Errors of later calls carry the
+// cause of a failed connection: see Dial.
 func New(url string, opts ...Option) (*Client, error) {
 	c := &Client{cfg: defaultConfig(), url: url, closed: make(chan struct{})}
 	for _, o := range opts {
-		o(&c.cfg)
+		if o != nil {
+			o(&c.cfg)
+		}
 	}
 	if c.cfg.amqpConfig.Recovery != nil {
 		return nil, errors.New("rabbitmq: amqp091 Config.Recovery must be nil: the client recovers connections itself")
 	}
+	target := "the broker (WithDialer)"
 	if c.cfg.dialer == nil {
-		if _, err := amqp.ParseURI(url); err != nil {
+		u, err := amqp.ParseURI(url)
+		if err != nil {
 			return nil, fmt.Errorf("rabbitmq: bad URL: %w", err)
 		}
+		if c.cfg.amqpConfig.Vhost != "" {
+			u.Vhost = c.cfg.amqpConfig.Vhost
+		}
+		target = fmt.Sprintf("%s:%d, vhost %q, as user %q", u.Host, u.Port, u.Vhost, u.Username)
 	}
 	for _, x := range c.cfg.exchanges {
 		if x == "" || strings.HasPrefix(x, "amq.") && c.cfg.declare {
@@ -73,15 +68,28 @@ func New(url string, opts ...Option) (*Client, error) {
 		}
 	}
 	c.dlx = c.cfg.exchanges[0] + ".dlx"
-	c.pubConn = newConnMgr("publish", &c.cfg, c.dialFunc("publish"))
-	c.consConn = newConnMgr("consume", &c.cfg, c.dialFunc("consume"))
+	c.pubConn = newConnMgr("publish", target, &c.cfg, c.dialFunc("publish"))
+	c.consConn = newConnMgr("consume", target, &c.cfg, c.dialFunc("consume"))
 	c.pub = newProducer(c)
 	return c, nil
 }
 
-// Dial is New followed by Ping: it returns an error when the broker cannot
-// be reached before ctx is done.
+// Dial is New followed by Ping: it returns a client that can publish, or
+// an error and no client.
+//
+// A permanent failure fails Dial at once, with the broker's reason: a
+// refused login (ErrAccessRefused), a missing virtual host
+// (ErrVhostNotFound), an exchange the client cannot use
+// (ErrPreconditionFailed); all of them wrap dispytch.ErrPermanent. A
+// transient one (a refused connection, a broker restarting) is retried
+// with backoff until ctx is done; the error then wraps dispytch.ErrTimeout
+// (for a deadline) and the last cause ("...: last error: dial tcp ...:
+// connection refused"). For a client that connects in the background
+// whenever the broker is there, use New.
 func Dial(ctx context.Context, url string, opts ...Option) (*Client, error) {
+	if ctx == nil {
+		return nil, errors.New("rabbitmq: Dial with a nil context")
+	}
 	c, err := New(url, opts...)
 	if err != nil {
 		return nil, err
@@ -115,9 +123,18 @@ func (c *Client) dialFunc(role string) func(ctx context.Context) (*amqp.Connecti
 // Backend returns "rabbitmq".
 func (c *Client) Backend() string { return BackendName }
 
-// Ping waits until the publishing connection is open, or ctx is done.
+// Ping waits until the client can publish: its publishing connection is
+// open and, unless DeclareTopology(false), its exchanges are in place. It
+// fails at once for a permanent failure and returns the last cause when
+// ctx ends first (see Dial).
 func (c *Client) Ping(ctx context.Context) error {
-	_, err := c.pubConn.get(ctx)
+	if ctx == nil {
+		return errors.New("rabbitmq: Ping with a nil context")
+	}
+	if _, err := c.pubConn.get(ctx, true); err != nil {
+		return err
+	}
+	_, err := c.pub.slots[0].get(ctx)
 	return err
 }
 
@@ -148,25 +165,10 @@ func (c *Client) isClosed() bool {
 	}
 }
 
-// declareExchanges declares the topic exchanges and the dead-letter
-// exchange on ch.
-func (c *Client) declareExchanges(ch *amqp.Channel) error {
-	if !c.cfg.declare {
-		return nil
-	}
-	for _, x := range c.cfg.exchanges {
-		if err := ch.ExchangeDeclare(x, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
-			return fmt.Errorf("rabbitmq: declare exchange %q: %w", x, err)
-		}
-	}
-	if err := ch.ExchangeDeclare(c.dlx, amqp.ExchangeDirect, true, false, false, false, nil); err != nil {
-		return fmt.Errorf("rabbitmq: declare dead-letter exchange %q: %w", c.dlx, err)
-	}
-	return nil
-}
-
 var _ interface {
 	dispytch.AsyncProducer
 	dispytch.Consumer
 	dispytch.BackendNamer
+	dispytch.DeadLetterStore
+	dispytch.DeadLetterCounter
 } = (*Client)(nil)

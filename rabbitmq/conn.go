@@ -39,11 +39,19 @@ import (
 // fails (an error wrapping dispytch.ErrClosed) and the broker redelivers it.
 
 // connMgr keeps one connection open, redialing after losses.
+//
+// A failed attempt is classified: a permanent failure (a refused login, a
+// missing virtual host: see dialError) fails callers of get at once with
+// the broker's reason, a transient one (a refused connection, a broker
+// starting) makes them wait for the next attempt, up to their context.
+// Either way the manager keeps redialing with backoff, so a client heals
+// once the cause is gone.
 type connMgr struct {
-	role string
-	dial func(ctx context.Context) (*amqp.Connection, error)
-	cfg  *config
-	log  *slog.Logger
+	role   string
+	target string // where it connects, for errors: host, vhost and user
+	dial   func(ctx context.Context) (*amqp.Connection, error)
+	cfg    *config
+	log    *slog.Logger
 
 	startOnce sync.Once
 	quit      chan struct{} // closed by close
@@ -52,27 +60,33 @@ type connMgr struct {
 	mu      sync.Mutex
 	conn    *amqp.Connection
 	ready   chan struct{} // closed while conn != nil
-	lastErr error
+	failed  chan struct{} // closed (and replaced) after every failed attempt
+	lastErr error         // the last failure (classified), nil after a success
 	closed  bool
 
 	connects atomic.Int64
 }
 
-func newConnMgr(role string, cfg *config, dial func(ctx context.Context) (*amqp.Connection, error)) *connMgr {
+func newConnMgr(role, target string, cfg *config, dial func(ctx context.Context) (*amqp.Connection, error)) *connMgr {
 	return &connMgr{
 		role:    role,
+		target:  target,
 		dial:    dial,
 		cfg:     cfg,
 		log:     cfg.log,
 		quit:    make(chan struct{}),
 		stopped: make(chan struct{}),
 		ready:   make(chan struct{}),
+		failed:  make(chan struct{}),
 	}
 }
 
-// get returns the open connection, waiting for one until ctx is done. The
-// connection may die right after; callers handle channel errors.
-func (m *connMgr) get(ctx context.Context) (*amqp.Connection, error) {
+// get returns the open connection, waiting for one until ctx is done. With
+// failFast, a permanent failure of the last attempt is returned at once;
+// without, get waits through it (for the client's own loops, which must
+// not spin). The connection may die right after; callers handle channel
+// errors.
+func (m *connMgr) get(ctx context.Context, failFast bool) (*amqp.Connection, error) {
 	m.startOnce.Do(func() { go m.run() })
 	for {
 		m.mu.Lock()
@@ -85,30 +99,57 @@ func (m *connMgr) get(ctx context.Context) (*amqp.Connection, error) {
 			m.mu.Unlock()
 			return c, nil
 		}
-		ready, last := m.ready, m.lastErr
+		ready, failed, last, conn := m.ready, m.failed, m.lastErr, m.conn
 		m.mu.Unlock()
+		if failFast && permanent(last) {
+			return nil, last
+		}
+		if conn != nil {
+			// Handed a connection that already died: wait for run to
+			// notice and replace it rather than spin.
+			select {
+			case <-time.After(10 * time.Millisecond):
+			case <-m.quit:
+			case <-ctx.Done():
+				return nil, m.notConnected(ctx)
+			}
+			continue
+		}
 		select {
 		case <-ready:
-			// If the connection we were handed is already closed, wait for
-			// run to notice and replace it rather than spinning.
-			m.mu.Lock()
-			c := m.conn
-			m.mu.Unlock()
-			if c != nil && c.IsClosed() {
-				select {
-				case <-time.After(10 * time.Millisecond):
-				case <-ctx.Done():
-				}
-			}
+		case <-failed:
 		case <-m.quit:
 		case <-ctx.Done():
-			err := dispytch.CtxError(ctx.Err())
-			if last != nil {
-				return nil, fmt.Errorf("rabbitmq: not connected (%s; last error: %v): %w", m.role, last, err)
-			}
-			return nil, fmt.Errorf("rabbitmq: not connected (%s): %w", m.role, err)
+			return nil, m.notConnected(ctx)
 		}
 	}
+}
+
+// notConnected is the error of a get whose ctx ended: the context's error
+// and the last cause.
+func (m *connMgr) notConnected(ctx context.Context) error {
+	err := dispytch.CtxError(ctx.Err())
+	if last := m.lastError(); last != nil {
+		return fmt.Errorf("rabbitmq: not connected (%s): %w: last error: %w", m.role, err, last)
+	}
+	return fmt.Errorf("rabbitmq: not connected (%s, no connection attempt finished yet): %w", m.role, err)
+}
+
+// lastError returns the last failure, or nil while connected.
+func (m *connMgr) lastError() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lastErr
+}
+
+// setFailed records a failed attempt or a lost connection, and wakes the
+// callers of get.
+func (m *connMgr) setFailed(err error) {
+	m.mu.Lock()
+	m.lastErr = err
+	close(m.failed)
+	m.failed = make(chan struct{})
+	m.mu.Unlock()
 }
 
 func (m *connMgr) run() {
@@ -120,6 +161,7 @@ func (m *connMgr) run() {
 		<-m.quit
 		cancel()
 	}()
+	var lastLogged string
 	for {
 		select {
 		case <-m.quit:
@@ -127,17 +169,28 @@ func (m *connMgr) run() {
 		default:
 		}
 		conn, err := m.dial(dctx)
+		if err == nil && conn == nil {
+			err = errors.New("rabbitmq: the dialer returned no connection and no error")
+		}
 		if err != nil {
-			m.mu.Lock()
-			m.lastErr = err
-			m.mu.Unlock()
-			m.log.Warn("rabbitmq: connect failed, retrying", "role", m.role, "err", err, "retry_in", delay)
+			err = dialError(err, m.target)
+			m.setFailed(err)
+			if permanent(err) {
+				// Said once, not on every attempt: callers get the error.
+				if s := err.Error(); s != lastLogged {
+					m.log.Error("rabbitmq: the broker refused the connection; retrying in the background", "role", m.role, "err", err)
+					lastLogged = s
+				}
+			} else {
+				m.log.Warn("rabbitmq: connect failed, retrying", "role", m.role, "err", err, "retry_in", delay)
+			}
 			if !m.sleep(jitter(delay)) {
 				return
 			}
 			delay = min(2*delay, m.cfg.backoffMax)
 			continue
 		}
+		lastLogged = ""
 		closed := conn.NotifyClose(make(chan *amqp.Error, 1))
 		m.mu.Lock()
 		if m.closed {
@@ -146,6 +199,7 @@ func (m *connMgr) run() {
 			return
 		}
 		m.conn = conn
+		m.lastErr = nil
 		close(m.ready)
 		n := m.connects.Add(1)
 		m.mu.Unlock()
@@ -163,12 +217,12 @@ func (m *connMgr) run() {
 		m.mu.Lock()
 		m.conn = nil
 		m.ready = make(chan struct{})
-		if cerr != nil {
-			m.lastErr = cerr
-		} else {
-			m.lastErr = errors.New("connection closed")
-		}
 		m.mu.Unlock()
+		if cerr != nil {
+			m.setFailed(fmt.Errorf("connection lost: %w", cerr))
+		} else {
+			m.setFailed(errors.New("connection closed"))
+		}
 		m.log.Warn("rabbitmq: connection lost, reconnecting", "role", m.role, "err", cerr)
 		if !m.sleep(jitter(delay)) {
 			return

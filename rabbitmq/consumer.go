@@ -19,13 +19,29 @@ import (
 // the Prefetch limit, and hands every message to inbox. After a lost
 // connection or channel, or a consumer cancelled by the broker (its queue
 // was deleted), it reconnects with backoff, declares the topology again and
-// resumes; deliveries of the lost channel are never acked on the new one.
-// When ctx is done it stops taking deliveries, waits for the listener to
-// settle what it holds, closes the channel (the broker requeues whatever is
-// left unacked) and returns nil. It returns an error for a topology the broker
-// refuses (PRECONDITION_FAILED, ACCESS_REFUSED) or when the client is
-// closed.
+// resumes; deliveries of the lost channel are never acked on the new one,
+// and the listener does not start those it still holds (they are stale:
+// see dispytch.StaleChecker). When ctx is done it stops taking
+// deliveries, waits for the listener to settle what it holds, closes the
+// channel (the broker requeues whatever is left unacked) and returns nil.
+//
+// It returns at once, with the broker's reason, for a permanent failure:
+// a refused login (ErrAccessRefused), a missing virtual host
+// (ErrVhostNotFound), a topology the broker contradicts
+// (ErrPreconditionFailed: a queue declared with other arguments, an
+// exchange of a type that cannot carry the subscription). Transient
+// failures (a refused connection, a queue that DeclareTopology(false)
+// expects but that does not exist yet) are retried with backoff; when ctx
+// ends before the subscription was ever in place, Consume returns the last
+// of them with ctx's error. It also returns an error wrapping
+// dispytch.ErrClosed when the client is closed.
 func (c *Client) Consume(ctx context.Context, sub dispytch.Subscription, inbox dispytch.Inbox) error {
+	if ctx == nil {
+		return errors.New("rabbitmq: consume: nil context")
+	}
+	if inbox == nil {
+		return errors.New("rabbitmq: consume: nil inbox")
+	}
 	p, err := c.plan(sub)
 	if err != nil {
 		return err
@@ -33,16 +49,26 @@ func (c *Client) Consume(ctx context.Context, sub dispytch.Subscription, inbox d
 	log := c.cfg.log.With("group", sub.Group)
 	ready := false
 	delay := c.cfg.backoffMin
+	var last error // the last transient failure
 	for ctx.Err() == nil {
 		s, err := c.openSession(ctx, p)
 		if err != nil {
 			switch {
-			case ctx.Err() != nil:
 			case c.isClosed() || errors.Is(err, dispytch.ErrClosed):
 				return fmt.Errorf("rabbitmq: consume: %w", dispytch.ErrClosed)
-			case isConfigError(err):
-				return fmt.Errorf("rabbitmq: consume: %w", err)
+			case permanent(err):
+				log.Error("rabbitmq: consumer setup failed for good", "err", err)
+				return err
+			case ctx.Err() != nil:
+				// Ended while waiting for a connection: the connection's
+				// own failure is the cause.
+				if cause := c.consConn.lastError(); cause != nil {
+					last = cause
+				} else if !errors.Is(err, ctx.Err()) {
+					last = err
+				}
 			default:
+				last = err
 				log.Warn("rabbitmq: consumer setup failed, retrying", "err", err, "retry_in", delay)
 				select {
 				case <-time.After(jitter(delay)):
@@ -78,7 +104,13 @@ func (c *Client) Consume(ctx context.Context, sub dispytch.Subscription, inbox d
 		}
 	}
 	<-inbox.Done()
-	return nil
+	if ready {
+		return nil
+	}
+	if last == nil {
+		return fmt.Errorf("rabbitmq: consume: never subscribed: %w", ctx.Err())
+	}
+	return fmt.Errorf("rabbitmq: consume: never subscribed: %w: last error: %w", ctx.Err(), last)
 }
 
 // session is one channel consuming for one Consume call.
@@ -113,6 +145,12 @@ func (s *session) ctx(parent context.Context) (context.Context, context.CancelFu
 	return ctx, cancel
 }
 
+// stale reports whether the session's channel is gone: as soon as amqp091
+// marks it closed (before the close notification went round), so that
+// deliveries buffered from it are not started while the broker gives them
+// to another consumer.
+func (s *session) stale() bool { return s.ch.IsClosed() || s.isDead() }
+
 func (s *session) isDead() bool {
 	select {
 	case <-s.dead:
@@ -123,13 +161,13 @@ func (s *session) isDead() bool {
 }
 
 func (c *Client) openSession(ctx context.Context, p *plan) (*session, error) {
-	conn, err := c.consConn.get(ctx)
+	conn, err := c.consConn.get(ctx, true)
 	if err != nil {
 		return nil, err
 	}
 	ch, err := conn.Channel()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("rabbitmq: consume: open channel: %w", err)
 	}
 	s := &session{
 		c:       c,
@@ -155,7 +193,7 @@ func (c *Client) openSession(ctx context.Context, p *plan) (*session, error) {
 	}
 	s.queues = queues
 	if err := ch.Qos(p.prefetch, 0, false); err != nil {
-		return fail(err)
+		return fail(fmt.Errorf("rabbitmq: consume: set prefetch: %w", err))
 	}
 	var outs []<-chan amqp.Delivery
 	for _, q := range queues {
@@ -163,7 +201,7 @@ func (c *Client) openSession(ctx context.Context, p *plan) (*session, error) {
 		d, err := ch.Consume(q, tag, false, false, false, false, nil)
 		if err != nil {
 			s.close()
-			return nil, fmt.Errorf("rabbitmq: consume %q: %w", q, err)
+			return nil, declareError(fmt.Sprintf("consume %q", q), err)
 		}
 		s.tags = append(s.tags, tag)
 		c.sessions.Store(tag, s)
@@ -214,7 +252,7 @@ func (s *session) serve(ctx context.Context, inbox dispytch.Inbox) (lost bool, w
 					return true, "delivery stream ended"
 				}
 			}
-			if s.isDead() || s.ch.IsClosed() {
+			if s.stale() {
 				// Delivered by a dead channel: the broker requeued it
 				// already, handling it now would only duplicate it.
 				continue
@@ -275,6 +313,7 @@ func (s *session) delivery(d amqp.Delivery) *delivery {
 		Key:         key,
 		Value:       d.Body,
 		Headers:     h,
+		ContentType: d.ContentType,
 		OrderingKey: p.orderingKey,
 		Info: dispytch.DeliveryInfo{
 			Redelivered:   d.Redelivered,
@@ -287,6 +326,25 @@ func (s *session) delivery(d amqp.Delivery) *delivery {
 	}
 	return x
 }
+
+// Reasons of dead letters the broker dead-lettered itself, as a scan of a
+// dead-letter queue reads them from the x-death header. dispytch's
+// DeadLetterQueue.Redrive skips them unless dispytch.FilterReason names
+// them:
+//
+//	dispytch.DeadLetters(client, "billing.dlq").Redrive(ctx, client,
+//		dispytch.FilterReason(rabbitmq.ReasonDeliveryLimit))
+const (
+	// ReasonDeliveryLimit: a quorum queue delivered the message more often
+	// than its DeliveryLimit (the Redeliver policy kept failing).
+	ReasonDeliveryLimit dispytch.Reason = "broker_delivery_limit"
+	// ReasonExpired: the message's TTL passed in a queue.
+	ReasonExpired dispytch.Reason = "broker_expired"
+	// ReasonMaxLen: a queue's length limit pushed it out.
+	ReasonMaxLen dispytch.Reason = "broker_maxlen"
+	// ReasonRejected: a consumer rejected it without requeue.
+	ReasonRejected dispytch.Reason = "broker_rejected"
+)
 
 // brokerDeadLetterHeaders gives a message the broker dead-lettered on its
 // own (x-death: rejected, expired, maxlen, delivery_limit) the dead-letter
@@ -310,7 +368,7 @@ func brokerDeadLetterHeaders(h dispytch.Headers, d amqp.Delivery) dispytch.Heade
 		h = dispytch.Headers{}
 	}
 	h[dispytch.HeaderDLTopic] = topic
-	h[dispytch.HeaderDLReason] = "broker_" + deaths[0].Reason
+	h[dispytch.HeaderDLReason] = "broker_" + deaths[0].Reason // see ReasonDeliveryLimit
 	h[dispytch.HeaderDLError] = fmt.Sprintf("dead-lettered by the broker from queue %q: %s (count %d)", deaths[0].Queue, deaths[0].Reason, deaths[0].Count)
 	return h
 }
@@ -319,11 +377,21 @@ func (x *delivery) settleErr(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if x.s.isDead() || x.s.ch.IsClosed() || errors.Is(err, amqp.ErrClosed) {
+	if x.s.stale() || errors.Is(err, amqp.ErrClosed) {
 		return fmt.Errorf("rabbitmq: %s: the channel of this delivery is closed, the broker redelivers it: %w", op, dispytch.ErrClosed)
 	}
 	return fmt.Errorf("rabbitmq: %s: %w", op, err)
 }
+
+// Stale implements dispytch.StaleChecker: it reports true once the
+// delivery's channel is gone. The broker then redelivers the message
+// (possibly to another consumer: with a single active consumer, to the
+// next one), so the listener must not start it here.
+func (x *delivery) Stale() bool { return x.s.stale() }
+
+// StaleDone is closed once the delivery's channel is gone; see Stale. (For
+// a listener that cancels a running handler whose delivery went stale.)
+func (x *delivery) StaleDone() <-chan struct{} { return x.s.dead }
 
 // Ack acknowledges the delivery on the channel it came from.
 func (x *delivery) Ack(context.Context) error {
@@ -364,6 +432,7 @@ func (x *delivery) DeadLetter(ctx context.Context, failed []*dispytch.FailedMess
 			}
 		}
 		delete(t, dispytch.HeaderRedriveHandler)
+		delete(t, dispytch.HeaderRedriveGroup)
 		delete(t, HeaderRetryTopic)
 		pub := republishing(raw, t)
 		reqs = append(reqs, &pubReq{exchange: x.s.c.dlx, key: p.dlQueue, pub: pub})
@@ -392,13 +461,16 @@ func (c *Client) publishAll(ctx context.Context, reqs []*pubReq) error {
 				first = err
 			}
 		case <-ctx.Done():
-			return dispytch.CtxError(ctx.Err())
+			return fmt.Errorf("%w: rabbitmq: waiting for the publisher confirms: %w", dispytch.ErrUnconfirmed, dispytch.CtxError(ctx.Err()))
 		}
 	}
 	return first
 }
 
-var _ dispytch.DeadLetterer = (*delivery)(nil)
+var _ interface {
+	dispytch.DeadLetterer
+	dispytch.StaleChecker
+} = (*delivery)(nil)
 
 // republishing is a persistent copy of a delivered message, with its
 // properties and body, under new headers (dead letters, delayed retries).

@@ -23,10 +23,20 @@
 // dispytch.ErrForeignOption. The message key travels in the dispytch-key
 // header.
 //
+// Nothing is published once the emit context is done. A failed Emit says
+// whether the broker may have the message: an error wrapping
+// dispytch.ErrNotSent was never handed to it (retrying cannot duplicate
+// it), one wrapping dispytch.ErrUnconfirmed was, but its confirm did not
+// arrive before the context ended. A batch's *dispytch.BatchError tells
+// which messages are which. An unroutable message's error says what to do:
+// start a listener of the consuming group, or declare its queue with
+// DeclareGroup.
+//
 // # Topology
 //
 // For a listener of group G with the default options, Consume declares:
-//   - the topic exchanges, durable;
+//   - the topic exchanges, durable, unless they exist: an existing
+//     exchange is used as it is (see below);
 //   - the queue G (durable; classic, or quorum with WithQueueType), bound to
 //     every exchange with each literal topic, and each pattern converted to
 //     an AMQP binding key: {x} becomes *, {x...} becomes #;
@@ -41,7 +51,21 @@
 // as long as its connection (a broadcast subscription: messages published
 // while it is away are not kept). Bring your own topology with ExistingQueue
 // (the group's queue is only checked, not declared or bound) or
-// DeclareTopology(false) (nothing is declared).
+// DeclareTopology(false) (nothing is declared). An emitter declares only its
+// exchanges. A service that only emits declares the queue of the group
+// that will consume its events with DeclareGroup (or DeclareSubscription,
+// from that listener's Subscription), so that nothing is dropped before
+// the listener first runs.
+//
+// An exchange that already exists with other settings is used as it is: a
+// durable or non-durable topic exchange carries every subscription, a
+// direct exchange (Python Dispytch's documented default) literal topics
+// only. A pattern subscription on a direct exchange, and any use of a
+// fanout, headers or plugin exchange, fail at once with
+// ErrPreconditionFailed naming the exchange and its type. (AMQP cannot
+// describe an exchange: the client learns its type from the broker's
+// answer to a declaration, see topology.go.) PYTHON_INTEROP.md in this
+// directory shows both directions with Python Dispytch.
 //
 // # Acknowledgements, prefetch and ordering
 //
@@ -58,7 +82,15 @@
 // and a message requeued by a nack or by a lost connection is delivered
 // again after later ones may have been handled. For a strictly ordered
 // stream, use SingleActiveConsumer: one consumer of the group receives at a
-// time, and the listener handles its messages one by one.
+// time, and the listener handles its messages one by one. When the active
+// consumer's connection is lost, the broker requeues what it had not acked
+// and activates the next consumer; the deliveries of the dead channel are
+// stale (dispytch.StaleChecker), so its listener starts none of those it
+// still holds. The one exception is inherent: a handler already running
+// (or started in the instant before the client learned of the loss) runs
+// to its end; its ack fails or is lost, and its message's redelivery may
+// start on the next consumer meanwhile. Handlers of ordered streams should
+// therefore be idempotent.
 //
 // # Failures
 //
@@ -77,14 +109,39 @@
 // "delivery_limit". Classic queues keep no count and do not bound
 // redeliveries.
 //
-// dispytch.Redrive works with a Client as both consumer and producer: a
-// subscription made only of dead-letter topics ("G.dlq") reads those queues
-// directly, and republishes each message to its original topic.
+// The Client is a dispytch.DeadLetterStore: dispytch.DeadLetters(client,
+// "G.dlq") lists, counts, purges and redrives the letters of a group, and
+// each of these makes one pass over what the queue held when it started
+// (see ScanDeadLetters for how, and its limits):
+//
+//	n, err := dispytch.DeadLetters(client, "billing.dlq").Redrive(ctx, client)
+//
+// Letters the broker dead-lettered itself read with the reasons
+// ReasonDeliveryLimit, ReasonExpired, ReasonMaxLen and ReasonRejected,
+// which Redrive takes only when dispytch.FilterReason names them. Without
+// the management plugin, rabbitmqctl list_queues name messages shows the
+// dead-letter queues' depths. A listener subscribed only to dead-letter
+// topics ("G.dlq") consumes those queues directly.
 //
 // Delayed retries: the listener's Retries wait in the worker, holding a
 // prefetch slot. With RetryTiers and the Client.DelayedRetries middleware, a
 // failed attempt is republished to a TTL wait queue instead, and comes back
 // after the delay for the failed handler only; see DelayedRetries.
+//
+// # Connection failures
+//
+// A permanent failure fails Dial, Emit and Listener.Run at once with the
+// broker's reason: a refused login (ErrAccessRefused: RabbitMQ answers it
+// after 3 s), a missing virtual host (ErrVhostNotFound), a declaration the
+// broker refuses (ErrPreconditionFailed, or ErrAccessRefused without the
+// configure permission). All wrap dispytch.ErrPermanent. A transient one (a
+// refused connection, a broker restarting) is retried with backoff until
+// the caller's context ends; the error then wraps dispytch.ErrTimeout and
+// ends with the last cause: "...: last error: dial tcp ...: connection
+// refused". A Listener.Run that never subscribed returns
+// dispytch.ErrNotReady with that cause after its StartTimeout. Dial returns
+// a client only once it could publish; New returns one that connects in
+// the background, and whose errors carry the cause the same way.
 //
 // # Recovery
 //
@@ -95,9 +152,11 @@
 // same. Deliveries of the lost channel are never acked on the new one: their
 // acks fail with an error wrapping dispytch.ErrClosed, and the broker
 // redelivers them. Publishing waits for the connection up to the emit
-// context's deadline, then fails with an error wrapping dispytch.ErrTimeout;
-// a message whose confirm was lost with the connection is published again
-// (so it may arrive twice: delivery is at-least-once). While the broker
+// context's deadline, then fails with an error wrapping dispytch.ErrTimeout
+// and dispytch.ErrNotSent; a message whose confirm was lost with the
+// connection is published again while its context allows (so it may
+// arrive twice: delivery is at-least-once), and fails with
+// dispytch.ErrUnconfirmed when it does not. While the broker
 // blocks publishing (connection.blocked: a memory or disk alarm), publishers
 // wait for the unblock up to their deadline instead of hanging in a socket
 // write. conn.go explains why the client runs its own recovery loop rather

@@ -47,7 +47,7 @@ func TestInteropVectors(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name  string
-		codec dispytch.Codec
+		codec codec.Codec
 		bytes func(v vector) string
 		ct    string
 	}{
@@ -214,7 +214,7 @@ func TestDelayedRetriesDeadLetterRedrive(t *testing.T) {
 
 	// Redrive: only the failed handler runs again, and now succeeds.
 	broken.Store(false)
-	n, err := dispytch.Redrive(ctx, c, c, dlq, dispytch.RedriveIdle(time.Second))
+	n, err := dispytch.DeadLetters(c, dlq).Redrive(ctx, c)
 	if err != nil || n != 1 {
 		t.Fatalf("redrive: %d, %v", n, err)
 	}
@@ -262,6 +262,15 @@ func TestRedeliverBoundedByQuorumDeliveryLimit(t *testing.T) {
 	if want := []int{1, 2, 3}; !reflect.DeepEqual(got, want) {
 		t.Errorf("delivery counts %v, want %v (limit 2: the first delivery and two redeliveries)", got, want)
 	}
+	// Listed, the broker's dead letter reads like the client's own, from
+	// its x-death header; listing leaves it as it was, x-death included.
+	letters, err := dispytch.DeadLetters(c, dlq).List(ctx)
+	if err != nil || len(letters) != 1 {
+		t.Fatalf("list: %d letters, %v", len(letters), err)
+	}
+	if f := letters[0]; f.Reason != rabbitmq.ReasonDeliveryLimit || f.Topic != "orders" || f.Err == nil {
+		t.Errorf("letter: reason %q topic %q err %v", f.Reason, f.Topic, f.Err)
+	}
 	d, ok, err := ch.Get(dlq, false)
 	if err != nil || !ok {
 		t.Fatalf("get: %v %v", ok, err)
@@ -272,9 +281,13 @@ func TestRedeliverBoundedByQuorumDeliveryLimit(t *testing.T) {
 	}
 	fail.Store(false)
 	// A client with default options (classic queues) can redrive the quorum
-	// dead-letter queue: it takes the existing queue as it is.
+	// dead-letter queue: it takes the existing queue as it is. Redrive
+	// skips the broker's reasons unless FilterReason names them.
+	if n, err := dispytch.DeadLetters(c, dlq).Redrive(ctx, c, dispytch.DryRun()); err != nil || n != 0 {
+		t.Errorf("default redrive of a delivery-limit letter: %d, %v; want it skipped", n, err)
+	}
 	rc := e.client()
-	n, err := dispytch.Redrive(ctx, rc, rc, dlq, dispytch.RedriveIdle(time.Second))
+	n, err := dispytch.DeadLetters(rc, dlq).Redrive(ctx, rc, dispytch.FilterReason(rabbitmq.ReasonDeliveryLimit))
 	if err != nil || n != 1 {
 		t.Fatalf("redrive: %d %v", n, err)
 	}

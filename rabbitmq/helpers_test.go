@@ -116,6 +116,9 @@ func (e *env) client(opts ...rabbitmq.Option) *rabbitmq.Client {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := c.Ping(ctx); err != nil {
+		if errors.Is(err, dispytch.ErrPermanent) {
+			e.t.Fatalf("client: %v", err) // the broker answered: a real failure
+		}
 		testenv.Unavailable(e.t, "RabbitMQ: %v", err)
 	}
 	return c

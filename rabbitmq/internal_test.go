@@ -104,7 +104,8 @@ func TestPlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantB := []binding{{"a", "orders"}, {"a", "user.*.notification"}, {"a", "audit.#"}, {"b", "orders"}, {"b", "user.*.notification"}, {"b", "audit.#"}}
+	wantB := []binding{{"a", "orders", ""}, {"a", "user.*.notification", "user.{id}.notification"}, {"a", "audit.#", "audit.{rest...}"},
+		{"b", "orders", ""}, {"b", "user.*.notification", "user.{id}.notification"}, {"b", "audit.#", "audit.{rest...}"}}
 	if !reflect.DeepEqual(p.bindings, wantB) {
 		t.Errorf("bindings %v", p.bindings)
 	}
@@ -120,7 +121,7 @@ func TestPlan(t *testing.T) {
 		t.Errorf("tiers %v", p.tiers)
 	}
 
-	// Redrive's subscription reads the dead-letter queue itself.
+	// A subscription of dead-letter topics reads the dead-letter queue itself.
 	p, err = c.plan(dispytch.Subscription{Group: "dispytch-redrive", Topics: []string{"svc.dlq"}, Delimiter: "."})
 	if err != nil || !p.dlRead || !reflect.DeepEqual(p.queues, []string{"svc.dlq"}) {
 		t.Errorf("dead-letter read plan %+v %v", p, err)

@@ -69,10 +69,13 @@ const DefaultPrefetch = 128
 // channel that may await their publisher confirm at once.
 const DefaultConfirmWindow = 1024
 
-// Exchanges sets the topic exchanges. Emit publishes to the first unless the
+// Exchanges sets the exchanges. Emit publishes to the first unless the
 // Exchange emit option names another of them; listeners bind their queues to
-// all of them. Default: one exchange named "dispytch". Dead letters go to a
-// direct exchange named after the first one plus ".dlx".
+// all of them. Default: one exchange named "dispytch". The client declares
+// them as durable topic exchanges, or uses them as they are when they
+// exist: a direct exchange carries literal topics only (see the package
+// documentation). Dead letters go to a direct exchange named after the
+// first one plus ".dlx", which listeners declare.
 func Exchanges(names ...string) Option {
 	return func(c *config) {
 		if len(names) > 0 {
@@ -118,7 +121,10 @@ func QueueArgs(args amqp.Table) Option {
 // so that only one consumer of a group receives messages at a time, and has
 // the listener handle them strictly one at a time in queue order (every
 // delivery gets the same ordering key). Use it for ordered streams; it trades
-// parallelism for order.
+// parallelism for order. After a lost connection the listener starts none
+// of the deliveries of the dead channel; only a handler already running
+// then may overlap with its message's redelivery on the next consumer (see
+// the package documentation).
 func SingleActiveConsumer() Option { return func(c *config) { c.sac = true } }
 
 // Prefetch sets the consumer prefetch (basic.qos) per Consume call: how many
@@ -143,8 +149,8 @@ func ExistingQueue(group, queue string) Option {
 // DeadLetterSuffix sets the suffix of dead-letter topics and queues: the
 // dead letters of group "orders" go to the queue "orders"+suffix (default
 // ".dlq", matching dispytch.DefaultDeadLetterTopic). A subscription made only
-// of literal topics ending with the suffix, such as Redrive's, consumes the
-// dead-letter queues of those names.
+// of literal topics ending with the suffix consumes the dead-letter queues
+// of those names.
 func DeadLetterSuffix(s string) Option {
 	return func(c *config) {
 		if s != "" {

@@ -38,6 +38,13 @@ import (
 // deadline. A channel closed by a channel exception (missing exchange,
 // access refused, ...) fails its messages at once: retrying would fail the
 // same way.
+//
+// Nothing is published once the message's context is done: the check is
+// made under the channel's lock, right before the basic.publish, so a
+// message fails either before it was handed to the broker (an error
+// wrapping dispytch.ErrNotSent: retrying cannot duplicate it) or after
+// (dispytch.ErrUnconfirmed, when its confirm did not arrive in time: the
+// broker may have it). pubReq.sent tells the two apart.
 
 // pubReq is one message on its way.
 type pubReq struct {
@@ -48,6 +55,11 @@ type pubReq struct {
 	done     func(error) // the caller's, called once by complete or send
 	p        *producer
 	slot     *pubSlot
+	// sent is set once the message was handed to the broker; lost holds
+	// why its last confirm did not come (the channel died), for the error
+	// when its context ends before it was published again.
+	sent atomic.Bool
+	lost error
 }
 
 type producer struct {
@@ -59,7 +71,7 @@ type producer struct {
 func newProducer(c *Client) *producer {
 	p := &producer{c: c}
 	for i := range c.cfg.pubChannels {
-		p.slots = append(p.slots, &pubSlot{p: p, id: i, ready: make(chan struct{})})
+		p.slots = append(p.slots, &pubSlot{p: p, id: i, ready: make(chan struct{}), failed: make(chan struct{})})
 	}
 	return p
 }
@@ -73,63 +85,94 @@ type pubSlot struct {
 	mu      sync.Mutex
 	cur     *pubChan
 	ready   chan struct{} // closed while cur is set
-	lastErr error
+	failed  chan struct{} // closed (and replaced) when opening a channel failed
+	lastErr error         // why the last channel died or could not be opened
 }
 
+// get returns the slot's live channel, waiting for one until ctx is done.
+// A permanent failure (of the connection, or of the channel's setup: an
+// exchange the client cannot use) is returned at once.
 func (s *pubSlot) get(ctx context.Context) (*pubChan, error) {
 	s.startOnce.Do(func() { go s.run() })
+	m := s.p.c.pubConn
 	for {
 		if s.p.c.isClosed() {
 			return nil, fmt.Errorf("rabbitmq: publish: %w", dispytch.ErrClosed)
 		}
 		s.mu.Lock()
-		cur, ready := s.cur, s.ready
+		cur, ready, failed, last := s.cur, s.ready, s.failed, s.lastErr
 		s.mu.Unlock()
 		if cur != nil && !cur.isDead() {
 			return cur, nil
 		}
-		if cur == nil {
+		if cur != nil {
+			// The channel just died; run replaces it at once.
+			runtime.Gosched()
+			if ctx.Err() == nil {
+				continue
+			}
+		} else {
+			if err := m.lastError(); permanent(err) {
+				return nil, err
+			}
+			if permanent(last) {
+				return nil, last
+			}
+			m.mu.Lock()
+			connFailed := m.failed
+			m.mu.Unlock()
 			select {
 			case <-ready:
 				continue
-			case <-s.p.c.closed:
-				return nil, fmt.Errorf("rabbitmq: publish: %w", dispytch.ErrClosed)
-			case <-ctx.Done():
-			}
-		} else {
-			// The channel just died; run replaces it at once.
-			select {
-			case <-cur.dead:
-				runtime.Gosched()
+			case <-failed:
+				continue
+			case <-connFailed:
 				continue
 			case <-s.p.c.closed:
 				return nil, fmt.Errorf("rabbitmq: publish: %w", dispytch.ErrClosed)
 			case <-ctx.Done():
 			}
 		}
-		s.mu.Lock()
-		last := s.lastErr
-		s.mu.Unlock()
 		err := dispytch.CtxError(ctx.Err())
-		if last != nil {
-			return nil, fmt.Errorf("rabbitmq: publish: no channel (last error: %v): %w", last, err)
+		if cause := s.cause(); cause != nil {
+			return nil, fmt.Errorf("rabbitmq: publish: not connected: %w: last error: %w", err, cause)
 		}
-		return nil, fmt.Errorf("rabbitmq: publish: no channel: %w", err)
+		return nil, fmt.Errorf("rabbitmq: publish: not connected yet (no connection attempt finished): %w", err)
 	}
+}
+
+// cause is why the slot has no channel: the connection's failure while it
+// is down, else the channel's own.
+func (s *pubSlot) cause() error {
+	if err := s.p.c.pubConn.lastError(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastErr
 }
 
 // state describes a slot without a live channel for error messages: "" when
 // the channel is up.
 func (s *pubSlot) state() string {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cur != nil && !s.cur.isDead() {
+	up := s.cur != nil && !s.cur.isDead()
+	s.mu.Unlock()
+	if up {
 		return ""
 	}
-	if s.lastErr != nil {
-		return fmt.Sprintf(" (disconnected: %v)", s.lastErr)
+	if err := s.cause(); err != nil {
+		return fmt.Sprintf(" (disconnected: %v)", err)
 	}
 	return " (disconnected)"
+}
+
+func (s *pubSlot) setFailed(err error) {
+	s.mu.Lock()
+	s.lastErr = err
+	close(s.failed)
+	s.failed = make(chan struct{})
+	s.mu.Unlock()
 }
 
 // run opens the channel, waits for it to die, and opens the next one.
@@ -142,18 +185,22 @@ func (s *pubSlot) run() {
 		cancel()
 	}()
 	delay := c.cfg.backoffMin
+	var lastLogged string
 	for {
-		conn, err := c.pubConn.get(ctx)
+		conn, err := c.pubConn.get(ctx, false)
 		if err != nil {
 			return // closed
 		}
 		pc, err := openPubChan(c, conn)
 		if err != nil {
-			s.mu.Lock()
-			s.lastErr = err
-			s.mu.Unlock()
 			if !conn.IsClosed() {
-				c.cfg.log.Warn("rabbitmq: opening publisher channel failed", "err", err, "retry_in", delay)
+				// The connection's failure explains itself; this one is
+				// the channel's (an exchange the client cannot use, say).
+				s.setFailed(err)
+				if msg := err.Error(); msg != lastLogged {
+					c.cfg.log.Warn("rabbitmq: opening publisher channel failed", "err", err, "retry_in", delay)
+					lastLogged = msg
+				}
 			}
 			select {
 			case <-time.After(jitter(delay)):
@@ -163,9 +210,10 @@ func (s *pubSlot) run() {
 			delay = min(2*delay, c.cfg.backoffMax)
 			continue
 		}
-		delay = c.cfg.backoffMin
+		delay, lastLogged = c.cfg.backoffMin, ""
 		s.mu.Lock()
 		s.cur = pc
+		s.lastErr = nil
 		close(s.ready)
 		s.mu.Unlock()
 		select {
@@ -205,7 +253,7 @@ func openPubChan(c *Client, conn *amqp.Connection) (*pubChan, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := c.declareExchanges(ch); err != nil {
+	if err := c.ensureExchanges(conn, false); err != nil {
 		_ = ch.Close()
 		return nil, err
 	}
@@ -289,13 +337,19 @@ func (pc *pubChan) publish(r *pubReq) error {
 	case <-pc.dead:
 		return &errRetry{cause: pc.deadErr()}
 	case <-r.ctx.Done():
-		return dispytch.CtxError(r.ctx.Err())
+		return fmt.Errorf("rabbitmq: publish: waiting for a slot in the confirm window: %w", dispytch.CtxError(r.ctx.Err()))
 	}
 	pc.mu.Lock()
 	if pc.closed {
 		pc.mu.Unlock()
 		<-pc.slots
 		return &errRetry{cause: pc.err}
+	}
+	if err := r.ctx.Err(); err != nil {
+		// The last moment to find out: nothing goes out once ctx is done.
+		pc.mu.Unlock()
+		<-pc.slots
+		return fmt.Errorf("rabbitmq: publish: %w", dispytch.CtxError(err))
 	}
 	if err := pc.ch.Publish(r.exchange, r.key, true, false, r.pub); err != nil {
 		pc.mu.Unlock()
@@ -304,6 +358,7 @@ func (pc *pubChan) publish(r *pubReq) error {
 		// the socket.
 		return &errRetry{cause: err}
 	}
+	r.sent.Store(true)
 	pc.pending.push(r)
 	pc.mu.Unlock()
 	return nil
@@ -361,7 +416,7 @@ func (pc *pubChan) confirmLoop(confirms <-chan amqp.Confirmation, returns <-chan
 			case len(returned) > 0:
 				for i, ret := range returned {
 					if ret.Exchange == r.exchange && ret.RoutingKey == r.key && bytes.Equal(ret.Body, r.pub.Body) {
-						err = fmt.Errorf("%w: exchange %q, routing key %q: %d %s", dispytch.ErrUnroutable, r.exchange, r.key, ret.ReplyCode, ret.ReplyText)
+						err = unroutable(r.exchange, r.key, ret)
 						returned = append(returned[:i], returned[i+1:]...)
 						break
 					}
@@ -402,7 +457,7 @@ func (pc *pubChan) fail(closes <-chan *amqp.Error) {
 	_ = pc.ch.Close()
 	var err error
 	if isChannelException(cause) {
-		err = fmt.Errorf("rabbitmq: publisher channel closed by the broker: %w", cause)
+		err = fmt.Errorf("rabbitmq: publisher channel closed by the broker: %w", publishError(cause))
 	} else {
 		err = &errRetry{cause: cause}
 	}
@@ -417,14 +472,20 @@ func (pc *pubChan) fail(closes <-chan *amqp.Error) {
 
 // spec turns a dispytch message into an AMQP publishing.
 func (c *Client) spec(m *dispytch.Message) (exchange string, pub amqp.Publishing, err error) {
+	if m == nil {
+		return "", pub, fmt.Errorf("rabbitmq: publish: nil message: %w", dispytch.ErrNotSent)
+	}
 	if m.Topic == "" {
-		return "", pub, errors.New("rabbitmq: publish: empty topic")
+		return "", pub, fmt.Errorf("rabbitmq: publish: empty topic: %w", dispytch.ErrNotSent)
 	}
 	s := pubSpec{pub: amqp.Publishing{DeliveryMode: amqp.Persistent}}
 	for _, o := range m.Options {
 		po, ok := o.(PublishOption)
 		if !ok {
-			return "", pub, fmt.Errorf("%w: %s option %T given to a rabbitmq producer", dispytch.ErrForeignOption, o.Backend(), o)
+			if o == nil {
+				return "", pub, fmt.Errorf("rabbitmq: publish: nil backend option: %w", dispytch.ErrNotSent)
+			}
+			return "", pub, fmt.Errorf("%w: %s option %T given to a rabbitmq producer (%w)", dispytch.ErrForeignOption, o.Backend(), o, dispytch.ErrNotSent)
 		}
 		po(&s)
 	}
@@ -435,7 +496,7 @@ func (c *Client) spec(m *dispytch.Message) (exchange string, pub amqp.Publishing
 			known = known || x == s.exchange
 		}
 		if !known {
-			return "", pub, fmt.Errorf("%w: %q (configured: %v)", ErrUnknownExchange, s.exchange, c.cfg.exchanges)
+			return "", pub, fmt.Errorf("%w: %q (configured: %v; add it to rabbitmq.Exchanges) (%w)", ErrUnknownExchange, s.exchange, c.cfg.exchanges, dispytch.ErrNotSent)
 		}
 		exchange = s.exchange
 	}
@@ -444,7 +505,7 @@ func (c *Client) spec(m *dispytch.Message) (exchange string, pub amqp.Publishing
 	pub.Headers = headersToTable(m.Headers, m.Key, s.pub.Headers)
 	if pub.Headers != nil && len(s.pub.Headers) > 0 {
 		if err := pub.Headers.Validate(); err != nil {
-			return "", pub, fmt.Errorf("rabbitmq: publish: headers: %w", err)
+			return "", pub, fmt.Errorf("rabbitmq: publish: headers: %w (%w)", err, dispytch.ErrNotSent)
 		}
 	}
 	if pub.ContentType == "" {
@@ -476,15 +537,31 @@ func sniffContentType(b []byte) string {
 	return ""
 }
 
+// unroutable is the error of a mandatory message that no queue took, with
+// what to do about it.
+func unroutable(exchange, key string, ret amqp.Return) error {
+	return fmt.Errorf("%w: no queue is bound for routing key %q on exchange %q (%d %s): start a listener of the consuming group first, "+
+		"or declare the group's queue and bindings with Client.DeclareGroup(ctx, group, %q)",
+		dispytch.ErrUnroutable, key, exchange, ret.ReplyCode, ret.ReplyText, key)
+}
+
 // send publishes r, waiting for a channel of slot, and republishes it
 // after a connection loss while r.ctx allows (see complete). r.done is
 // called exactly once.
 func (p *producer) send(r *pubReq, slot *pubSlot) {
 	r.p, r.slot = p, slot
 	for {
+		if err := r.ctx.Err(); err != nil {
+			if r.lost != nil {
+				r.done(r.finalErr(fmt.Errorf("rabbitmq: publish: %w: %w", dispytch.CtxError(err), r.lost)))
+			} else {
+				r.done(r.finalErr(fmt.Errorf("rabbitmq: publish: %w", dispytch.CtxError(err))))
+			}
+			return
+		}
 		pc, err := slot.get(r.ctx)
 		if err != nil {
-			r.done(err)
+			r.done(r.finalErr(err))
 			return
 		}
 		err = pc.publish(r)
@@ -504,6 +581,7 @@ func (p *producer) send(r *pubReq, slot *pubSlot) {
 func (r *pubReq) complete(err error) {
 	if err != nil && r.retriable(err) {
 		// The confirm was lost with the connection: publish again.
+		r.lost = err
 		go r.p.send(r, r.slot)
 		return
 	}
@@ -517,18 +595,31 @@ func (r *pubReq) retriable(err error) bool {
 	return errors.As(err, &re) && r.ctx.Err() == nil && !r.p.c.isClosed()
 }
 
+// finalErr is the error r fails with. The broker's verdicts (a nack, a
+// basic.return) are returned as they are; every other failure says whether
+// r was handed to the broker: dispytch.ErrUnconfirmed when it was,
+// dispytch.ErrNotSent when it was not.
 func (r *pubReq) finalErr(err error) error {
-	var re *errRetry
-	if err == nil || !errors.As(err, &re) {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, ErrNacked) || errors.Is(err, dispytch.ErrUnroutable) ||
+		errors.Is(err, dispytch.ErrNotSent) || errors.Is(err, dispytch.ErrUnconfirmed) {
 		return err
 	}
-	if r.p.c.isClosed() {
-		return fmt.Errorf("rabbitmq: publish: %w: %w", dispytch.ErrClosed, err)
+	var re *errRetry
+	if errors.As(err, &re) {
+		switch {
+		case r.p.c.isClosed():
+			err = fmt.Errorf("rabbitmq: publish: %w: %w", dispytch.ErrClosed, err)
+		case r.ctx.Err() != nil:
+			err = fmt.Errorf("%w: %w", dispytch.CtxError(r.ctx.Err()), err)
+		}
 	}
-	if r.ctx.Err() != nil {
-		return fmt.Errorf("%w: %w", dispytch.CtxError(r.ctx.Err()), err)
+	if r.sent.Load() {
+		return fmt.Errorf("%w: %w", dispytch.ErrUnconfirmed, err)
 	}
-	return err
+	return fmt.Errorf("%w: %w", dispytch.ErrNotSent, err)
 }
 
 func (p *producer) slot() *pubSlot {
@@ -540,10 +631,18 @@ func (p *producer) slot() *pubSlot {
 
 // ProduceAsync publishes m and calls done once with the outcome: nil after
 // the broker confirmed it, an error wrapping dispytch.ErrUnroutable when no
-// queue took it, ErrNacked, or the context's error. It blocks only while the
-// confirm window is full or the connection is down. done runs on the
-// client's confirm goroutine and must not block.
+// queue took it, ErrNacked, or an error wrapping dispytch.ErrNotSent or
+// dispytch.ErrUnconfirmed (see Produce). It blocks only while the confirm
+// window is full or the connection is down. done runs on the client's
+// confirm goroutine and must not block.
 func (c *Client) ProduceAsync(ctx context.Context, m *dispytch.Message, done func(error)) {
+	if done == nil {
+		done = func(error) {}
+	}
+	if ctx == nil {
+		done(fmt.Errorf("rabbitmq: publish with a nil context: %w", dispytch.ErrNotSent))
+		return
+	}
 	exchange, pub, err := c.spec(m)
 	if err != nil {
 		done(err)
@@ -555,12 +654,24 @@ func (c *Client) ProduceAsync(ctx context.Context, m *dispytch.Message, done fun
 // Produce publishes msgs to their topics (the routing keys) on the client's
 // first exchange, or the one the Exchange option names, and returns once the
 // broker confirmed all of them. A batch is published in order through one
-// channel, pipelined within the confirm window. Errors wrap
-// dispytch.ErrUnroutable, ErrNacked, dispytch.ErrTimeout (the ctx deadline
-// passed, for instance while the broker was unreachable),
-// dispytch.ErrForeignOption or dispytch.ErrClosed; for a batch with some
-// failed messages the error is a *dispytch.BatchError.
+// channel, pipelined within the confirm window.
+//
+// Nothing is published once ctx is done. A message that was not handed to
+// the broker fails with an error wrapping dispytch.ErrNotSent (ctx was done
+// first, the client is not connected, the broker refused the connection
+// or the exchange); one handed to the broker whose confirm did not arrive
+// before ctx ended fails with dispytch.ErrUnconfirmed (the broker may have
+// it). Both wrap the cause: dispytch.ErrTimeout for a deadline, the last
+// connection error, ErrAccessRefused, ErrVhostNotFound,
+// ErrPreconditionFailed, dispytch.ErrClosed. Broker verdicts are errors of
+// their own: dispytch.ErrUnroutable (no queue is bound for the topic),
+// ErrNacked. A bad message fails with dispytch.ErrForeignOption or
+// ErrUnknownExchange. For a batch with some failed messages the error is
+// a *dispytch.BatchError, whose NotSent and Unconfirmed tell which.
 func (c *Client) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
+	if ctx == nil {
+		return fmt.Errorf("rabbitmq: publish with a nil context: %w", dispytch.ErrNotSent)
+	}
 	switch len(msgs) {
 	case 0:
 		return nil
@@ -571,7 +682,8 @@ func (c *Client) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
 		}
 		ch := make(chan error, 1)
 		slot := c.pub.slot()
-		c.pub.send(&pubReq{ctx: ctx, exchange: exchange, key: msgs[0].Topic, pub: pub, done: func(err error) { ch <- err }}, slot)
+		r := &pubReq{ctx: ctx, exchange: exchange, key: msgs[0].Topic, pub: pub, done: func(err error) { ch <- err }}
+		c.pub.send(r, slot)
 		select {
 		case err := <-ch:
 			return err
@@ -581,7 +693,9 @@ func (c *Client) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
 				return err
 			default:
 			}
-			return fmt.Errorf("rabbitmq: waiting for the publisher confirm%s: %w", slot.state(), dispytch.CtxError(ctx.Err()))
+			// send returned without a verdict: the message was handed to
+			// the broker, and its confirm is still due.
+			return fmt.Errorf("%w: rabbitmq: waiting for the publisher confirm%s: %w", dispytch.ErrUnconfirmed, slot.state(), dispytch.CtxError(ctx.Err()))
 		}
 	}
 	b := &batch{errs: make([]error, len(msgs)), left: len(msgs), done: make(chan struct{})}
@@ -615,7 +729,7 @@ func (c *Client) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
 	var n int
 	for i := range b.errs {
 		if b.errs[i] == nil && b.pending(i, reqs) {
-			b.errs[i] = fmt.Errorf("rabbitmq: waiting for the publisher confirm%s: %w", state, dispytch.CtxError(ctx.Err()))
+			b.errs[i] = fmt.Errorf("%w: rabbitmq: waiting for the publisher confirm%s: %w", dispytch.ErrUnconfirmed, state, dispytch.CtxError(ctx.Err()))
 		}
 		if b.errs[i] != nil {
 			n++

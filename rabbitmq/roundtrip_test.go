@@ -5,12 +5,14 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/codec"
 	"github.com/dispytch/dispytch-go/internal/testenv"
 	"github.com/dispytch/dispytch-go/rabbitmq"
 )
@@ -236,8 +238,9 @@ func TestEmitErrors(t *testing.T) {
 }
 
 // TestEmitWithoutBroker: an Emit while the broker is unreachable waits up to
-// its deadline and fails with ErrTimeout and the connection error; after
-// Close it fails with ErrClosed.
+// its deadline and fails with ErrTimeout, ErrNotSent and the last
+// connection error (wrapped: errors.Is finds ECONNREFUSED); after Close it
+// fails with ErrClosed.
 func TestEmitWithoutBroker(t *testing.T) {
 	c, err := rabbitmq.New("amqp://guest:guest@127.0.0.1:1/", rabbitmq.WithLogger(quietLog()),
 		rabbitmq.ReconnectBackoff(20*time.Millisecond, 100*time.Millisecond))
@@ -249,7 +252,8 @@ func TestEmitWithoutBroker(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	err = em.Emit(ctx, Order{})
-	if !errors.Is(err, dispytch.ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+	if !errors.Is(err, dispytch.ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, dispytch.ErrNotSent) ||
+		!errors.Is(err, syscall.ECONNREFUSED) || !strings.Contains(err.Error(), "last error: dial tcp 127.0.0.1:1") {
 		t.Fatalf("emit without broker: %v", err)
 	}
 	if el := time.Since(start); el < 250*time.Millisecond || el > 5*time.Second {
@@ -482,5 +486,99 @@ func TestDeclareNothing(t *testing.T) {
 	ch2 := e.raw()
 	if _, err := ch2.QueueDeclarePassive(group+".dlq", true, false, false, false, nil); err == nil {
 		t.Error("the client declared a dead-letter queue")
+	}
+}
+
+// taggedCodec is JSON under a content type of its own, whose decoded event
+// types say that it decoded them.
+type taggedCodec struct{ codec.Codec }
+
+func (taggedCodec) ContentType() string { return "application/vnd.dispytch-test+json" }
+
+func (c taggedCodec) DecodeEnvelope(data []byte, e *codec.Envelope) error {
+	if err := c.Codec.DecodeEnvelope(data, e); err != nil {
+		return err
+	}
+	e.Type = "tagged:" + e.Type
+	return nil
+}
+
+// TestContentTypeProperty: the listener picks the codec the AMQP
+// content-type property names. The bytes are JSON, so without the
+// property the listener would take the JSON codec, and the handler of the
+// tagged type would never run.
+func TestContentTypeProperty(t *testing.T) {
+	e := setup(t)
+	c := e.client()
+	tagged := taggedCodec{codec.JSON}
+	got := make(chan dispytch.Metadata, 1)
+	l := dispytch.NewListener(c, dispytch.Group(e.group("ct")), dispytch.WithCodec(tagged), dispytch.WithLogger(quietLog()))
+	l.Handle("orders", "tagged:order_placed", func(ev dispytch.Event[Order]) { got <- ev.Metadata })
+	run(t, l)
+	if err := dispytch.NewEmitter(c, dispytch.WithCodec(tagged)).Emit(ctxT(t, 10*time.Second), Order{N: 1}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if d, _ := rabbitmq.DeliveryOf(&m); d.ContentType != tagged.ContentType() {
+			t.Errorf("content type %q", d.ContentType)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the tagged codec did not decode the message: the content type was not used")
+	}
+}
+
+// TestNilArguments: nil contexts, messages, functions and options are
+// errors, not panics.
+func TestNilArguments(t *testing.T) {
+	c, err := rabbitmq.New("amqp://guest:guest@127.0.0.1:1/", nil, rabbitmq.WithLogger(quietLog()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var nilCtx context.Context
+	ctx := context.Background()
+	if _, err := rabbitmq.Dial(nilCtx, brokerURL()); err == nil {
+		t.Error("Dial(nil ctx)")
+	}
+	if err := c.Ping(nilCtx); err == nil {
+		t.Error("Ping(nil ctx)")
+	}
+	if err := c.Produce(nilCtx, &dispytch.Message{Topic: "x"}); !errors.Is(err, dispytch.ErrNotSent) {
+		t.Errorf("Produce(nil ctx): %v", err)
+	}
+	if err := c.Produce(ctx, nil); !errors.Is(err, dispytch.ErrNotSent) {
+		t.Errorf("Produce(nil message): %v", err)
+	}
+	err = c.Produce(ctx, &dispytch.Message{Topic: "x", Options: []dispytch.BackendOption{nil}})
+	if !errors.Is(err, dispytch.ErrNotSent) {
+		t.Errorf("Produce(nil option): %v", err)
+	}
+	res := make(chan error, 1)
+	c.ProduceAsync(nilCtx, &dispytch.Message{Topic: "x"}, func(err error) { res <- err })
+	if err := <-res; !errors.Is(err, dispytch.ErrNotSent) {
+		t.Errorf("ProduceAsync(nil ctx): %v", err)
+	}
+	c.ProduceAsync(ctx, nil, nil) // no callback: nothing to report to, no panic
+	if err := c.Consume(nilCtx, dispytch.Subscription{Topics: []string{"x"}}, nil); err == nil {
+		t.Error("Consume(nil ctx)")
+	}
+	if err := c.Consume(ctx, dispytch.Subscription{Topics: []string{"x"}}, nil); err == nil {
+		t.Error("Consume(nil inbox)")
+	}
+	if err := c.ScanDeadLetters(nilCtx, "q.dlq", func(*dispytch.Delivery) (dispytch.DeadLetterAction, error) { return 0, nil }); err == nil {
+		t.Error("ScanDeadLetters(nil ctx)")
+	}
+	if err := c.ScanDeadLetters(ctx, "q.dlq", nil); err == nil {
+		t.Error("ScanDeadLetters(nil f)")
+	}
+	if _, err := c.CountDeadLetters(nilCtx, "q.dlq"); err == nil {
+		t.Error("CountDeadLetters(nil ctx)")
+	}
+	if err := c.DeclareSubscription(nilCtx, dispytch.Subscription{Group: "g", Topics: []string{"x"}}); err == nil {
+		t.Error("DeclareSubscription(nil ctx)")
+	}
+	if err := c.DeclareSubscription(ctx, dispytch.Subscription{Group: "g", Patterns: []*dispytch.Pattern{nil}, Delimiter: "."}); err == nil {
+		t.Error("a nil pattern")
 	}
 }

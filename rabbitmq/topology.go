@@ -1,8 +1,10 @@
 package rabbitmq
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,7 +42,9 @@ type plan struct {
 	orderingKey string
 }
 
-type binding struct{ exchange, key string }
+// binding binds the group's queue to exchange with key; pattern is the
+// subscription's pattern it came from ("" for a literal topic).
+type binding struct{ exchange, key, pattern string }
 
 type tier struct {
 	name  string
@@ -129,10 +133,13 @@ func (c *Client) plan(sub dispytch.Subscription) (*plan, error) {
 		p.args = args
 		for _, x := range cfg.exchanges {
 			for _, t := range sub.Topics {
-				p.bindings = append(p.bindings, binding{x, t})
+				p.bindings = append(p.bindings, binding{x, t, ""})
 			}
 			for _, pat := range sub.Patterns {
-				p.bindings = append(p.bindings, binding{x, pat.Format("*", "#")})
+				if pat == nil {
+					return nil, errors.New("rabbitmq: consume: nil pattern in the subscription")
+				}
+				p.bindings = append(p.bindings, binding{x, pat.Format("*", "#"), pat.String()})
 			}
 		}
 	}
@@ -149,11 +156,133 @@ func (c *Client) plan(sub dispytch.Subscription) (*plan, error) {
 	return p, nil
 }
 
+// Exchanges: what the client finds on the broker.
+//
+// AMQP has no "describe exchange", and a passive declare succeeds whatever
+// the type. So the client declares each exchange as it wants it (a
+// durable topic exchange; the dead-letter exchange direct) on a channel of
+// its own. When that succeeds, the exchange is as wanted (or was just
+// created). When the exchange exists with other settings, the broker
+// answers 406 PRECONDITION_FAILED naming the first argument that differs
+// and its current value ("inequivalent arg 'type' ...: received 'topic'
+// but current is 'direct'"); the type is checked first, so a mismatch in
+// any other argument (durable, auto-delete, arguments) means the type is
+// the one asked for. Either way the client then uses the exchange as it is,
+// as long as its type can carry what the client needs: a topic exchange
+// carries everything, a direct exchange (Python Dispytch's documented
+// default) literal topics only; fanout, headers and plugin types cannot
+// route by topic and fail with ErrPreconditionFailed. The failed declare
+// closed its channel, which is why it runs on one of its own.
+
+// exchangeProbe hands out a channel for declarations that may fail: after
+// a failure it opens a fresh one.
+type exchangeProbe struct {
+	conn *amqp.Connection
+	ch   *amqp.Channel
+}
+
+func (pr *exchangeProbe) channel() (*amqp.Channel, error) {
+	if pr.ch == nil {
+		ch, err := pr.conn.Channel()
+		if err != nil {
+			return nil, err
+		}
+		pr.ch = ch
+	}
+	return pr.ch, nil
+}
+
+// failed forgets the channel a failed declaration closed.
+func (pr *exchangeProbe) failed() { pr.ch = nil }
+
+func (pr *exchangeProbe) close() {
+	if pr.ch != nil {
+		_ = pr.ch.Close()
+		pr.ch = nil
+	}
+}
+
+// ensureExchanges declares the client's exchanges, and with dlx the
+// dead-letter exchange, or takes them as they are (see above). It does
+// nothing with DeclareTopology(false).
+func (c *Client) ensureExchanges(conn *amqp.Connection, dlx bool) error {
+	if !c.cfg.declare {
+		return nil
+	}
+	pr := &exchangeProbe{conn: conn}
+	defer pr.close()
+	for _, x := range c.cfg.exchanges {
+		if err := c.ensureExchange(pr, x, amqp.ExchangeTopic,
+			"the client routes by topic: it needs a topic exchange, or a direct one for literal topics only; use another exchange name, or delete this one"); err != nil {
+			return err
+		}
+	}
+	if dlx {
+		return c.ensureExchange(pr, c.dlx, amqp.ExchangeDirect,
+			"the dead-letter exchange routes by queue name: it must be a direct (or topic) exchange; delete it and the client declares it")
+	}
+	return nil
+}
+
+func (c *Client) ensureExchange(pr *exchangeProbe, name, want, hint string) error {
+	ch, err := pr.channel()
+	if err != nil {
+		return fmt.Errorf("rabbitmq: declare exchange %q: %w", name, err)
+	}
+	err = ch.ExchangeDeclare(name, want, true, false, false, false, nil)
+	if err == nil {
+		c.kinds.Store(name, want)
+		return nil
+	}
+	pr.failed()
+	arg, cur, ok := inequivalent(err)
+	if !ok {
+		return declareError(fmt.Sprintf("declare exchange %q", name), err)
+	}
+	kind := want
+	if arg == "type" {
+		kind = cur
+	}
+	if kind != amqp.ExchangeTopic && kind != amqp.ExchangeDirect {
+		return &brokerError{kind: ErrPreconditionFailed, op: fmt.Sprintf("exchange %q is a %s exchange", name, kind), cause: err, hint: hint}
+	}
+	if prev, loaded := c.kinds.Swap(name, kind); !loaded || prev != kind {
+		c.cfg.log.Info("rabbitmq: using the existing exchange as it is", "exchange", name, "type", kind, "differs_in", arg, "current", cur)
+	}
+	return nil
+}
+
+// exchangeKind returns the type of exchange x as the client found it.
+func (c *Client) exchangeKind(x string) (string, bool) {
+	v, ok := c.kinds.Load(x)
+	if !ok {
+		return "", false
+	}
+	return v.(string), true
+}
+
+// checkBindings fails fast for pattern bindings on an exchange that cannot
+// route them (a direct exchange compares routing keys literally).
+func (c *Client) checkBindings(p *plan) error {
+	for _, b := range p.bindings {
+		if b.pattern == "" {
+			continue
+		}
+		if kind, ok := c.exchangeKind(b.exchange); ok && kind != amqp.ExchangeTopic {
+			return &brokerError{kind: ErrPreconditionFailed,
+				op: fmt.Sprintf("exchange %q is a %s exchange, which routes literal topics only, but group %q subscribes to the pattern %q (binding key %q)",
+					b.exchange, kind, p.group, b.pattern, b.key),
+				hint: "patterns need a topic exchange: name one in rabbitmq.Exchanges, or subscribe to literal topics only"}
+		}
+	}
+	return nil
+}
+
 // ensureDeadLetterQueue declares the dead-letter queue q unless it exists,
 // and binds it to the dead-letter exchange. An existing queue is taken as it
-// is, whatever its type: a client configured differently (Redrive's, say)
-// must not fail on it. It uses channels of its own, since a passive declare
-// of a missing queue closes its channel.
+// is, whatever its type: a client configured differently (an operator's,
+// reading dead letters) must not fail on it. It uses channels of its own,
+// since a passive declare of a missing queue closes its channel.
 func (c *Client) ensureDeadLetterQueue(conn *amqp.Connection, q string) error {
 	ch, err := conn.Channel()
 	if err != nil {
@@ -164,19 +293,19 @@ func (c *Client) ensureDeadLetterQueue(conn *amqp.Connection, q string) error {
 		var ae *amqp.Error
 		if !errors.As(perr, &ae) || ae.Code != amqp.NotFound {
 			_ = ch.Close()
-			return fmt.Errorf("rabbitmq: dead-letter queue %q: %w", q, perr)
+			return declareError(fmt.Sprintf("dead-letter queue %q", q), perr)
 		}
 		if ch, err = conn.Channel(); err != nil {
 			return err
 		}
 		if _, err := ch.QueueDeclare(q, true, false, false, false, amqp.Table{"x-queue-type": string(c.cfg.queueType)}); err != nil {
 			_ = ch.Close()
-			return fmt.Errorf("rabbitmq: declare dead-letter queue %q: %w", q, err)
+			return declareError(fmt.Sprintf("declare dead-letter queue %q", q), err)
 		}
 	}
 	defer ch.Close()
 	if err := ch.QueueBind(q, q, c.dlx, false, nil); err != nil {
-		return fmt.Errorf("rabbitmq: bind dead-letter queue %q: %w", q, err)
+		return declareError(fmt.Sprintf("bind dead-letter queue %q to %q", q, c.dlx), err)
 	}
 	return nil
 }
@@ -184,7 +313,10 @@ func (c *Client) ensureDeadLetterQueue(conn *amqp.Connection, q string) error {
 // declare sets up the plan's topology on ch and returns the names of the
 // queues to consume (the server-named queue's name is only known now).
 func (c *Client) declare(conn *amqp.Connection, ch *amqp.Channel, p *plan) ([]string, error) {
-	if err := c.declareExchanges(ch); err != nil {
+	if err := c.ensureExchanges(conn, p.dlDeclare); err != nil {
+		return nil, err
+	}
+	if err := c.checkBindings(p); err != nil {
 		return nil, err
 	}
 	if p.dlDeclare {
@@ -202,7 +334,7 @@ func (c *Client) declare(conn *amqp.Connection, ch *amqp.Channel, p *plan) ([]st
 		if !p.dlDeclare {
 			for _, q := range p.queues {
 				if _, err := ch.QueueDeclarePassive(q, true, false, false, false, nil); err != nil {
-					return nil, fmt.Errorf("rabbitmq: dead-letter queue %q: %w", q, err)
+					return nil, declareError(fmt.Sprintf("dead-letter queue %q", q), err)
 				}
 			}
 		}
@@ -212,17 +344,17 @@ func (c *Client) declare(conn *amqp.Connection, ch *amqp.Channel, p *plan) ([]st
 	switch {
 	case p.existing:
 		if _, err := ch.QueueDeclarePassive(queues[0], true, false, false, false, nil); err != nil {
-			return nil, fmt.Errorf("rabbitmq: queue %q (declared by the user): %w", queues[0], err)
+			return nil, declareError(fmt.Sprintf("queue %q (declared by the user)", queues[0]), err)
 		}
 	case p.declareQueue:
 		q, err := ch.QueueDeclare(queues[0], !p.serverNamed, p.serverNamed, p.serverNamed, false, p.args)
 		if err != nil {
-			return nil, fmt.Errorf("rabbitmq: declare queue %q: %w", queues[0], err)
+			return nil, declareError(fmt.Sprintf("declare queue %q", queues[0]), err)
 		}
 		queues = []string{q.Name}
 		for _, b := range p.bindings {
 			if err := ch.QueueBind(q.Name, b.key, b.exchange, false, nil); err != nil {
-				return nil, fmt.Errorf("rabbitmq: bind queue %q to %q on %q: %w", q.Name, b.key, b.exchange, err)
+				return nil, declareError(fmt.Sprintf("bind queue %q to %q on %q", q.Name, b.key, b.exchange), err)
 			}
 		}
 	}
@@ -234,18 +366,79 @@ func (c *Client) declare(conn *amqp.Connection, ch *amqp.Channel, p *plan) ([]st
 			"x-dead-letter-routing-key": queues[0],
 		}
 		if _, err := ch.QueueDeclare(t.name, true, false, false, false, args); err != nil {
-			return nil, fmt.Errorf("rabbitmq: declare retry tier %q: %w", t.name, err)
+			return nil, declareError(fmt.Sprintf("declare retry tier %q", t.name), err)
 		}
 	}
 	return queues, nil
 }
 
-// isConfigError reports a declare failure retrying cannot fix: arguments
-// that differ from an existing queue's, or refused access.
-func isConfigError(err error) bool {
-	var ae *amqp.Error
-	if !errors.As(err, &ae) {
-		return false
+// DeclareGroup declares what a listener of group consuming topics would
+// declare, without running one: the exchanges, the group's queue with its
+// dead-letter queue and retry tiers, and one binding per topic and
+// exchange. It is for services that only emit: until some queue is bound
+// for a topic, the broker drops what is published to it, and Emit fails
+// with dispytch.ErrUnroutable. Topics are listener topics ("orders",
+// "user.{id}.created"); AMQP's own wildcards work too ("user.*.created",
+// "audit.#"). Bindings are only added, never removed. With ExistingQueue
+// for group, the queue is only checked. It fails with
+// DeclareTopology(false), and for a group "" (a listener without a group
+// gets a queue of its own that only it can declare).
+//
+//	err := client.DeclareGroup(ctx, "billing", "user_events", "user.*.created")
+func (c *Client) DeclareGroup(ctx context.Context, group string, topics ...string) error {
+	sub := dispytch.Subscription{Group: group, Delimiter: "."}
+	for _, t := range topics {
+		pat, err := dispytch.ParsePattern(t, ".")
+		if err != nil {
+			return fmt.Errorf("rabbitmq: declare group %q: %w", group, err)
+		}
+		if pat.IsLiteral() && !slices.Contains(strings.Split(t, "."), "#") {
+			sub.Topics = append(sub.Topics, t)
+		} else {
+			sub.Patterns = append(sub.Patterns, pat)
+		}
 	}
-	return ae.Code == amqp.PreconditionFailed || ae.Code == amqp.AccessRefused
+	return c.DeclareSubscription(ctx, sub)
+}
+
+// DeclareSubscription is DeclareGroup for a listener's subscription, so
+// that a service declares exactly what its listener will consume:
+//
+//	sub, err := listener.Subscription()
+//	err = client.DeclareSubscription(ctx, sub)
+func (c *Client) DeclareSubscription(ctx context.Context, sub dispytch.Subscription) error {
+	if ctx == nil {
+		return errors.New("rabbitmq: declare: nil context")
+	}
+	if !c.cfg.declare {
+		return errors.New("rabbitmq: declare: the client was made with DeclareTopology(false) and declares nothing")
+	}
+	if sub.Group == "" {
+		return errors.New("rabbitmq: declare: no group: a listener without a group consumes an exclusive queue that only it can declare")
+	}
+	p, err := c.plan(sub)
+	if err != nil {
+		return err
+	}
+	conn, err := c.pubConn.get(ctx, true)
+	if err != nil {
+		return fmt.Errorf("rabbitmq: declare group %q: %w", sub.Group, err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		ch, err := conn.Channel()
+		if err != nil {
+			done <- fmt.Errorf("rabbitmq: declare group %q: %w", sub.Group, err)
+			return
+		}
+		_, err = c.declare(conn, ch, p)
+		_ = ch.Close()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("rabbitmq: declare group %q: %w", sub.Group, dispytch.CtxError(ctx.Err()))
+	}
 }
