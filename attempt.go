@@ -23,6 +23,7 @@ type outcome struct {
 	// retryAfter, when set, asks the broker to redeliver the message
 	// after that long (see backend.DelayedNacker), for the next attempt.
 	retryAfter time.Duration
+	attempts   int // the attempts made, with retryAfter
 }
 
 // runHandler runs one handler with its retries. meta is the handler's own
@@ -72,7 +73,7 @@ func (r *runState) runHandler(ms *msgState, h *handler, meta *Metadata) outcome 
 				// The broker waits, not a worker.
 				l.log.Warn("dispytch: handler failed, retrying through the broker", "handler", h.info.Name, "topic", meta.Topic,
 					"type", meta.Type, "id", meta.ID, "attempt", attempt, "retry_in", delay.String(), "err", err)
-				return outcome{retryAfter: delay, failed: r.failure(d, h.info.Name, reason, err, attempt, first), policy: h.cfg.policy}
+				return outcome{retryAfter: delay, attempts: attempt, failed: r.failure(d, h.info.Name, reason, err, attempt, first), policy: h.cfg.policy}
 			}
 		}
 		l.log.Warn("dispytch: handler failed, retrying", "handler", h.info.Name, "topic", meta.Topic, "type", meta.Type,

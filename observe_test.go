@@ -131,11 +131,11 @@ func (a *delayAcker) Nack(context.Context) error {
 	return nil
 }
 func (a *delayAcker) CanNackAfter(time.Duration) bool { return true }
-func (a *delayAcker) NackAfter(_ context.Context, d time.Duration) error {
+func (a *delayAcker) NackAfter(_ context.Context, d time.Duration, attempts int) error {
 	a.mu.Lock()
 	a.delays = append(a.delays, d)
 	a.mu.Unlock()
-	go a.redeliv(a.attempt)
+	go a.redeliv(attempts)
 	return nil
 }
 
@@ -189,11 +189,7 @@ func TestRetriesThroughTheBroker(t *testing.T) {
 				mu.Unlock()
 				return errTransient
 			}, dispytch.Retries(2), dispytch.RetryInterval(time.Millisecond))
-			done := 0
-			c.acker.redeliv = func(int) {
-				done++
-				c.redo <- done
-			}
+			c.acker.redeliv = func(attempts int) { c.redo <- attempts }
 			ctx, cancel := context.WithCancel(context.Background())
 			errc := make(chan error, 1)
 			go func() { errc <- l.Run(ctx) }()

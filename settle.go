@@ -181,7 +181,7 @@ func (r *runState) nackAfter(ms *msgState, o outcome) {
 	dn := ms.d.Acker.(backend.DelayedNacker)
 	fails := []*FailedMessage{o.failed}
 	r.settleWith(ms, OutcomeRetryLater, fails, func(ctx context.Context) error {
-		err := dn.NackAfter(ctx, o.retryAfter)
+		err := dn.NackAfter(ctx, o.retryAfter, o.attempts)
 		if err == nil {
 			r.l.stats.retriesLater.Add(1)
 			return nil

@@ -263,10 +263,11 @@ type DelayedNacker interface {
 	// retry tier exists for it, say).
 	CanNackAfter(d time.Duration) bool
 	// NackAfter returns the delivery to the broker to be delivered again
-	// after about d. The redelivery's Delivery.Attempts must count the
-	// attempts made so far, so that the listener's retry limit holds
-	// across deliveries.
-	NackAfter(ctx context.Context, d time.Duration) error
+	// after about d. attempts is the number of handler attempts made so
+	// far, on this delivery and earlier ones; the redelivery's
+	// Delivery.Attempts must carry it, so that the listener's retry limit
+	// holds across deliveries.
+	NackAfter(ctx context.Context, d time.Duration, attempts int) error
 }
 
 // DeadLetterer may be implemented by an Acknowledger whose broker has its

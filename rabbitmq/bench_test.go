@@ -151,7 +151,7 @@ func dispytchConsumer(b *testing.B, e *env, n int) func() {
 	var handled atomic.Int64
 	done := make(chan struct{})
 	newListener := func() *dispytch.Listener {
-		l := dispytch.NewListener(c, dispytch.Group(group), dispytch.WithLogger(quietLog()))
+		l := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLog()))
 		l.Handle("bench", "bench_event", func(ev dispytch.Event[benchEvent]) {
 			if handled.Add(1) == int64(n) {
 				close(done)

@@ -8,18 +8,17 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dispytch/dispytch-go/backend"
 	amqp "github.com/rabbitmq/amqp091-go"
-
-	"github.com/dispytch/dispytch-go"
 )
 
 // BackendName is what Client.Backend returns, and the backend of this
 // package's emit options.
 const BackendName = "rabbitmq"
 
-// Client is a RabbitMQ backend for dispytch: a dispytch.Producer (and
-// AsyncProducer) for emitters, a dispytch.Consumer for listeners, and a
-// dispytch.DeadLetterStore for dispytch.DeadLetters. It is safe for
+// Client is a RabbitMQ backend for dispytch: a backend.Producer (and
+// AsyncProducer) for emitters, a backend.Consumer for listeners, and a
+// backend.DeadLetterStore for dlq.Open. It is safe for
 // concurrent use. Create it with New or Dial, and Close it after the
 // listeners using it stopped.
 type Client struct {
@@ -30,7 +29,6 @@ type Client struct {
 	pubConn  *connMgr
 	consConn *connMgr
 	pub      *producer
-	sessions sync.Map // consumer tag -> *session, for DelayedRetries
 	kinds    sync.Map // exchange name -> its type, as found on the broker
 
 	closeOnce sync.Once
@@ -166,9 +164,9 @@ func (c *Client) isClosed() bool {
 }
 
 var _ interface {
-	dispytch.AsyncProducer
-	dispytch.Consumer
-	dispytch.BackendNamer
-	dispytch.DeadLetterStore
-	dispytch.DeadLetterCounter
+	backend.AsyncProducer
+	backend.Consumer
+	backend.Named
+	backend.DeadLetterStore
+	backend.DeadLetterCounter
 } = (*Client)(nil)

@@ -13,6 +13,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 )
 
 // Recovery: why our own loop and not amqp091's built-in one.
@@ -128,7 +129,7 @@ func (m *connMgr) get(ctx context.Context, failFast bool) (*amqp.Connection, err
 // notConnected is the error of a get whose ctx ended: the context's error
 // and the last cause.
 func (m *connMgr) notConnected(ctx context.Context) error {
-	err := dispytch.CtxError(ctx.Err())
+	err := backend.ContextError(ctx.Err())
 	if last := m.lastError(); last != nil {
 		return fmt.Errorf("rabbitmq: not connected (%s): %w: last error: %w", m.role, err, last)
 	}

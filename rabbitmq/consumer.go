@@ -12,6 +12,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 )
 
 // Consume consumes for a listener: it declares the topology of sub (see the
@@ -21,7 +22,7 @@ import (
 // was deleted), it reconnects with backoff, declares the topology again and
 // resumes; deliveries of the lost channel are never acked on the new one,
 // and the listener does not start those it still holds (they are stale:
-// see dispytch.StaleChecker). When ctx is done it stops taking
+// see backend.StaleChecker). When ctx is done it stops taking
 // deliveries, waits for the listener to settle what it holds, closes the
 // channel (the broker requeues whatever is left unacked) and returns nil.
 //
@@ -35,7 +36,7 @@ import (
 // ends before the subscription was ever in place, Consume returns the last
 // of them with ctx's error. It also returns an error wrapping
 // dispytch.ErrClosed when the client is closed.
-func (c *Client) Consume(ctx context.Context, sub dispytch.Subscription, inbox dispytch.Inbox) error {
+func (c *Client) Consume(ctx context.Context, sub backend.Subscription, inbox backend.Inbox) error {
 	if ctx == nil {
 		return errors.New("rabbitmq: consume: nil context")
 	}
@@ -197,14 +198,13 @@ func (c *Client) openSession(ctx context.Context, p *plan) (*session, error) {
 	}
 	var outs []<-chan amqp.Delivery
 	for _, q := range queues {
-		tag := "dispytch-" + p.group + "-" + dispytch.NewUUID()[:8]
+		tag := "dispytch-" + p.group + "-" + backend.NewUUID()[:8]
 		d, err := ch.Consume(q, tag, false, false, false, false, nil)
 		if err != nil {
 			s.close()
 			return nil, declareError(fmt.Sprintf("consume %q", q), err)
 		}
 		s.tags = append(s.tags, tag)
-		c.sessions.Store(tag, s)
 		outs = append(outs, d)
 	}
 	if len(outs) == 1 {
@@ -236,7 +236,7 @@ func (c *Client) openSession(ctx context.Context, p *plan) (*session, error) {
 // serve hands deliveries to inbox. It returns lost=false when the consumer
 // must stop (ctx done, listener stopping), or lost=true with the reason when
 // the channel or the consumer is gone.
-func (s *session) serve(ctx context.Context, inbox dispytch.Inbox) (lost bool, why string) {
+func (s *session) serve(ctx context.Context, inbox backend.Inbox) (lost bool, why string) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -273,15 +273,12 @@ func (s *session) close() {
 	s.closeOnce.Do(func() {
 		close(s.stopFwd)
 		_ = s.ch.Close()
-		for _, tag := range s.tags {
-			s.c.sessions.Delete(tag)
-		}
 	})
 }
 
 // delivery is one message handed to the listener, and its Acknowledger.
 type delivery struct {
-	d   dispytch.Delivery
+	d   backend.Delivery
 	s   *session
 	tag uint64
 }
@@ -307,8 +304,15 @@ func (s *session) delivery(d amqp.Delivery) *delivery {
 	} else if p.quorum {
 		count = 1
 	}
+	attempts := 0
+	if fromTier {
+		if v, err := strconv.Atoi(h[HeaderRetry]); err == nil && v > 0 {
+			attempts = v
+		}
+	}
 	x := &delivery{s: s, tag: d.DeliveryTag}
-	x.d = dispytch.Delivery{
+	x.d = backend.Delivery{
+		Attempts:    attempts,
 		Topic:       topic,
 		Key:         key,
 		Value:       d.Body,
@@ -328,12 +332,11 @@ func (s *session) delivery(d amqp.Delivery) *delivery {
 }
 
 // Reasons of dead letters the broker dead-lettered itself, as a scan of a
-// dead-letter queue reads them from the x-death header. dispytch's
-// DeadLetterQueue.Redrive skips them unless dispytch.FilterReason names
-// them:
+// dead-letter queue reads them from the x-death header; a dlq.Filter
+// selects them:
 //
-//	dispytch.DeadLetters(client, "billing.dlq").Redrive(ctx, client,
-//		dispytch.FilterReason(rabbitmq.ReasonDeliveryLimit))
+//	dlq.Open(client, "billing.dlq").Redrive(ctx, client,
+//		&dlq.Filter{Reasons: []dispytch.Reason{rabbitmq.ReasonDeliveryLimit}})
 const (
 	// ReasonDeliveryLimit: a quorum queue delivered the message more often
 	// than its DeliveryLimit (the Redeliver policy kept failing).
@@ -349,15 +352,15 @@ const (
 // brokerDeadLetterHeaders gives a message the broker dead-lettered on its
 // own (x-death: rejected, expired, maxlen, delivery_limit) the dead-letter
 // headers the client writes itself, so that Redrive can send it back.
-func brokerDeadLetterHeaders(h dispytch.Headers, d amqp.Delivery) dispytch.Headers {
-	if h.Get(dispytch.HeaderDLTopic) != "" {
+func brokerDeadLetterHeaders(h map[string]string, d amqp.Delivery) map[string]string {
+	if h[dispytch.HeaderDLTopic] != "" {
 		return h
 	}
 	deaths := Deaths(d.Headers)
 	if len(deaths) == 0 {
 		return h
 	}
-	topic := h.Get(HeaderRetryTopic)
+	topic := h[HeaderRetryTopic]
 	if topic == "" && len(deaths[0].RoutingKeys) > 0 {
 		topic = deaths[0].RoutingKeys[0]
 	}
@@ -365,7 +368,7 @@ func brokerDeadLetterHeaders(h dispytch.Headers, d amqp.Delivery) dispytch.Heade
 		return h
 	}
 	if h == nil {
-		h = dispytch.Headers{}
+		h = map[string]string{}
 	}
 	h[dispytch.HeaderDLTopic] = topic
 	h[dispytch.HeaderDLReason] = "broker_" + deaths[0].Reason // see ReasonDeliveryLimit
@@ -383,7 +386,7 @@ func (x *delivery) settleErr(op string, err error) error {
 	return fmt.Errorf("rabbitmq: %s: %w", op, err)
 }
 
-// Stale implements dispytch.StaleChecker: it reports true once the
+// Stale implements backend.StaleChecker: it reports true once the
 // delivery's channel is gone. The broker then redelivers the message
 // (possibly to another consumer: with a single active consumer, to the
 // next one), so the listener must not start it here.
@@ -408,7 +411,7 @@ func (x *delivery) Nack(context.Context) error {
 // dead-letter queue, through the dead-letter exchange: the original body,
 // properties and AMQP headers (x-death included) plus the dispytch-dlq-*
 // failure headers. Once the broker confirmed them, it acks the original.
-func (x *delivery) DeadLetter(ctx context.Context, failed []*dispytch.FailedMessage) error {
+func (x *delivery) DeadLetter(ctx context.Context, letters []*backend.Message) error {
 	p := x.s.p
 	if p.dlRead {
 		return errors.New("rabbitmq: a message read from a dead-letter queue has no dead-letter queue of its own; it is nacked for redelivery")
@@ -419,9 +422,8 @@ func (x *delivery) DeadLetter(ctx context.Context, failed []*dispytch.FailedMess
 	ctx, cancel := x.s.ctx(ctx)
 	defer cancel()
 	raw, _ := x.d.Info.Raw.(amqp.Delivery)
-	reqs := make([]*pubReq, 0, len(failed))
-	for _, f := range failed {
-		dl := f.Message(p.dlQueue)
+	reqs := make([]*pubReq, 0, len(letters))
+	for _, dl := range letters {
 		t := make(amqp.Table, len(raw.Headers)+len(dl.Headers))
 		for k, v := range raw.Headers {
 			t[k] = v
@@ -461,15 +463,17 @@ func (c *Client) publishAll(ctx context.Context, reqs []*pubReq) error {
 				first = err
 			}
 		case <-ctx.Done():
-			return fmt.Errorf("%w: rabbitmq: waiting for the publisher confirms: %w", dispytch.ErrUnconfirmed, dispytch.CtxError(ctx.Err()))
+			return fmt.Errorf("%w: rabbitmq: waiting for the publisher confirms: %w", dispytch.ErrUnconfirmed, backend.ContextError(ctx.Err()))
 		}
 	}
 	return first
 }
 
 var _ interface {
-	dispytch.DeadLetterer
-	dispytch.StaleChecker
+	backend.DeadLetterer
+	backend.StaleChecker
+	backend.StaleNotifier
+	backend.DelayedNacker
 } = (*delivery)(nil)
 
 // republishing is a persistent copy of a delivered message, with its

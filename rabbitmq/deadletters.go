@@ -9,9 +9,10 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 )
 
-// Dead-letter queues as a dispytch.DeadLetterStore.
+// Dead-letter queues as a backend.DeadLetterStore.
 //
 // A scan makes one pass over what the queue holds when it starts: the
 // number of ready messages a passive queue.declare reports. It takes them
@@ -41,7 +42,7 @@ import (
 // lost during a pass, the broker requeues what the scan held, and removals
 // whose acks it had not processed come back (at-least-once).
 
-// ScanDeadLetters implements dispytch.DeadLetterStore: it calls f with each
+// ScanDeadLetters implements backend.DeadLetterStore: it calls f with each
 // message the queue dest holds when the scan starts, oldest first, each
 // once, and never one that arrived during the scan (see above). A message
 // f removes is acked; one it keeps stays in the queue (at its place in a
@@ -52,7 +53,7 @@ import (
 // dest. An error from f, or ctx ending, stops the pass: the message and
 // those not yet seen stay. A missing queue is an error wrapping
 // ErrQueueNotFound.
-func (c *Client) ScanDeadLetters(ctx context.Context, dest string, f func(*dispytch.Delivery) (dispytch.DeadLetterAction, error)) (err error) {
+func (c *Client) ScanDeadLetters(ctx context.Context, dest string, f func(*backend.Delivery) (backend.DeadLetterAction, error)) (err error) {
 	switch {
 	case ctx == nil:
 		return errors.New("rabbitmq: scan dead letters: nil context")
@@ -81,7 +82,7 @@ func (c *Client) ScanDeadLetters(ctx context.Context, dest string, f func(*dispy
 	}()
 	for i := 0; i < n; i++ {
 		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("rabbitmq: scan %q: stopped after %d of %d messages: %w", dest, i, n, dispytch.CtxError(err))
+			return fmt.Errorf("rabbitmq: scan %q: stopped after %d of %d messages: %w", dest, i, n, backend.ContextError(err))
 		}
 		d, ok, err := ch.Get(dest, false)
 		if err != nil {
@@ -91,14 +92,14 @@ func (c *Client) ScanDeadLetters(ctx context.Context, dest string, f func(*dispy
 			return nil // others took the rest
 		}
 		act, ferr := f(scanDelivery(dest, d))
-		if ferr != nil || act != dispytch.DeadLetterRemove {
+		if ferr != nil || act != backend.ActionRemove {
 			kept = d.DeliveryTag
 			nkept++
 		} else if aerr := ch.Ack(d.DeliveryTag, false); aerr != nil {
 			return fmt.Errorf("rabbitmq: scan %q: ack: %w", dest, aerr)
 		}
 		if ferr != nil {
-			if errors.Is(ferr, dispytch.ErrStopScan) {
+			if errors.Is(ferr, backend.ErrStopScan) {
 				return nil
 			}
 			return ferr
@@ -157,7 +158,7 @@ func (c *Client) openScan(ctx context.Context, q string) (*amqp.Channel, int, er
 	return ch, st.Messages, nil
 }
 
-// CountDeadLetters implements dispytch.DeadLetterCounter: the messages
+// CountDeadLetters implements backend.DeadLetterCounter: the messages
 // ready in queue dest (those held unacked by a consumer are not counted).
 // A missing queue is an error wrapping ErrQueueNotFound.
 func (c *Client) CountDeadLetters(ctx context.Context, dest string) (int, error) {
@@ -176,10 +177,10 @@ func (c *Client) CountDeadLetters(ctx context.Context, dest string) (int, error)
 }
 
 // scanDelivery is the delivery a scan hands over for a message of dest.
-func scanDelivery(dest string, d amqp.Delivery) *dispytch.Delivery {
+func scanDelivery(dest string, d amqp.Delivery) *backend.Delivery {
 	h, key := headersFromTable(d.Headers, true)
 	h = brokerDeadLetterHeaders(h, d)
-	return &dispytch.Delivery{
+	return &backend.Delivery{
 		Topic:       dest,
 		Key:         key,
 		Value:       d.Body,

@@ -14,6 +14,8 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
+	"github.com/dispytch/dispytch-go/dlq"
 	"github.com/dispytch/dispytch-go/rabbitmq"
 )
 
@@ -41,7 +43,7 @@ func TestScanDeadLettersOnePass(t *testing.T) {
 			ctx := ctxT(t, 60*time.Second)
 			put := func(name string) {
 				t.Helper()
-				err := c.Produce(ctx, &dispytch.Message{Topic: "scan.in", Value: []byte(name), Headers: dispytch.Headers{"n": name}})
+				err := c.Produce(ctx, &backend.Message{Topic: "scan.in", Value: []byte(name), Headers: map[string]string{"n": name}})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -54,17 +56,17 @@ func TestScanDeadLettersOnePass(t *testing.T) {
 				t.Fatalf("count: %d, %v", n, err)
 			}
 			var seen []string
-			err := c.ScanDeadLetters(ctx, q, func(d *dispytch.Delivery) (dispytch.DeadLetterAction, error) {
+			err := c.ScanDeadLetters(ctx, q, func(d *backend.Delivery) (backend.DeadLetterAction, error) {
 				name := string(d.Value)
 				seen = append(seen, name)
-				if d.Headers.Get("n") != name || d.Topic != q || d.Acker != nil {
+				if d.Headers["n"] != name || d.Topic != q || d.Acker != nil {
 					t.Errorf("delivery %+v", d)
 				}
 				put("new-" + name) // arrives during the scan
 				if n, _ := strconv.Atoi(name[1:]); n%2 == 0 {
-					return dispytch.DeadLetterRemove, nil
+					return backend.ActionRemove, nil
 				}
-				return dispytch.DeadLetterKeep, nil
+				return backend.ActionKeep, nil
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -76,9 +78,9 @@ func TestScanDeadLettersOnePass(t *testing.T) {
 			list := func() []string {
 				t.Helper()
 				var got []string
-				err := c.ScanDeadLetters(ctx, q, func(d *dispytch.Delivery) (dispytch.DeadLetterAction, error) {
+				err := c.ScanDeadLetters(ctx, q, func(d *backend.Delivery) (backend.DeadLetterAction, error) {
 					got = append(got, string(d.Value))
-					return dispytch.DeadLetterKeep, nil
+					return backend.ActionKeep, nil
 				})
 				if err != nil {
 					t.Fatal(err)
@@ -109,11 +111,11 @@ func TestScanDeadLettersOnePass(t *testing.T) {
 
 			// ErrStopScan: no error, the message it was given stays.
 			calls := 0
-			err = c.ScanDeadLetters(ctx, q, func(*dispytch.Delivery) (dispytch.DeadLetterAction, error) {
+			err = c.ScanDeadLetters(ctx, q, func(*backend.Delivery) (backend.DeadLetterAction, error) {
 				if calls++; calls == 2 {
-					return dispytch.DeadLetterRemove, dispytch.ErrStopScan
+					return backend.ActionRemove, backend.ErrStopScan
 				}
-				return dispytch.DeadLetterRemove, nil
+				return backend.ActionRemove, nil
 			})
 			if err != nil || calls != 2 {
 				t.Fatalf("stopped scan: %v after %d calls", err, calls)
@@ -123,8 +125,8 @@ func TestScanDeadLettersOnePass(t *testing.T) {
 			}
 			// f's error: returned, nothing more is removed.
 			boom := errors.New("boom")
-			err = c.ScanDeadLetters(ctx, q, func(*dispytch.Delivery) (dispytch.DeadLetterAction, error) {
-				return dispytch.DeadLetterRemove, boom
+			err = c.ScanDeadLetters(ctx, q, func(*backend.Delivery) (backend.DeadLetterAction, error) {
+				return backend.ActionRemove, boom
 			})
 			if !errors.Is(err, boom) {
 				t.Fatalf("scan with a failing f: %v", err)
@@ -132,8 +134,8 @@ func TestScanDeadLettersOnePass(t *testing.T) {
 			if n, err := c.CountDeadLetters(ctx, q); err != nil || n != len(want)-1 {
 				t.Fatalf("count after the failed scan: %d, %v; want %d", n, err, len(want)-1)
 			}
-			if err := c.ScanDeadLetters(ctx, e.prefix+"-nope", func(*dispytch.Delivery) (dispytch.DeadLetterAction, error) {
-				return dispytch.DeadLetterKeep, nil
+			if err := c.ScanDeadLetters(ctx, e.prefix+"-nope", func(*backend.Delivery) (backend.DeadLetterAction, error) {
+				return backend.ActionKeep, nil
 			}); !errors.Is(err, rabbitmq.ErrQueueNotFound) {
 				t.Fatalf("scan of a missing queue: %v", err)
 			}
@@ -145,7 +147,7 @@ func TestScanDeadLettersOnePass(t *testing.T) {
 }
 
 // TestDeadLetterOperations: a real listener with two handlers that keep
-// failing dead-letters every message twice; dispytch.DeadLetters on the
+// failing dead-letters every message twice; dlq.Open on the
 // Client lists, counts, redrives and purges them, on classic and quorum
 // dead-letter queues. Redrive makes one pass and returns with the number of
 // letters at its start; the redriven letters fail again and are back in
@@ -158,7 +160,7 @@ func TestDeadLetterOperations(t *testing.T) {
 			c := e.client(rabbitmq.WithQueueType(qt))
 			group := e.group("dlops")
 			var aCalls, bCalls atomic.Int64
-			l := dispytch.NewListener(c, dispytch.Group(group), dispytch.WithLogger(quietLog()))
+			l := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLog()))
 			l.Handle("orders", "order_placed", func(ev dispytch.Event[Order]) error {
 				aCalls.Add(1)
 				return fmt.Errorf("a cannot take order %d", ev.Body.N)
@@ -175,10 +177,10 @@ func TestDeadLetterOperations(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			dlq := dispytch.DeadLetters(c, group+".dlq")
+			q := dlq.Open(c, group+".dlq")
 			count := func() int {
 				t.Helper()
-				n, err := dlq.Count(ctx)
+				n, err := q.Count(ctx, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -186,7 +188,7 @@ func TestDeadLetterOperations(t *testing.T) {
 			}
 			eventually(t, 20*time.Second, "6 dead letters", func() bool { return count() == 6 })
 
-			letters, err := dlq.List(ctx)
+			letters, err := q.List(ctx, nil)
 			if err != nil || len(letters) != 6 {
 				t.Fatalf("list: %d letters, %v", len(letters), err)
 			}
@@ -218,13 +220,13 @@ func TestDeadLetterOperations(t *testing.T) {
 			if byHandler["a"] != 3 || byHandler["b"] != 3 {
 				t.Fatalf("letters by handler %v", byHandler)
 			}
-			if n, err := dlq.Count(ctx, dispytch.FilterHandler("a")); err != nil || n != 3 {
+			if n, err := q.Count(ctx, &dlq.Filter{Handlers: []string{"a"}}); err != nil || n != 3 {
 				t.Fatalf("count of a's letters: %d, %v", n, err)
 			}
 
 			// A dry run moves nothing.
 			a0, b0 := aCalls.Load(), bCalls.Load()
-			if n, err := dlq.Redrive(ctx, c, dispytch.DryRun()); err != nil || n != 6 {
+			if n, err := q.Redrive(ctx, c, &dlq.Filter{DryRun: true}); err != nil || n != 6 {
 				t.Fatalf("dry run: %d, %v", n, err)
 			}
 			if count() != 6 {
@@ -232,7 +234,7 @@ func TestDeadLetterOperations(t *testing.T) {
 			}
 			// Redrive a's letters: only a runs again, fails again, and its
 			// letters come back.
-			if n, err := dlq.Redrive(ctx, c, dispytch.FilterHandler("a")); err != nil || n != 3 {
+			if n, err := q.Redrive(ctx, c, &dlq.Filter{Handlers: []string{"a"}}); err != nil || n != 3 {
 				t.Fatalf("redrive a: %d, %v", n, err)
 			}
 			eventually(t, 20*time.Second, "a's redriven letters to fail again", func() bool {
@@ -240,7 +242,7 @@ func TestDeadLetterOperations(t *testing.T) {
 			})
 			// Everything: one pass, then back.
 			redriveStart := time.Now()
-			n, err := dlq.Redrive(ctx, c)
+			n, err := q.Redrive(ctx, c, nil)
 			if err != nil || n != 6 {
 				t.Fatalf("redrive: %d, %v", n, err)
 			}
@@ -248,19 +250,19 @@ func TestDeadLetterOperations(t *testing.T) {
 			eventually(t, 20*time.Second, "the redriven letters to fail again", func() bool {
 				return aCalls.Load() == a0+3*2*2 && bCalls.Load() == b0+3 && count() == 6
 			})
-			letters, err = dlq.List(ctx)
+			letters, err = q.List(ctx, nil)
 			if err != nil || len(letters) != 6 {
 				t.Fatalf("list after the redrive: %d letters, %v", len(letters), err)
 			}
 
 			// Purge b's letters, a dry run of the rest, then all.
-			if n, err := dlq.Purge(ctx, dispytch.FilterHandler("b")); err != nil || n != 3 {
+			if n, err := q.Purge(ctx, &dlq.Filter{Handlers: []string{"b"}}); err != nil || n != 3 {
 				t.Fatalf("purge b: %d, %v", n, err)
 			}
-			if n, err := dlq.Purge(ctx, dispytch.DryRun()); err != nil || n != 3 || count() != 3 {
+			if n, err := q.Purge(ctx, &dlq.Filter{DryRun: true}); err != nil || n != 3 || count() != 3 {
 				t.Fatalf("purge dry run: %d, %v; %d left", n, err, count())
 			}
-			if n, err := dlq.Purge(ctx); err != nil || n != 3 || count() != 0 {
+			if n, err := q.Purge(ctx, nil); err != nil || n != 3 || count() != 0 {
 				t.Fatalf("purge: %d, %v; %d left", n, err, count())
 			}
 			if aCalls.Load() != a0+12 || bCalls.Load() != b0+3 {
@@ -279,7 +281,7 @@ func TestRedriveEnds(t *testing.T) {
 	c := e.client()
 	group := e.group("ends")
 	var calls atomic.Int64
-	l := dispytch.NewListener(c, dispytch.Group(group), dispytch.WithLogger(quietLog()))
+	l := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLog()))
 	l.Handle("orders", "order_placed", func(dispytch.Event[Order]) error {
 		calls.Add(1)
 		return errors.New("still broken")
@@ -294,17 +296,17 @@ func TestRedriveEnds(t *testing.T) {
 	if err := dispytch.NewEmitter(c).EmitBatch(ctx, evs); err != nil {
 		t.Fatal(err)
 	}
-	dlq := dispytch.DeadLetters(c, group+".dlq")
-	eventually(t, 30*time.Second, "the dead letters", func() bool { n, _ := dlq.Count(ctx); return n == total })
+	q := dlq.Open(c, group+".dlq")
+	eventually(t, 30*time.Second, "the dead letters", func() bool { n, _ := q.Count(ctx, nil); return n == total })
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	n, err := dlq.Redrive(rctx, c)
+	n, err := q.Redrive(rctx, c, nil)
 	if err != nil || n != total {
 		t.Fatalf("redrive: %d, %v; want %d after one pass", n, err, total)
 	}
 	during := calls.Load() - total // handled again before Redrive returned
 	eventually(t, 30*time.Second, "the letters back", func() bool {
-		n, _ := dlq.Count(ctx)
+		n, _ := q.Count(ctx, nil)
 		return n == total && calls.Load() == 2*total
 	})
 	t.Logf("%d of %d redriven letters had failed again before the pass ended", during, total)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/rabbitmq"
 )
 
@@ -32,7 +33,7 @@ func TestDeclareGroupForProducers(t *testing.T) {
 		t.Fatal(err)
 	}
 	// AMQP's * binds as it is: a message to user.9.created is routed.
-	if err := producer.Produce(ctx, &dispytch.Message{Topic: "user.9.created", Value: []byte(`{}`)}); err != nil {
+	if err := producer.Produce(ctx, &backend.Message{Topic: "user.9.created", Value: []byte(`{}`)}); err != nil {
 		t.Fatalf("user.9.created: %v", err)
 	}
 	if err := em.Emit(ctx, Order{N: 2}); err != nil {
@@ -50,7 +51,7 @@ func TestDeclareGroupForProducers(t *testing.T) {
 	}
 
 	got := make(chan string, 3)
-	l := dispytch.NewListener(e.client(), dispytch.Group(group), dispytch.WithLogger(quietLog()))
+	l := dispytch.NewListener(e.client(), dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLog()))
 	l.Handle("orders", "order_placed", func(ev dispytch.Event[Order]) { got <- ev.Topic })
 	l.Handle("user.{user_id}.notification", "user_notification", func(ev dispytch.Event[Notification]) { got <- ev.Topic })
 	l.Handle("audit.{rest...}", "audited", func(ev dispytch.Event[Audit]) { got <- ev.Topic })
@@ -76,7 +77,7 @@ func TestDeclareSubscription(t *testing.T) {
 	c := e.client(rabbitmq.SingleActiveConsumer(), rabbitmq.WithQueueType(rabbitmq.Quorum))
 	group := e.group("sub")
 	got := make(chan int, 1)
-	l := dispytch.NewListener(c, dispytch.Group(group), dispytch.WithLogger(quietLog()))
+	l := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLog()))
 	l.Handle("orders", "order_placed", func(ev dispytch.Event[Order]) { got <- ev.Body.N })
 	sub, err := l.Subscription()
 	if err != nil {
@@ -121,7 +122,7 @@ func TestDeclareGroupErrors(t *testing.T) {
 	if err := off.DeclareGroup(ctx, e.group("off"), "orders"); err == nil || !strings.Contains(err.Error(), "DeclareTopology(false)") {
 		t.Errorf("DeclareTopology(false): %v", err)
 	}
-	if err := c.DeclareSubscription(context.Background(), dispytch.Subscription{Group: e.group("empty"), Delimiter: "."}); err == nil {
+	if err := c.DeclareSubscription(context.Background(), backend.Subscription{Group: e.group("empty"), Delimiter: "."}); err == nil {
 		t.Error("an empty subscription was accepted")
 	}
 }

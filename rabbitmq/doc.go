@@ -5,7 +5,7 @@
 //	client, err := rabbitmq.Dial(ctx, "amqp://guest:guest@127.0.0.1:5672/")
 //	defer client.Close()
 //	emitter := dispytch.NewEmitter(client)
-//	listener := dispytch.NewListener(client, dispytch.Group("billing"))
+//	listener := dispytch.NewListener(client, dispytch.ConsumerGroup("billing"))
 //
 // # Publishing
 //
@@ -27,7 +27,7 @@
 // whether the broker may have the message: an error wrapping
 // dispytch.ErrNotSent was never handed to it (retrying cannot duplicate
 // it), one wrapping dispytch.ErrUnconfirmed was, but its confirm did not
-// arrive before the context ended. A batch's *dispytch.BatchError tells
+// arrive before the context ended. A batch's *backend.BatchError tells
 // which messages are which. An unroutable message's error says what to do:
 // start a listener of the consuming group, or declare its queue with
 // DeclareGroup.
@@ -85,7 +85,7 @@
 // time, and the listener handles its messages one by one. When the active
 // consumer's connection is lost, the broker requeues what it had not acked
 // and activates the next consumer; the deliveries of the dead channel are
-// stale (dispytch.StaleChecker), so its listener starts none of those it
+// stale (backend.StaleChecker), so its listener starts none of those it
 // still holds. The one exception is inherent: a handler already running
 // (or started in the instant before the client learned of the loss) runs
 // to its end; its ack fails or is lost, and its message's redelivery may
@@ -109,24 +109,28 @@
 // "delivery_limit". Classic queues keep no count and do not bound
 // redeliveries.
 //
-// The Client is a dispytch.DeadLetterStore: dispytch.DeadLetters(client,
+// The Client is a backend.DeadLetterStore: dlq.Open(client,
 // "G.dlq") lists, counts, purges and redrives the letters of a group, and
 // each of these makes one pass over what the queue held when it started
 // (see ScanDeadLetters for how, and its limits):
 //
-//	n, err := dispytch.DeadLetters(client, "billing.dlq").Redrive(ctx, client)
+//	n, err := dlq.Open(client, "billing.dlq").Redrive(ctx, client, nil)
 //
 // Letters the broker dead-lettered itself read with the reasons
 // ReasonDeliveryLimit, ReasonExpired, ReasonMaxLen and ReasonRejected,
-// which Redrive takes only when dispytch.FilterReason names them. Without
+// which a dlq.Filter can select. Without
 // the management plugin, rabbitmqctl list_queues name messages shows the
 // dead-letter queues' depths. A listener subscribed only to dead-letter
 // topics ("G.dlq") consumes those queues directly.
 //
-// Delayed retries: the listener's Retries wait in the worker, holding a
-// prefetch slot. With RetryTiers and the Client.DelayedRetries middleware, a
-// failed attempt is republished to a TTL wait queue instead, and comes back
-// after the delay for the failed handler only; see DelayedRetries.
+// Delayed retries: with RetryTiers, deliveries are backend.DelayedNackers: a
+// retry that would wait is republished to the TTL wait queue of the shortest
+// tier at least as long as the wait, with the attempts made so far, and the
+// original is acked; it comes back to the group's queue when the tier's TTL
+// passes, and the listener's Retries limit holds across the deliveries
+// (Stats.BrokerRetries counts them). A waiting retry holds no worker and no
+// prefetch slot. The listener does this for messages with one handler and
+// no ordering key; others, and groups without tiers, retry in the worker.
 //
 // # Connection failures
 //

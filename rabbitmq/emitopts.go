@@ -15,7 +15,7 @@ type pubSpec struct {
 	pub      amqp.Publishing
 }
 
-// PublishOption is a RabbitMQ-specific emit option, a dispytch.BackendOption
+// PublishOption is a RabbitMQ-specific emit option, a backend.Option
 // of the "rabbitmq" backend. The functions of this package return it wrapped
 // in a dispytch.EmitOption, ready to pass to Emit.
 type PublishOption func(*pubSpec)

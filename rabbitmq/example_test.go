@@ -21,8 +21,8 @@ func (UserRegistered) EventType() string { return "user_registered" }
 // Example runs a listener and an emitter on RabbitMQ. The listener of group
 // "mailer" declares the durable topic exchange "dispytch", the queue
 // "mailer" bound to "user_events", and the dead-letter queue "mailer.dlq".
-// Failed handlers are retried through two TTL tiers before they are
-// dead-lettered.
+// A failed handler's retries wait in the broker's TTL tiers, not in a
+// worker, before it is dead-lettered.
 func Example() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -34,13 +34,12 @@ func Example() {
 	defer client.Close()
 
 	handled := make(chan struct{})
-	listener := dispytch.NewListener(client, dispytch.Group("mailer"), dispytch.Concurrency(64))
-	listener.Use(client.DelayedRetries(1))
+	listener := dispytch.NewListener(client, dispytch.ConsumerGroup("mailer"), dispytch.Concurrency(64))
 	listener.Handle("user_events", "user_registered", func(ev dispytch.Event[UserRegistered]) error {
 		fmt.Println("welcome", ev.Body.Email)
 		close(handled)
 		return nil
-	})
+	}, dispytch.Retries(2), dispytch.RetryInterval(5*time.Second))
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	go func() {

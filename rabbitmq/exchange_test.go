@@ -28,7 +28,7 @@ func TestExistingExchangeUsedAsItIs(t *testing.T) {
 			c := e.client(rabbitmq.Exchanges(e.x))
 			got := make(chan int, 1)
 			group := e.group("existing-" + kind)
-			l := dispytch.NewListener(c, dispytch.Group(group), dispytch.WithLogger(quietLog()))
+			l := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLog()))
 			l.Handle("orders", "order_placed", func(ev dispytch.Event[Order]) { got <- ev.Body.N })
 			run(t, l)
 			// A queue of someone else's, bound by the topic.
@@ -48,7 +48,7 @@ func TestExistingExchangeUsedAsItIs(t *testing.T) {
 				t.Fatalf("the other queue holds %d messages, want 1", n)
 			}
 
-			pl := dispytch.NewListener(c, dispytch.Group(e.group("pattern-"+kind)), dispytch.WithLogger(quietLog()))
+			pl := dispytch.NewListener(c, dispytch.ConsumerGroup(e.group("pattern-"+kind)), dispytch.WithLogger(quietLog()))
 			pl.Handle("user.{user_id}.notification", "user_notification", func(dispytch.Event[Notification]) {})
 			if kind == amqp.ExchangeTopic {
 				run(t, pl)
@@ -76,7 +76,7 @@ func TestDeadLetterExchangeOfAnotherType(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := e.client()
-	l := dispytch.NewListener(c, dispytch.Group(e.group("dlx")), dispytch.WithLogger(quietLog()))
+	l := dispytch.NewListener(c, dispytch.ConsumerGroup(e.group("dlx")), dispytch.WithLogger(quietLog()))
 	l.Handle("orders", "order_placed", func(dispytch.Event[Order]) {})
 	err := l.Run(ctxT(t, 20*time.Second))
 	wantErr(t, "Run", err, []error{rabbitmq.ErrPreconditionFailed}, `exchange "`+e.x+`.dlx" is a fanout exchange`, "dead-letter exchange")

@@ -95,7 +95,7 @@ func TestPermanentFailuresFailFast(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			l := dispytch.NewListener(c, dispytch.Group(e.group("ff")), dispytch.WithLogger(quietLog()), dispytch.StartTimeout(20*time.Second))
+			l := dispytch.NewListener(c, dispytch.ConsumerGroup(e.group("ff")), dispytch.WithLogger(quietLog()), dispytch.StartTimeout(20*time.Second))
 			l.Handle("orders", "order_placed", func(dispytch.Event[Order]) {})
 			// The three at once: each waits for the broker's answer.
 			var wg sync.WaitGroup
@@ -144,7 +144,7 @@ func TestQueuePreconditionFailsFast(t *testing.T) {
 	texts := []string{"406 PRECONDITION_FAILED", "inequivalent arg", "queue '" + group + "'"}
 	kinds := []error{rabbitmq.ErrPreconditionFailed, dispytch.ErrPermanent}
 	within(t, 3*time.Second, "Run", func() {
-		l := dispytch.NewListener(c, dispytch.Group(group), dispytch.WithLogger(quietLog()))
+		l := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLog()))
 		l.Handle("orders", "order_placed", func(dispytch.Event[Order]) {})
 		err := l.Run(ctxT(t, 20*time.Second))
 		wantErr(t, "Run", err, append(kinds, dispytch.ErrNotReady), texts...)
@@ -183,7 +183,7 @@ func TestTransientFailureCarriesCause(t *testing.T) {
 	}
 	defer c.Close()
 	el = within(t, 3*time.Second, "Run", func() {
-		l := dispytch.NewListener(c, dispytch.Group("nobody"), dispytch.WithLogger(quietLog()), dispytch.StartTimeout(2*time.Second))
+		l := dispytch.NewListener(c, dispytch.ConsumerGroup("nobody"), dispytch.WithLogger(quietLog()), dispytch.StartTimeout(2*time.Second))
 		l.Handle("orders", "order_placed", func(dispytch.Event[Order]) {})
 		err := l.Run(context.Background())
 		wantErr(t, "Run", err, []error{dispytch.ErrNotReady, syscall.ECONNREFUSED}, "start timeout", "connection refused")

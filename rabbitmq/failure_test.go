@@ -17,6 +17,7 @@ import (
 	"github.com/dispytch/dispytch-go"
 	"github.com/dispytch/dispytch-go/codec"
 	"github.com/dispytch/dispytch-go/codec/msgpack"
+	"github.com/dispytch/dispytch-go/dlq"
 	"github.com/dispytch/dispytch-go/rabbitmq"
 )
 
@@ -64,7 +65,7 @@ func TestInteropVectors(t *testing.T) {
 			}
 			var mu sync.Mutex
 			seen := map[string]got{}
-			l := dispytch.NewListener(c, dispytch.Group(group), dispytch.WithCodec(tc.codec), dispytch.WithLogger(quietLog()))
+			l := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.Codecs(tc.codec), dispytch.WithLogger(quietLog()))
 			for _, v := range vecs {
 				topic := v.Topic
 				if v.Name == "dynamic_topic_notification" {
@@ -121,10 +122,11 @@ func TestInteropVectors(t *testing.T) {
 	}
 }
 
-// TestDelayedRetriesDeadLetterRedrive: a failing handler is retried in
-// process, then through two TTL tiers (holding no prefetch slot), then
-// dead-lettered with the tiers' x-death history and the failure headers;
-// Redrive then sends it back and only the failed handler runs again.
+// TestDelayedRetriesDeadLetterRedrive: a failing handler's retries wait in
+// the broker's TTL tiers (holding no worker and no prefetch slot), the
+// listener counts its attempts across the deliveries, and the last failure
+// is dead-lettered with the tiers' x-death history and the failure
+// headers; Redrive then sends it back.
 func TestDelayedRetriesDeadLetterRedrive(t *testing.T) {
 	e := setup(t)
 	tiers := []time.Duration{150 * time.Millisecond, 300 * time.Millisecond}
@@ -133,26 +135,23 @@ func TestDelayedRetriesDeadLetterRedrive(t *testing.T) {
 
 	var broken atomic.Bool
 	broken.Store(true)
-	var flakyCalls, steadyCalls, flakyOK atomic.Int64
+	var flakyOK atomic.Int64
 	var mu sync.Mutex
-	var passes [][]int // attempts per delivery of the flaky handler
-	l := dispytch.NewListener(c, dispytch.Group(group), dispytch.WithLogger(quietLog()))
-	l.Use(c.DelayedRetries(2, "flaky")) // after the handler's 2 in-process attempts
+	var attempts []int
+	var redelivered []bool
+	l := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLog()))
 	l.Handle("orders", "order_placed", func(ctx context.Context, ev dispytch.Event[Order]) error {
-		flakyCalls.Add(1)
 		mu.Lock()
-		if ev.Delivery.Attempt == 1 {
-			passes = append(passes, nil)
-		}
-		passes[len(passes)-1] = append(passes[len(passes)-1], ev.Delivery.Attempt)
+		attempts = append(attempts, ev.Delivery.Attempt)
+		redelivered = append(redelivered, ev.Delivery.Redelivered)
 		mu.Unlock()
 		if broken.Load() {
 			return errors.New("downstream unavailable")
 		}
 		flakyOK.Add(1)
 		return nil
-	}, dispytch.Name("flaky"), dispytch.Retries(1), dispytch.RetryInterval(10*time.Millisecond))
-	l.Handle("orders", "order_placed", func(ev dispytch.Event[Order]) { steadyCalls.Add(1) }, dispytch.Name("steady"))
+	}, dispytch.Name("flaky"), dispytch.Retries(2),
+		dispytch.RetryBackoff(dispytch.ExponentialBackoff{Initial: tiers[0], Multiplier: 2}))
 	run(t, l)
 
 	ctx := ctxT(t, 60*time.Second)
@@ -161,22 +160,22 @@ func TestDelayedRetriesDeadLetterRedrive(t *testing.T) {
 		t.Fatal(err)
 	}
 	ch := e.raw()
-	dlq := group + ".dlq"
-	eventually(t, 20*time.Second, "the dead letter", func() bool { return queueDepth(t, ch, dlq) == 1 })
+	dlqName := group + ".dlq"
+	eventually(t, 20*time.Second, "the dead letter", func() bool { return queueDepth(t, ch, dlqName) == 1 })
 	if el := time.Since(start); el < tiers[0]+tiers[1] {
 		t.Errorf("dead-lettered after %v, before the tiers' delays passed", el)
 	}
 	mu.Lock()
-	if want := [][]int{{1, 2}, {1, 2}, {1, 2}}; !reflect.DeepEqual(passes, want) {
-		t.Errorf("flaky attempts per pass %v, want %v", passes, want)
+	if want := []int{1, 2, 3}; !reflect.DeepEqual(attempts, want) {
+		t.Errorf("attempts %v, want %v", attempts, want)
 	}
 	mu.Unlock()
-	if n := steadyCalls.Load(); n != 1 {
-		t.Errorf("steady handler ran %d times; the retries must target the failed handler only", n)
+	if st := l.Stats(); st.BrokerRetries != 2 || st.Retries != 2 || st.DeadLettered != 1 {
+		t.Errorf("stats %+v", st)
 	}
 
 	// Inspect the dead letter with a plain client.
-	d, ok, err := ch.Get(dlq, false)
+	d, ok, err := ch.Get(dlqName, false)
 	if err != nil || !ok {
 		t.Fatalf("get dead letter: %v %v", ok, err)
 	}
@@ -198,7 +197,7 @@ func TestDelayedRetriesDeadLetterRedrive(t *testing.T) {
 		dispytch.HeaderDLReason:   "handler_error",
 		dispytch.HeaderDLHandler:  "flaky",
 		dispytch.HeaderDLTopic:    "orders",
-		dispytch.HeaderDLAttempts: "2",
+		dispytch.HeaderDLAttempts: "3",
 		dispytch.HeaderDLGroup:    group,
 		dispytch.HeaderDLError:    "downstream unavailable",
 		rabbitmq.HeaderRetry:      "2",
@@ -208,21 +207,15 @@ func TestDelayedRetriesDeadLetterRedrive(t *testing.T) {
 			t.Errorf("dead letter header %s = %q, want %q", k, got, v)
 		}
 	}
-	if _, ok := d.Headers[dispytch.HeaderRedriveHandler]; ok {
-		t.Errorf("dead letter still carries %s", dispytch.HeaderRedriveHandler)
-	}
 
-	// Redrive: only the failed handler runs again, and now succeeds.
+	// Redrive: the handler runs again, and now succeeds.
 	broken.Store(false)
-	n, err := dispytch.DeadLetters(c, dlq).Redrive(ctx, c)
+	n, err := dlq.Open(c, dlqName).Redrive(ctx, c, nil)
 	if err != nil || n != 1 {
 		t.Fatalf("redrive: %d, %v", n, err)
 	}
 	eventually(t, 10*time.Second, "the redriven message handled", func() bool { return flakyOK.Load() == 1 })
-	if n := steadyCalls.Load(); n != 1 {
-		t.Errorf("steady handler ran %d times after the redrive", n)
-	}
-	if n := queueDepth(t, ch, dlq); n != 0 {
+	if n := queueDepth(t, ch, dlqName); n != 0 {
 		t.Errorf("%d messages left in the dead-letter queue", n)
 	}
 }
@@ -238,7 +231,7 @@ func TestRedeliverBoundedByQuorumDeliveryLimit(t *testing.T) {
 	var counts []int
 	var fail atomic.Bool
 	fail.Store(true)
-	l := dispytch.NewListener(c, dispytch.Group(group), dispytch.WithLogger(quietLog()))
+	l := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLog()))
 	l.Handle("orders", "order_placed", func(ev dispytch.Event[Order]) error {
 		mu.Lock()
 		counts = append(counts, ev.Delivery.DeliveryCount)
@@ -247,15 +240,15 @@ func TestRedeliverBoundedByQuorumDeliveryLimit(t *testing.T) {
 			return errors.New("nope")
 		}
 		return nil
-	}, dispytch.OnFailure(dispytch.Redeliver))
+	}, dispytch.OnFailure(dispytch.PolicyRedeliver))
 	run(t, l)
 	ctx := ctxT(t, 60*time.Second)
 	if err := dispytch.NewEmitter(c).Emit(ctx, Order{N: 1}); err != nil {
 		t.Fatal(err)
 	}
 	ch := e.raw()
-	dlq := group + ".dlq"
-	eventually(t, 20*time.Second, "the broker to dead-letter the message", func() bool { return queueDepth(t, ch, dlq) == 1 })
+	dlqName := group + ".dlq"
+	eventually(t, 20*time.Second, "the broker to dead-letter the message", func() bool { return queueDepth(t, ch, dlqName) == 1 })
 	mu.Lock()
 	got := append([]int(nil), counts...)
 	mu.Unlock()
@@ -264,14 +257,14 @@ func TestRedeliverBoundedByQuorumDeliveryLimit(t *testing.T) {
 	}
 	// Listed, the broker's dead letter reads like the client's own, from
 	// its x-death header; listing leaves it as it was, x-death included.
-	letters, err := dispytch.DeadLetters(c, dlq).List(ctx)
+	letters, err := dlq.Open(c, dlqName).List(ctx, nil)
 	if err != nil || len(letters) != 1 {
 		t.Fatalf("list: %d letters, %v", len(letters), err)
 	}
 	if f := letters[0]; f.Reason != rabbitmq.ReasonDeliveryLimit || f.Topic != "orders" || f.Err == nil {
 		t.Errorf("letter: reason %q topic %q err %v", f.Reason, f.Topic, f.Err)
 	}
-	d, ok, err := ch.Get(dlq, false)
+	d, ok, err := ch.Get(dlqName, false)
 	if err != nil || !ok {
 		t.Fatalf("get: %v %v", ok, err)
 	}
@@ -282,12 +275,12 @@ func TestRedeliverBoundedByQuorumDeliveryLimit(t *testing.T) {
 	fail.Store(false)
 	// A client with default options (classic queues) can redrive the quorum
 	// dead-letter queue: it takes the existing queue as it is. Redrive
-	// skips the broker's reasons unless FilterReason names them.
-	if n, err := dispytch.DeadLetters(c, dlq).Redrive(ctx, c, dispytch.DryRun()); err != nil || n != 0 {
-		t.Errorf("default redrive of a delivery-limit letter: %d, %v; want it skipped", n, err)
+	// takes the broker's reasons by default, and a filter selects them.
+	if n, err := dlq.Open(c, dlqName).Redrive(ctx, c, &dlq.Filter{DryRun: true}); err != nil || n != 1 {
+		t.Errorf("default redrive of a delivery-limit letter: %d, %v; want it taken", n, err)
 	}
 	rc := e.client()
-	n, err := dispytch.DeadLetters(rc, dlq).Redrive(ctx, rc, dispytch.FilterReason(rabbitmq.ReasonDeliveryLimit))
+	n, err := dlq.Open(rc, dlqName).Redrive(ctx, rc, &dlq.Filter{Reasons: []dispytch.Reason{rabbitmq.ReasonDeliveryLimit}})
 	if err != nil || n != 1 {
 		t.Fatalf("redrive: %d %v", n, err)
 	}

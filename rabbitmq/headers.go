@@ -7,6 +7,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 )
 
 // Headers the client reads and writes itself.
@@ -15,7 +16,7 @@ const (
 	// it into Delivery.Key and leaves it out of the event's headers.
 	HeaderKey = "dispytch-key"
 	// HeaderRetry counts the delayed retries a message went through
-	// (Client.DelayedRetries).
+	// (RetryTiers).
 	HeaderRetry = "dispytch-retry"
 	// HeaderRetryTopic carries the topic of a message waiting in a retry
 	// tier, whose routing key is the queue's name once it comes back.
@@ -24,7 +25,7 @@ const (
 
 // headersToTable converts dispytch headers into AMQP headers, adding the key
 // header. extra (typed headers from the Headers emit option) wins.
-func headersToTable(h dispytch.Headers, key []byte, extra amqp.Table) amqp.Table {
+func headersToTable(h map[string]string, key []byte, extra amqp.Table) amqp.Table {
 	n := len(h) + len(extra)
 	if key != nil {
 		n++
@@ -34,7 +35,7 @@ func headersToTable(h dispytch.Headers, key []byte, extra amqp.Table) amqp.Table
 	}
 	t := make(amqp.Table, n)
 	for k, v := range h {
-		if k == dispytch.HeaderContentType {
+		if k == backend.HeaderContentType {
 			continue // a property, not a header
 		}
 		t[k] = v
@@ -52,7 +53,7 @@ func headersToTable(h dispytch.Headers, key []byte, extra amqp.Table) amqp.Table
 // formatted as text; nested tables and arrays (such as x-death) are left out
 // and stay available through the raw delivery (see Deaths). The key header
 // is returned separately; retry headers are kept only when keepRetry.
-func headersFromTable(t amqp.Table, keepRetry bool) (h dispytch.Headers, key []byte) {
+func headersFromTable(t amqp.Table, keepRetry bool) (h map[string]string, key []byte) {
 	if len(t) == 0 {
 		return nil, nil
 	}
@@ -73,7 +74,7 @@ func headersFromTable(t amqp.Table, keepRetry bool) (h dispytch.Headers, key []b
 			continue
 		}
 		if h == nil {
-			h = make(dispytch.Headers, len(t))
+			h = make(map[string]string, len(t))
 		}
 		h[k] = s
 	}

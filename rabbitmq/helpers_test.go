@@ -16,6 +16,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/internal/testenv"
 	"github.com/dispytch/dispytch-go/rabbitmq"
 )
@@ -72,7 +73,7 @@ func (e *env) closeClients() {
 func setup(t testing.TB) *env {
 	t.Helper()
 	testenv.RequireTCP(t, "RabbitMQ", brokerAddr(t))
-	e := &env{t: t, prefix: "t" + dispytch.NewUUID()[:8]}
+	e := &env{t: t, prefix: "t" + backend.NewUUID()[:8]}
 	e.x = e.prefix + "-x"
 	e.x2 = e.prefix + "-x2"
 	t.Cleanup(e.cleanup)

@@ -9,10 +9,12 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
+	"github.com/dispytch/dispytch-go/topic"
 )
 
 func TestHeadersRoundTrip(t *testing.T) {
-	h := dispytch.Headers{"tenant": "acme", "content-type": "application/json", "x": ""}
+	h := map[string]string{"tenant": "acme", "content-type": "application/json", "x": ""}
 	tbl := headersToTable(h, []byte("k1"), amqp.Table{"n": int32(7), "tenant": "override"})
 	if tbl["tenant"] != "override" || tbl[HeaderKey] != "k1" || tbl["n"] != int32(7) {
 		t.Fatalf("table %v", tbl)
@@ -28,7 +30,7 @@ func TestHeadersRoundTrip(t *testing.T) {
 	tbl["price"] = amqp.Decimal{Scale: 2, Value: -1234}
 	tbl[HeaderRetry] = "1"
 	back, key := headersFromTable(tbl, false)
-	want := dispytch.Headers{"tenant": "override", "x": "", "n": "7", "when": "2026-01-02T03:04:05Z", "price": "-12.34"}
+	want := map[string]string{"tenant": "override", "x": "", "n": "7", "when": "2026-01-02T03:04:05Z", "price": "-12.34"}
 	if !reflect.DeepEqual(back, want) || string(key) != "k1" {
 		t.Fatalf("got %v key %q, want %v", back, key, want)
 	}
@@ -98,9 +100,9 @@ func TestPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	p1, _ := dispytch.ParsePattern("user.{id}.notification", ".")
-	p2, _ := dispytch.ParsePattern("audit.{rest...}", ".")
-	p, err := c.plan(dispytch.Subscription{Group: "svc", Topics: []string{"orders"}, Patterns: []*dispytch.Pattern{p1, p2}, Delimiter: "."})
+	p1, _ := topic.Parse("user.{id}.notification", ".")
+	p2, _ := topic.Parse("audit.{rest...}", ".")
+	p, err := c.plan(backend.Subscription{Group: "svc", Topics: []string{"orders"}, Patterns: []*dispytch.Pattern{p1, p2}, Delimiter: "."})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,12 +124,12 @@ func TestPlan(t *testing.T) {
 	}
 
 	// A subscription of dead-letter topics reads the dead-letter queue itself.
-	p, err = c.plan(dispytch.Subscription{Group: "dispytch-redrive", Topics: []string{"svc.dlq"}, Delimiter: "."})
+	p, err = c.plan(backend.Subscription{Group: "dispytch-redrive", Topics: []string{"svc.dlq"}, Delimiter: "."})
 	if err != nil || !p.dlRead || !reflect.DeepEqual(p.queues, []string{"svc.dlq"}) {
 		t.Errorf("dead-letter read plan %+v %v", p, err)
 	}
 	// No group: an exclusive server-named classic queue, no tiers.
-	p, err = c.plan(dispytch.Subscription{Topics: []string{"orders"}, Delimiter: "."})
+	p, err = c.plan(backend.Subscription{Topics: []string{"orders"}, Delimiter: "."})
 	if err != nil || !p.serverNamed || p.quorum || len(p.tiers) != 0 || p.dlQueue != "dispytch.dlq" {
 		t.Errorf("group-less plan %+v %v", p, err)
 	}
@@ -135,8 +137,8 @@ func TestPlan(t *testing.T) {
 		t.Errorf("a server-named queue cannot be quorum: %v", p.args)
 	}
 	// Patterns need AMQP's delimiter.
-	p3, _ := dispytch.ParsePattern("a:{x}", ":")
-	if _, err := c.plan(dispytch.Subscription{Group: "g", Patterns: []*dispytch.Pattern{p3}, Delimiter: ":"}); err == nil {
+	p3, _ := topic.Parse("a:{x}", ":")
+	if _, err := c.plan(backend.Subscription{Group: "g", Patterns: []*dispytch.Pattern{p3}, Delimiter: ":"}); err == nil {
 		t.Error("a ':' pattern was accepted")
 	}
 }

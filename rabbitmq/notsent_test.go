@@ -13,6 +13,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/rabbitmq"
 )
 
@@ -20,7 +21,7 @@ import (
 // at cleanup.
 func (e *env) plainQueue(ch *amqp.Channel, exchange, key string) string {
 	e.t.Helper()
-	q := e.prefix + "-q-" + dispytch.NewUUID()[:4]
+	q := e.prefix + "-q-" + backend.NewUUID()[:4]
 	e.addQueue(q)
 	if _, err := ch.QueueDeclare(q, false, false, false, false, nil); err != nil {
 		e.t.Fatal(err)
@@ -76,7 +77,7 @@ func TestEmitDoneContextPublishesNothing(t *testing.T) {
 	cancel()
 	expired, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
 	defer cancel2()
-	msg := func(n int) *dispytch.Message {
+	msg := func(n int) *backend.Message {
 		m, err := em.Message(Order{N: n})
 		if err != nil {
 			t.Fatal(err)
@@ -104,7 +105,7 @@ func TestEmitDoneContextPublishesNothing(t *testing.T) {
 		c.ProduceAsync(cancelled, msg(i), func(err error) { res <- err })
 		check("ProduceAsync, cancelled", <-res, false)
 		err := c.Produce(expired, msg(i), msg(i+1000))
-		var be *dispytch.BatchError
+		var be *backend.BatchError
 		if !errors.As(err, &be) || len(be.NotSent()) != 2 {
 			t.Fatalf("Produce batch, expired: %v", err)
 		}
@@ -158,7 +159,7 @@ func TestEmitBatchCancelledMidway(t *testing.T) {
 		evs[i] = Order{N: i}
 	}
 	err = em.EmitBatch(ctx, evs)
-	var be *dispytch.BatchError
+	var be *backend.BatchError
 	if !errors.As(err, &be) {
 		t.Fatalf("EmitBatch: %v; want a *BatchError", err)
 	}

@@ -148,7 +148,7 @@ func ExistingQueue(group, queue string) Option {
 
 // DeadLetterSuffix sets the suffix of dead-letter topics and queues: the
 // dead letters of group "orders" go to the queue "orders"+suffix (default
-// ".dlq", matching dispytch.DefaultDeadLetterTopic). A subscription made only
+// ".dlq", matching the listener's default dead-letter rule). A subscription made only
 // of literal topics ending with the suffix consumes the dead-letter queues
 // of those names.
 func DeadLetterSuffix(s string) Option {
@@ -162,9 +162,10 @@ func DeadLetterSuffix(s string) Option {
 // RetryTiers declares, next to every group queue, one wait queue per delay:
 // "<queue>.retry.<delay>", whose messages expire after the delay and go back
 // to the group queue (x-message-ttl with the default exchange as
-// dead-letter exchange). Client.DelayedRetries turns handler failures into
-// republishes to these tiers, so that a waiting retry holds no prefetch slot
-// and no worker.
+// dead-letter exchange). With tiers, the listener hands a retry that would
+// wait to the broker (the shortest tier at least as long as the wait), so
+// that it holds no prefetch slot and no worker; see the package
+// documentation.
 func RetryTiers(delays ...time.Duration) Option {
 	return func(c *config) { c.tiers = append([]time.Duration(nil), delays...) }
 }

@@ -13,6 +13,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 )
 
 // Publishing.
@@ -133,7 +134,7 @@ func (s *pubSlot) get(ctx context.Context) (*pubChan, error) {
 			case <-ctx.Done():
 			}
 		}
-		err := dispytch.CtxError(ctx.Err())
+		err := backend.ContextError(ctx.Err())
 		if cause := s.cause(); cause != nil {
 			return nil, fmt.Errorf("rabbitmq: publish: not connected: %w: last error: %w", err, cause)
 		}
@@ -329,7 +330,7 @@ func (pc *pubChan) publish(r *pubReq) error {
 		case <-pc.dead:
 			return &errRetry{cause: pc.deadErr()}
 		case <-r.ctx.Done():
-			return fmt.Errorf("rabbitmq: publish: the broker blocks publishing (%s): %w", st.reason, dispytch.CtxError(r.ctx.Err()))
+			return fmt.Errorf("rabbitmq: publish: the broker blocks publishing (%s): %w", st.reason, backend.ContextError(r.ctx.Err()))
 		}
 	}
 	select {
@@ -337,7 +338,7 @@ func (pc *pubChan) publish(r *pubReq) error {
 	case <-pc.dead:
 		return &errRetry{cause: pc.deadErr()}
 	case <-r.ctx.Done():
-		return fmt.Errorf("rabbitmq: publish: waiting for a slot in the confirm window: %w", dispytch.CtxError(r.ctx.Err()))
+		return fmt.Errorf("rabbitmq: publish: waiting for a slot in the confirm window: %w", backend.ContextError(r.ctx.Err()))
 	}
 	pc.mu.Lock()
 	if pc.closed {
@@ -349,7 +350,7 @@ func (pc *pubChan) publish(r *pubReq) error {
 		// The last moment to find out: nothing goes out once ctx is done.
 		pc.mu.Unlock()
 		<-pc.slots
-		return fmt.Errorf("rabbitmq: publish: %w", dispytch.CtxError(err))
+		return fmt.Errorf("rabbitmq: publish: %w", backend.ContextError(err))
 	}
 	if err := pc.ch.Publish(r.exchange, r.key, true, false, r.pub); err != nil {
 		pc.mu.Unlock()
@@ -471,7 +472,7 @@ func (pc *pubChan) fail(closes <-chan *amqp.Error) {
 }
 
 // spec turns a dispytch message into an AMQP publishing.
-func (c *Client) spec(m *dispytch.Message) (exchange string, pub amqp.Publishing, err error) {
+func (c *Client) spec(m *backend.Message) (exchange string, pub amqp.Publishing, err error) {
 	if m == nil {
 		return "", pub, fmt.Errorf("rabbitmq: publish: nil message: %w", dispytch.ErrNotSent)
 	}
@@ -511,7 +512,7 @@ func (c *Client) spec(m *dispytch.Message) (exchange string, pub amqp.Publishing
 	if pub.ContentType == "" {
 		if m.ContentType != "" {
 			pub.ContentType = m.ContentType
-		} else if ct := m.Headers.Get(dispytch.HeaderContentType); ct != "" {
+		} else if ct := m.Headers[backend.HeaderContentType]; ct != "" {
 			pub.ContentType = ct
 		} else {
 			pub.ContentType = sniffContentType(m.Value)
@@ -553,9 +554,9 @@ func (p *producer) send(r *pubReq, slot *pubSlot) {
 	for {
 		if err := r.ctx.Err(); err != nil {
 			if r.lost != nil {
-				r.done(r.finalErr(fmt.Errorf("rabbitmq: publish: %w: %w", dispytch.CtxError(err), r.lost)))
+				r.done(r.finalErr(fmt.Errorf("rabbitmq: publish: %w: %w", backend.ContextError(err), r.lost)))
 			} else {
-				r.done(r.finalErr(fmt.Errorf("rabbitmq: publish: %w", dispytch.CtxError(err))))
+				r.done(r.finalErr(fmt.Errorf("rabbitmq: publish: %w", backend.ContextError(err))))
 			}
 			return
 		}
@@ -613,7 +614,7 @@ func (r *pubReq) finalErr(err error) error {
 		case r.p.c.isClosed():
 			err = fmt.Errorf("rabbitmq: publish: %w: %w", dispytch.ErrClosed, err)
 		case r.ctx.Err() != nil:
-			err = fmt.Errorf("%w: %w", dispytch.CtxError(r.ctx.Err()), err)
+			err = fmt.Errorf("%w: %w", backend.ContextError(r.ctx.Err()), err)
 		}
 	}
 	if r.sent.Load() {
@@ -635,7 +636,7 @@ func (p *producer) slot() *pubSlot {
 // dispytch.ErrUnconfirmed (see Produce). It blocks only while the confirm
 // window is full or the connection is down. done runs on the client's
 // confirm goroutine and must not block.
-func (c *Client) ProduceAsync(ctx context.Context, m *dispytch.Message, done func(error)) {
+func (c *Client) ProduceAsync(ctx context.Context, m *backend.Message, done func(error)) {
 	if done == nil {
 		done = func(error) {}
 	}
@@ -667,8 +668,8 @@ func (c *Client) ProduceAsync(ctx context.Context, m *dispytch.Message, done fun
 // their own: dispytch.ErrUnroutable (no queue is bound for the topic),
 // ErrNacked. A bad message fails with dispytch.ErrForeignOption or
 // ErrUnknownExchange. For a batch with some failed messages the error is
-// a *dispytch.BatchError, whose NotSent and Unconfirmed tell which.
-func (c *Client) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
+// a *backend.BatchError, whose NotSent and Unconfirmed tell which.
+func (c *Client) Produce(ctx context.Context, msgs ...*backend.Message) error {
 	if ctx == nil {
 		return fmt.Errorf("rabbitmq: publish with a nil context: %w", dispytch.ErrNotSent)
 	}
@@ -695,7 +696,7 @@ func (c *Client) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
 			}
 			// send returned without a verdict: the message was handed to
 			// the broker, and its confirm is still due.
-			return fmt.Errorf("%w: rabbitmq: waiting for the publisher confirm%s: %w", dispytch.ErrUnconfirmed, slot.state(), dispytch.CtxError(ctx.Err()))
+			return fmt.Errorf("%w: rabbitmq: waiting for the publisher confirm%s: %w", dispytch.ErrUnconfirmed, slot.state(), backend.ContextError(ctx.Err()))
 		}
 	}
 	b := &batch{errs: make([]error, len(msgs)), left: len(msgs), done: make(chan struct{})}
@@ -729,7 +730,7 @@ func (c *Client) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
 	var n int
 	for i := range b.errs {
 		if b.errs[i] == nil && b.pending(i, reqs) {
-			b.errs[i] = fmt.Errorf("%w: rabbitmq: waiting for the publisher confirm%s: %w", dispytch.ErrUnconfirmed, state, dispytch.CtxError(ctx.Err()))
+			b.errs[i] = fmt.Errorf("%w: rabbitmq: waiting for the publisher confirm%s: %w", dispytch.ErrUnconfirmed, state, backend.ContextError(ctx.Err()))
 		}
 		if b.errs[i] != nil {
 			n++
@@ -738,7 +739,7 @@ func (c *Client) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
 	if n == 0 {
 		return nil
 	}
-	return &dispytch.BatchError{Errs: append([]error(nil), b.errs...)}
+	return &backend.BatchError{Errs: append([]error(nil), b.errs...)}
 }
 
 // batch collects the outcomes of a Produce call.

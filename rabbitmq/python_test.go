@@ -18,6 +18,7 @@ import (
 	vmsgpack "github.com/vmihailenco/msgpack/v5"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/codec/msgpack"
 	"github.com/dispytch/dispytch-go/rabbitmq"
 )
@@ -158,7 +159,7 @@ func goListener(ctx context.Context, url, exchange, group string, got chan<- dis
 	if err != nil {
 		return nil, nil, err
 	}
-	listener := dispytch.NewListener(client, dispytch.Group(group))
+	listener := dispytch.NewListener(client, dispytch.ConsumerGroup(group))
 	listener.Handle("user_events", "user_created", func(ev dispytch.Event[UserCreated]) {
 		got <- ev
 	})
@@ -209,10 +210,10 @@ func TestPythonEmitsGoListens(t *testing.T) {
 		}
 	}
 	h := seen["0b1d2c3e-0000-4000-8000-00000000000a"].Headers
-	want := dispytch.Headers{"tenant": "acme", "attempt": "3", "urgent": "true", "ratio": "0.5"}
+	want := map[string]string{"tenant": "acme", "attempt": "3", "urgent": "true", "ratio": "0.5"}
 	for k, v := range want {
-		if h.Get(k) != v {
-			t.Errorf("header %s = %q, want %q (all: %v)", k, h.Get(k), v, h)
+		if h[k] != v {
+			t.Errorf("header %s = %q, want %q (all: %v)", k, h[k], v, h)
 		}
 	}
 	if n := queueDepth(t, e.raw(), pyQueue); n != 2 {
@@ -330,13 +331,13 @@ func TestPythonTopicExchangePatterns(t *testing.T) {
 
 	client := e.client(rabbitmq.Exchanges(e.x))
 	got := make(chan string, 1)
-	listener := dispytch.NewListener(client, dispytch.Group(e.group("go-notify")))
+	listener := dispytch.NewListener(client, dispytch.ConsumerGroup(e.group("go-notify")))
 	listener.Handle("user.{user_id}.notification", "user_notification", func(ev dispytch.Event[Notification]) {
 		got <- ev.Segment("user_id") + ":" + ev.Body.Message
 	})
 	run(t, listener)
 
-	py.publish("user.42.notification", pyJSON(dispytch.NewUUID(), "user_notification",
+	py.publish("user.42.notification", pyJSON(backend.NewUUID(), "user_notification",
 		[]field{{"user_id", 42}, {"message", "hello from Python"}}, time.Now().UnixMilli()), nil)
 	select {
 	case s := <-got:

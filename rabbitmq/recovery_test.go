@@ -21,6 +21,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/dispytchtest"
 	"github.com/dispytch/dispytch-go/internal/testenv"
 	"github.com/dispytch/dispytch-go/rabbitmq"
 )
@@ -129,7 +130,7 @@ func TestRecovery(t *testing.T) {
 			c := e.client()
 			group := e.group("recovery")
 			k := newTracker()
-			l := dispytch.NewListener(c, dispytch.Group(group), dispytch.Concurrency(32), dispytch.WithLogger(quietLog()))
+			l := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.Concurrency(32), dispytch.WithLogger(quietLog()))
 			l.Handle("seq", "seq", func(ev dispytch.Event[Seq]) { k.add(ev.ID) })
 			run(t, l)
 
@@ -198,7 +199,7 @@ func testConcurrentEmit(t *testing.T, opts ...rabbitmq.Option) {
 	c := e.client(opts...)
 	group := e.group("conc")
 	k := newTracker()
-	l := dispytch.NewListener(c, dispytch.Group(group), dispytch.WithLogger(quietLog()))
+	l := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLog()))
 	l.Handle("seq", "seq", func(ev dispytch.Event[Seq]) { k.add(ev.ID) })
 	run(t, l)
 	em := dispytch.NewEmitter(c)
@@ -253,10 +254,10 @@ func TestSingleActiveConsumerOrder(t *testing.T) {
 			mu.Unlock()
 		}
 	}
-	l1 := dispytch.NewListener(c1, dispytch.Group(group), dispytch.Concurrency(16), dispytch.WithLogger(quietLog()))
+	l1 := dispytch.NewListener(c1, dispytch.ConsumerGroup(group), dispytch.Concurrency(16), dispytch.WithLogger(quietLog()))
 	l1.Handle("seq", "seq", handler(true))
 	stop1 := run(t, l1)
-	l2 := dispytch.NewListener(c2, dispytch.Group(group), dispytch.Concurrency(16), dispytch.WithLogger(quietLog()))
+	l2 := dispytch.NewListener(c2, dispytch.ConsumerGroup(group), dispytch.Concurrency(16), dispytch.WithLogger(quietLog()))
 	l2.Handle("seq", "seq", handler(false))
 	run(t, l2)
 
@@ -319,7 +320,7 @@ func crashChild() int {
 		return 2
 	}
 	var mu sync.Mutex
-	l := dispytch.NewListener(c, dispytch.Group(args[2]), dispytch.Concurrency(8), dispytch.WithLogger(quietLog()))
+	l := dispytch.NewListener(c, dispytch.ConsumerGroup(args[2]), dispytch.Concurrency(8), dispytch.WithLogger(quietLog()))
 	l.Handle("seq", "seq", func(ev dispytch.Event[Seq]) {
 		time.Sleep(time.Millisecond)
 		mu.Lock()
@@ -564,7 +565,7 @@ func TestNetworkDrop(t *testing.T) {
 	t.Cleanup(func() { c.Close() })
 	group := e.group("netdrop")
 	k := newTracker()
-	l := dispytch.NewListener(c, dispytch.Group(group), dispytch.WithLogger(quietLog()))
+	l := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLog()))
 	l.Handle("seq", "seq", func(ev dispytch.Event[Seq]) {
 		time.Sleep(time.Millisecond) // spread the stream over the outage
 		k.add(ev.ID)
@@ -612,8 +613,8 @@ func TestStaleAckAfterReconnect(t *testing.T) {
 	got := make(chan dispytch.DeliveryInfo, 4)
 	release := make(chan struct{})
 	var settled sync.Map
-	l := dispytch.NewListener(c, dispytch.Group(group), dispytch.WithLogger(quietLog()),
-		dispytch.OnSettle(func(s dispytch.Settlement) {
+	l := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLog()),
+		dispytchtest.OnSettle(func(s dispytch.Settlement) {
 			v, _ := settled.LoadOrStore(s.Outcome, new(atomic.Int64))
 			v.(*atomic.Int64).Add(1)
 		}))
@@ -649,7 +650,7 @@ func TestStaleAckAfterReconnect(t *testing.T) {
 		return v.(*atomic.Int64).Load()
 	}
 	eventually(t, 10*time.Second, "both deliveries settled", func() bool {
-		return count(dispytch.Acked)+count(dispytch.SettleFailed) == 2
+		return count(dispytch.OutcomeAcked)+count(dispytch.OutcomeSettleFailed) == 2
 	})
 	if !second.Redelivered {
 		t.Error("second delivery not marked redelivered")
@@ -657,8 +658,8 @@ func TestStaleAckAfterReconnect(t *testing.T) {
 	// Had the stale ack gone out on the new channel, it would have "succeeded"
 	// (acking the redelivered copy under the same tag 1), and the copy's
 	// own ack would have closed that channel (unknown delivery tag).
-	if count(dispytch.Acked) != 1 || count(dispytch.SettleFailed) != 1 {
-		t.Errorf("acked %d, failed to settle %d; want 1 and 1", count(dispytch.Acked), count(dispytch.SettleFailed))
+	if count(dispytch.OutcomeAcked) != 1 || count(dispytch.OutcomeSettleFailed) != 1 {
+		t.Errorf("acked %d, failed to settle %d; want 1 and 1", count(dispytch.OutcomeAcked), count(dispytch.OutcomeSettleFailed))
 	}
 	ch := e.raw()
 	eventually(t, 5*time.Second, "an empty queue", func() bool {

@@ -12,6 +12,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/codec"
 	"github.com/dispytch/dispytch-go/internal/testenv"
 	"github.com/dispytch/dispytch-go/rabbitmq"
@@ -67,7 +68,7 @@ func TestRoundTripPatternsSegmentsAndProperties(t *testing.T) {
 		got[kind] = s
 		mu.Unlock()
 	}
-	l := dispytch.NewListener(c, dispytch.Group(group), dispytch.WithLogger(quietLog()))
+	l := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLog()))
 	l.Handle("user.{user_id}.notification", "user_notification", func(ev dispytch.Event[Notification]) {
 		record("notification", seen{userID: ev.Segment("user_id"), body: ev.Body, meta: ev.Metadata})
 	})
@@ -131,13 +132,13 @@ func TestRoundTripPatternsSegmentsAndProperties(t *testing.T) {
 		t.Errorf("audit: rest %q topic %q", a.rest, a.meta.Topic)
 	}
 	o := got["order"]
-	if o.body.(Order).N != 7 || string(o.meta.Delivery.Key) != "customer-9" || o.meta.Headers.Get("tenant") != "acme" {
+	if o.body.(Order).N != 7 || string(o.meta.Delivery.Key) != "customer-9" || o.meta.Headers["tenant"] != "acme" {
 		t.Errorf("order: body %+v key %q headers %v", o.body, o.meta.Delivery.Key, o.meta.Headers)
 	}
 	if _, ok := o.meta.Headers[rabbitmq.HeaderKey]; ok {
 		t.Errorf("the key header leaked into the event headers: %v", o.meta.Headers)
 	}
-	if o.meta.Headers.Get("retries-allowed") != "3" {
+	if o.meta.Headers["retries-allowed"] != "3" {
 		t.Errorf("typed header: %v", o.meta.Headers)
 	}
 	d, ok := rabbitmq.DeliveryOf(&o.meta)
@@ -165,7 +166,7 @@ func TestEmitErrors(t *testing.T) {
 	e := setup(t)
 	c := e.client()
 	group := e.group("errs")
-	l := dispytch.NewListener(c, dispytch.Group(group), dispytch.WithLogger(quietLog()))
+	l := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLog()))
 	var handled sync.Map
 	l.Handle("orders", "order_placed", func(ev dispytch.Event[Order]) { handled.Store(ev.Body.N, true) })
 	run(t, l)
@@ -181,7 +182,7 @@ func TestEmitErrors(t *testing.T) {
 	if err := em.Emit(ctx, Order{}, dispytch.WithBackendOption(fakeOption{})); !errors.Is(err, dispytch.ErrForeignOption) {
 		t.Fatalf("foreign option via emitter: %v", err)
 	}
-	err = c.Produce(ctx, &dispytch.Message{Topic: "orders", Value: []byte(`{}`), Options: []dispytch.BackendOption{fakeOption{}}})
+	err = c.Produce(ctx, &backend.Message{Topic: "orders", Value: []byte(`{}`), Options: []backend.Option{fakeOption{}}})
 	if !errors.Is(err, dispytch.ErrForeignOption) {
 		t.Fatalf("foreign option via producer: %v", err)
 	}
@@ -199,7 +200,7 @@ func TestEmitErrors(t *testing.T) {
 		evs = append(evs, Order{N: i})
 	}
 	err = em.EmitBatch(ctx, evs)
-	var be *dispytch.BatchError
+	var be *backend.BatchError
 	if !errors.As(err, &be) {
 		t.Fatalf("batch: %v", err)
 	}
@@ -284,7 +285,7 @@ func TestBringYourOwnQueue(t *testing.T) {
 	// WithQueueType tells the client the type of the user's queue too.
 	c := e.client(rabbitmq.ExistingQueue(group, q), rabbitmq.WithQueueType(rabbitmq.Quorum))
 	got := make(chan dispytch.Metadata, 1)
-	l := dispytch.NewListener(c, dispytch.Group(group), dispytch.WithLogger(quietLog()))
+	l := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLog()))
 	l.Handle("orders", "order_placed", func(ev dispytch.Event[Order]) { got <- ev.Metadata })
 	run(t, l)
 	if err := dispytch.NewEmitter(c).Emit(ctxT(t, 10*time.Second), Order{N: 1}); err != nil {
@@ -312,7 +313,7 @@ func TestConsumerCancelled(t *testing.T) {
 	c := e.client()
 	group := e.group("cancel")
 	got := make(chan int, 10)
-	l := dispytch.NewListener(c, dispytch.Group(group), dispytch.WithLogger(quietLog()))
+	l := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLog()))
 	l.Handle("orders", "order_placed", func(ev dispytch.Event[Order]) { got <- ev.Body.N })
 	run(t, l)
 	em := dispytch.NewEmitter(c)
@@ -438,7 +439,7 @@ func TestDeclareNothing(t *testing.T) {
 	group := e.group("nodecl")
 	c := e.client(rabbitmq.DeclareTopology(false))
 	got := make(chan int, 1)
-	l := dispytch.NewListener(c, dispytch.Group(group), dispytch.WithLogger(quietLog()))
+	l := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLog()))
 	l.Handle("orders", "order_placed", func(ev dispytch.Event[Order]) { got <- ev.Body.N })
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
@@ -512,7 +513,7 @@ func TestContentTypeProperty(t *testing.T) {
 	c := e.client()
 	tagged := taggedCodec{codec.JSON}
 	got := make(chan dispytch.Metadata, 1)
-	l := dispytch.NewListener(c, dispytch.Group(e.group("ct")), dispytch.WithCodec(tagged), dispytch.WithLogger(quietLog()))
+	l := dispytch.NewListener(c, dispytch.ConsumerGroup(e.group("ct")), dispytch.Codecs(tagged), dispytch.WithLogger(quietLog()))
 	l.Handle("orders", "tagged:order_placed", func(ev dispytch.Event[Order]) { got <- ev.Metadata })
 	run(t, l)
 	if err := dispytch.NewEmitter(c, dispytch.WithCodec(tagged)).Emit(ctxT(t, 10*time.Second), Order{N: 1}); err != nil {
@@ -544,29 +545,29 @@ func TestNilArguments(t *testing.T) {
 	if err := c.Ping(nilCtx); err == nil {
 		t.Error("Ping(nil ctx)")
 	}
-	if err := c.Produce(nilCtx, &dispytch.Message{Topic: "x"}); !errors.Is(err, dispytch.ErrNotSent) {
+	if err := c.Produce(nilCtx, &backend.Message{Topic: "x"}); !errors.Is(err, dispytch.ErrNotSent) {
 		t.Errorf("Produce(nil ctx): %v", err)
 	}
 	if err := c.Produce(ctx, nil); !errors.Is(err, dispytch.ErrNotSent) {
 		t.Errorf("Produce(nil message): %v", err)
 	}
-	err = c.Produce(ctx, &dispytch.Message{Topic: "x", Options: []dispytch.BackendOption{nil}})
+	err = c.Produce(ctx, &backend.Message{Topic: "x", Options: []backend.Option{nil}})
 	if !errors.Is(err, dispytch.ErrNotSent) {
 		t.Errorf("Produce(nil option): %v", err)
 	}
 	res := make(chan error, 1)
-	c.ProduceAsync(nilCtx, &dispytch.Message{Topic: "x"}, func(err error) { res <- err })
+	c.ProduceAsync(nilCtx, &backend.Message{Topic: "x"}, func(err error) { res <- err })
 	if err := <-res; !errors.Is(err, dispytch.ErrNotSent) {
 		t.Errorf("ProduceAsync(nil ctx): %v", err)
 	}
 	c.ProduceAsync(ctx, nil, nil) // no callback: nothing to report to, no panic
-	if err := c.Consume(nilCtx, dispytch.Subscription{Topics: []string{"x"}}, nil); err == nil {
+	if err := c.Consume(nilCtx, backend.Subscription{Topics: []string{"x"}}, nil); err == nil {
 		t.Error("Consume(nil ctx)")
 	}
-	if err := c.Consume(ctx, dispytch.Subscription{Topics: []string{"x"}}, nil); err == nil {
+	if err := c.Consume(ctx, backend.Subscription{Topics: []string{"x"}}, nil); err == nil {
 		t.Error("Consume(nil inbox)")
 	}
-	if err := c.ScanDeadLetters(nilCtx, "q.dlq", func(*dispytch.Delivery) (dispytch.DeadLetterAction, error) { return 0, nil }); err == nil {
+	if err := c.ScanDeadLetters(nilCtx, "q.dlq", func(*backend.Delivery) (backend.DeadLetterAction, error) { return 0, nil }); err == nil {
 		t.Error("ScanDeadLetters(nil ctx)")
 	}
 	if err := c.ScanDeadLetters(ctx, "q.dlq", nil); err == nil {
@@ -575,10 +576,10 @@ func TestNilArguments(t *testing.T) {
 	if _, err := c.CountDeadLetters(nilCtx, "q.dlq"); err == nil {
 		t.Error("CountDeadLetters(nil ctx)")
 	}
-	if err := c.DeclareSubscription(nilCtx, dispytch.Subscription{Group: "g", Topics: []string{"x"}}); err == nil {
+	if err := c.DeclareSubscription(nilCtx, backend.Subscription{Group: "g", Topics: []string{"x"}}); err == nil {
 		t.Error("DeclareSubscription(nil ctx)")
 	}
-	if err := c.DeclareSubscription(ctx, dispytch.Subscription{Group: "g", Patterns: []*dispytch.Pattern{nil}, Delimiter: "."}); err == nil {
+	if err := c.DeclareSubscription(ctx, backend.Subscription{Group: "g", Patterns: []*dispytch.Pattern{nil}, Delimiter: "."}); err == nil {
 		t.Error("a nil pattern")
 	}
 }

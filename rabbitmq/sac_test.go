@@ -107,7 +107,7 @@ func TestSingleActiveConsumerConnectionLoss(t *testing.T) {
 	}
 	for i, name := range names {
 		c := e.client(rabbitmq.SingleActiveConsumer(), rabbitmq.ConnectionName(name), rabbitmq.ReconnectBackoff(20*time.Millisecond, 200*time.Millisecond))
-		l := dispytch.NewListener(c, dispytch.Group(group), dispytch.WithLogger(quietLog()))
+		l := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLog()))
 		l.Handle("seq", "seq", handler(i))
 		run(t, l)
 	}

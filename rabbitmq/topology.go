@@ -10,7 +10,8 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
+	"github.com/dispytch/dispytch-go/topic"
 )
 
 // plan is the topology one Consume call needs, computed from its
@@ -64,7 +65,7 @@ func tierName(queue string, delay time.Duration) string {
 	return queue + ".retry." + delay.String()
 }
 
-func (c *Client) plan(sub dispytch.Subscription) (*plan, error) {
+func (c *Client) plan(sub backend.Subscription) (*plan, error) {
 	cfg := &c.cfg
 	p := &plan{group: sub.Group, quorum: cfg.queueType == Quorum, prefetch: cfg.prefetch}
 	if p.prefetch == 0 {
@@ -386,9 +387,9 @@ func (c *Client) declare(conn *amqp.Connection, ch *amqp.Channel, p *plan) ([]st
 //
 //	err := client.DeclareGroup(ctx, "billing", "user_events", "user.*.created")
 func (c *Client) DeclareGroup(ctx context.Context, group string, topics ...string) error {
-	sub := dispytch.Subscription{Group: group, Delimiter: "."}
+	sub := backend.Subscription{Group: group, Delimiter: "."}
 	for _, t := range topics {
-		pat, err := dispytch.ParsePattern(t, ".")
+		pat, err := topic.Parse(t, ".")
 		if err != nil {
 			return fmt.Errorf("rabbitmq: declare group %q: %w", group, err)
 		}
@@ -406,7 +407,7 @@ func (c *Client) DeclareGroup(ctx context.Context, group string, topics ...strin
 //
 //	sub, err := listener.Subscription()
 //	err = client.DeclareSubscription(ctx, sub)
-func (c *Client) DeclareSubscription(ctx context.Context, sub dispytch.Subscription) error {
+func (c *Client) DeclareSubscription(ctx context.Context, sub backend.Subscription) error {
 	if ctx == nil {
 		return errors.New("rabbitmq: declare: nil context")
 	}
@@ -439,6 +440,6 @@ func (c *Client) DeclareSubscription(ctx context.Context, sub dispytch.Subscript
 	case err := <-done:
 		return err
 	case <-ctx.Done():
-		return fmt.Errorf("rabbitmq: declare group %q: %w", sub.Group, dispytch.CtxError(ctx.Err()))
+		return fmt.Errorf("rabbitmq: declare group %q: %w", sub.Group, backend.ContextError(ctx.Err()))
 	}
 }

@@ -160,7 +160,7 @@ func run(brokers string) error {
 	}
 
 	// Emitting: Emit returns once Kafka acknowledged the record.
-	emitter := dispytch.NewEmitter(producer, dispytch.WithLogger(log))
+	emitter := dispytch.NewEmitter(producer)
 	for _, u := range users {
 		if err := emitter.Emit(ctx, UserRegistered{User: u, Timestamp: time.Now().Unix()}); err != nil {
 			return err

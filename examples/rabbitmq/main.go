@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/rabbitmq"
 )
 
@@ -81,9 +82,9 @@ func run(url string) error {
 	defer client.Close()
 
 	users := []User{
-		{ID: dispytch.NewUUID(), Email: "example@mail.com", Name: "John Doe"},
-		{ID: dispytch.NewUUID(), Email: "jane@mail.com", Name: "Jane Roe"},
-		{ID: dispytch.NewUUID(), Email: "max@mail.com", Name: "Max Mustermann"},
+		{ID: backend.NewUUID(), Email: "example@mail.com", Name: "John Doe"},
+		{ID: backend.NewUUID(), Email: "jane@mail.com", Name: "Jane Roe"},
+		{ID: backend.NewUUID(), Email: "max@mail.com", Name: "Max Mustermann"},
 	}
 	want := map[string]bool{}
 	for _, u := range users {
@@ -132,7 +133,7 @@ func run(url string) error {
 	}
 
 	// Emitting: Emit returns once RabbitMQ confirmed the message.
-	emitter := dispytch.NewEmitter(client, dispytch.WithLogger(log))
+	emitter := dispytch.NewEmitter(client)
 	for _, u := range users {
 		if err := emitter.Emit(ctx, UserRegistered{User: u, Timestamp: time.Now().Unix()}); err != nil {
 			return err
