@@ -17,12 +17,10 @@ import (
 	"github.com/dispytch/dispytch-go/kafka"
 )
 
-// TestDeadLettersAndRedrive sends a failing handler's event, a panicking
-// handler's event and a poison record to the group's dead-letter topic with
-// their reasons, keeps serving good events, commits past the failures, and
-// then redrives the dead letters from Kafka so that the fixed handler runs
-// again.
-func TestDeadLettersAndRedrive(t *testing.T) {
+// TestDeadLetters sends a failing handler's event, a panicking handler's
+// event and a poison record to the group's dead-letter topic with their
+// reasons, keeps serving good events and commits past the failures.
+func TestDeadLetters(t *testing.T) {
 	c := newCluster(t)
 	topic, group := "payments", "pay"
 	dlq := dispytch.DefaultDeadLetterTopic(&dispytch.FailedMessage{Group: group})
@@ -130,23 +128,6 @@ func TestDeadLettersAndRedrive(t *testing.T) {
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
 	}
-
-	// Fix the handler and redrive the dead letters from Kafka.
-	broken.Store(false)
-	rk := newConsumer(t, c)
-	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	n, err := dispytch.Redrive(rctx, rk, p, dlq, dispytch.RedriveLimit(3), dispytch.RedriveIdle(20*time.Second))
-	if err != nil || n != 3 {
-		t.Fatalf("redrive: %d, %v", n, err)
-	}
-	start(t, newListener())
-	eventually(t, 30*time.Second, "redriven events handled", func() bool { return count() == 10 })
-	if redriven.Load() != 2 {
-		t.Fatalf("%d redriven events reached the handler, want 2", redriven.Load())
-	}
-	// The poison record is poison again: it is dead-lettered a second time.
-	readAll(t, c, 4, dlq)
 }
 
 func keys[V any](m map[string]V) []string {
