@@ -79,7 +79,8 @@ func (c *Consumer) Stats() Stats {
 }
 
 // NewConsumer returns a consumer. The consumer group is the listener's
-// (dispytch.Group) unless GroupID sets one. Dead letters are produced with a
+// (dispytch.Group): the one setting, which also names the group's
+// dead-letter topic. Dead letters are produced with a
 // producer built from the same connection options (see ProducerOptions and
 // DeadLetterWith).
 func NewConsumer(opts ...ConsumerOption) (*Consumer, error) {
@@ -161,12 +162,9 @@ type session struct {
 // fetching, waits for inbox.Done, commits what was settled, leaves the group
 // and returns nil.
 func (c *Consumer) Consume(ctx context.Context, sub dispytch.Subscription, inbox dispytch.Inbox) error {
-	group := c.cfg.group
+	group := sub.Group
 	if group == "" {
-		group = sub.Group
-	}
-	if group == "" {
-		return ErrNoGroup
+		return fmt.Errorf("kafka: consume %s: %w (%w)", sub.String(), ErrNoGroup, dispytch.ErrPermanent)
 	}
 	if len(sub.Topics) == 0 && len(sub.Patterns) == 0 {
 		return errors.New("kafka: consume: the subscription has no topics")

@@ -25,8 +25,9 @@
 // # Consuming
 //
 // NewConsumer returns a Consumer for dispytch.NewListener. Each listener
-// is a member of a consumer group: the listener's dispytch.Group, or
-// GroupID; one is required. Literal topics are subscribed by name; topic
+// is a member of a consumer group: the listener's dispytch.Group, which is
+// required and is the one group setting (it also names the dead-letter
+// topic, "<group>.dlq"). Literal topics are subscribed by name; topic
 // patterns become an anchored regex subscription, and the topics it finds are
 // matched again against the patterns in-process. Topics created later that
 // match are picked up at the next metadata refresh (TopicRefresh, default

@@ -260,7 +260,10 @@ func TestStartFromLatest(t *testing.T) {
 	}
 }
 
-// TestConsumeNeedsGroup: Kafka consumption needs a group.
+// TestConsumeNeedsGroup: Kafka consumption needs a group, and the
+// listener's dispytch.Group is the only place to give it: without one, Run
+// fails at once (not after the start timeout) with ErrNoGroup, a permanent
+// error, wrapped in ErrNotReady.
 func TestConsumeNeedsGroup(t *testing.T) {
 	c := newCluster(t)
 	createTopics(t, c, 1, "t")
@@ -269,8 +272,13 @@ func TestConsumeNeedsGroup(t *testing.T) {
 	l.Handle("t", "ev", func(ev dispytch.Event[Ev]) {})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := l.Run(ctx); !errors.Is(err, kafka.ErrNoGroup) {
+	began := time.Now()
+	err := l.Run(ctx)
+	if !errors.Is(err, kafka.ErrNoGroup) || !errors.Is(err, dispytch.ErrNotReady) || !errors.Is(err, dispytch.ErrPermanent) {
 		t.Fatalf("run without a group: %v", err)
+	}
+	if d := time.Since(began); d > 5*time.Second {
+		t.Fatalf("run without a group took %v", d)
 	}
 }
 

@@ -212,7 +212,6 @@ const (
 
 type consumerConfig struct {
 	conn            connConfig
-	group           string
 	start           StartOffset
 	perKey          bool
 	commitInterval  time.Duration
@@ -229,12 +228,6 @@ type consumerConfig struct {
 type consumerOption func(*consumerConfig)
 
 func (f consumerOption) applyConsumer(c *consumerConfig) { f(c) }
-
-// GroupID sets the consumer group, overriding the listener's group
-// (dispytch.Group). One of the two is required.
-func GroupID(group string) ConsumerOption {
-	return consumerOption(func(c *consumerConfig) { c.group = group })
-}
 
 // StartFrom sets where a new consumer group starts (default Earliest). A
 // group with committed offsets always resumes from them.

@@ -26,8 +26,10 @@ var (
 	// franz-go's kerr.UnknownTopicOrPartition.
 	ErrUnknownTopic = errors.New("kafka: topic does not exist")
 	// ErrNoGroup reports a Consume without a consumer group: give the
-	// listener dispytch.Group(name), or the consumer GroupID(name).
-	ErrNoGroup = errors.New("kafka: a consumer group is required")
+	// listener dispytch.Group(name). The listener's group is the only
+	// group setting: it names the Kafka consumer group and the group's
+	// dead-letter topic ("<group>.dlq").
+	ErrNoGroup = errors.New("kafka: a consumer group is required: give the listener dispytch.Group(name)")
 	// ErrPartitioner reports an explicit Partition emit option on a
 	// producer whose client was not built with Partitioner().
 	ErrPartitioner = errors.New("kafka: explicit partitions need the client built with kafka.Partitioner()")
