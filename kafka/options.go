@@ -158,6 +158,8 @@ type producerConfig struct {
 	acks          Acks
 	noIdempotence bool
 	codec         codec.Codec
+	closeTimeout  time.Duration
+	batchMaxBytes func(topic string) int32
 }
 
 type producerOption func(*producerConfig)
@@ -189,6 +191,16 @@ func RequiredAcks(a Acks) ProducerOption {
 // batches.
 func DisableIdempotence() ProducerOption {
 	return producerOption(func(c *producerConfig) { c.noIdempotence = true })
+}
+
+// CloseTimeout bounds how long Close waits for buffered records when its
+// context has no deadline (default DefaultCloseTimeout, 10s).
+func CloseTimeout(d time.Duration) ProducerOption {
+	return producerOption(func(c *producerConfig) {
+		if d > 0 {
+			c.closeTimeout = d
+		}
+	})
 }
 
 // EnvelopeCodec sets the codec the producer decodes envelopes with to copy
