@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"regexp"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +35,7 @@ type Consumer struct {
 	prod    *Producer
 	ownProd bool
 	stats   counters
+	closed  atomic.Bool
 }
 
 type counters struct {
@@ -124,8 +127,13 @@ func (c *Consumer) Produce(ctx context.Context, msgs ...*dispytch.Message) error
 }
 
 // Close closes the consumer's own dead-letter producer (not one given with
-// DeadLetterWith). Call it after every Consume returned.
+// DeadLetterWith), as Producer.Close does: bounded by ctx, or by the
+// producer's close timeout when ctx has no deadline, so it cannot hang.
+// Consume calls made afterwards fail with dispytch.ErrClosed. Call it after
+// every Consume returned: a running Consume keeps its own client, which it
+// closes when its context ends.
 func (c *Consumer) Close(ctx context.Context) error {
+	c.closed.Store(true)
 	if c.ownProd {
 		return c.prod.Close(ctx)
 	}
@@ -147,6 +155,8 @@ type session struct {
 	cl    *kgo.Client
 	log   *slog.Logger
 	ready sync.Once
+	// readyFlag is set once Ready was called.
+	readyFlag atomic.Bool
 
 	// clSet is closed once cl is set: franz-go may call back before
 	// kgo.NewClient returned.
@@ -154,6 +164,13 @@ type session struct {
 
 	mu    sync.Mutex
 	parts map[tp]*partition
+
+	// causeMu guards cause: the last error seen while not subscribed (a
+	// refused connection, a failed join), returned when ctx ends before
+	// Ready; fatal is a permanent one, which ends Consume at once.
+	causeMu sync.Mutex
+	cause   error
+	fatal   error
 }
 
 // Consume joins the consumer group and hands the subscription's records to
@@ -167,7 +184,13 @@ func (c *Consumer) Consume(ctx context.Context, sub dispytch.Subscription, inbox
 		return fmt.Errorf("kafka: consume %s: %w (%w)", sub.String(), ErrNoGroup, dispytch.ErrPermanent)
 	}
 	if len(sub.Topics) == 0 && len(sub.Patterns) == 0 {
-		return errors.New("kafka: consume: the subscription has no topics")
+		return fmt.Errorf("kafka: consume (group %q): the subscription has no topics: %w", group, dispytch.ErrPermanent)
+	}
+	if ctx == nil || inbox == nil {
+		return fmt.Errorf("kafka: consume (group %q): nil context or inbox: %w", group, dispytch.ErrPermanent)
+	}
+	if c.closed.Load() {
+		return fmt.Errorf("kafka: consume (group %q): the consumer is closed: %w", group, dispytch.ErrClosed)
 	}
 	s := &session{
 		c:     c,
@@ -203,6 +226,11 @@ func (c *Consumer) Consume(ctx context.Context, sub dispytch.Subscription, inbox
 		<-inbox.Done()
 	}
 	s.closeAll()
+	// Leave the group within the commit timeout: Close alone waits for
+	// the leave however long an unreachable coordinator takes.
+	lctx, cancel := context.WithTimeout(context.Background(), s.c.cfg.commitTimeout)
+	_ = cl.LeaveGroupContext(lctx)
+	cancel()
 	cl.Close()
 	return perr
 }
@@ -220,9 +248,10 @@ func (s *session) kgoOpts() []kgo.Opt {
 	start := kgo.NewOffset().AtStart()
 	if cfg.start == Latest {
 		start = kgo.NewOffset().AtEnd()
-		opts = append(opts, kgo.AdjustFetchOffsetsFn(s.resolveLatest))
 	}
 	opts = append(opts,
+		kgo.WithHooks(sessionHooks{s}),
+		kgo.AdjustFetchOffsetsFn(s.adjustOffsets),
 		kgo.ConsumerGroup(s.group),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
@@ -260,7 +289,9 @@ func (s *session) kgoOpts() []kgo.Opt {
 
 // poll is the poll loop: it routes fetched records to their partitions'
 // queues and commits periodically, both while rebalances are blocked, so
-// that it never touches a partition being revoked.
+// that it never touches a partition being revoked. It returns nil when ctx
+// ends after the subscription was in place, the last cause when it ends
+// before, and a permanent cause at once.
 func (s *session) poll(ctx context.Context) error {
 	interval := s.c.cfg.commitInterval
 	lastCommit := time.Now()
@@ -271,17 +302,17 @@ func (s *session) poll(ctx context.Context) error {
 		cancel()
 		if fs.IsClientClosed() {
 			s.cl.AllowRebalance()
-			return fmt.Errorf("kafka: consume: %w", dispytch.ErrClosed)
+			return fmt.Errorf("kafka: consume (group %q): %w", s.group, dispytch.ErrClosed)
 		}
-		var fatal error
 		fs.EachError(func(topic string, part int32, err error) {
 			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 				return
 			}
-			if isFatal(err) {
-				fatal = fmt.Errorf("kafka: consume %s/%d: %w", topic, part, err)
-				return
+			where := "group " + strconv.Quote(s.group)
+			if topic != "" {
+				where = fmt.Sprintf("%s/%d", topic, part)
 			}
+			s.noteErr(fmt.Errorf("kafka: consume %s: %w", where, err))
 			key := topic + "\x00" + err.Error()
 			if t, ok := errLog[key]; !ok || time.Since(t) > 30*time.Second {
 				errLog[key] = time.Now()
@@ -299,21 +330,25 @@ func (s *session) poll(ctx context.Context) error {
 			lastCommit = time.Now()
 		}
 		s.cl.AllowRebalance()
-		if fatal != nil {
-			return fatal
+		if err := s.fatalErr(); err != nil {
+			return err
 		}
 		if ctx.Err() != nil {
+			if !s.isReady() {
+				return s.lastCause(ctx)
+			}
 			return nil
 		}
 	}
 }
 
-// isFatal reports errors that retrying cannot fix: bad credentials and
-// missing permissions.
+// isFatal reports errors that retrying cannot fix: bad credentials,
+// missing permissions, an invalid group id.
 func isFatal(err error) bool {
 	for _, e := range []error{
 		kerr.SaslAuthenticationFailed, kerr.GroupAuthorizationFailed,
 		kerr.TopicAuthorizationFailed, kerr.ClusterAuthorizationFailed,
+		kerr.InvalidGroupID, kerr.UnsupportedSaslMechanism, kerr.IllegalSaslState,
 	} {
 		if errors.Is(err, e) {
 			return true
@@ -322,7 +357,66 @@ func isFatal(err error) bool {
 	return false
 }
 
-func (s *session) markReady() { s.ready.Do(s.inbox.Ready) }
+// noteErr records err as the last cause, and as the fatal one when it is
+// permanent.
+func (s *session) noteErr(err error) {
+	s.causeMu.Lock()
+	defer s.causeMu.Unlock()
+	s.cause = err
+	if s.fatal == nil && isFatal(err) {
+		s.fatal = fmt.Errorf("%w (%w)", err, dispytch.ErrPermanent)
+	}
+}
+
+func (s *session) fatalErr() error {
+	s.causeMu.Lock()
+	defer s.causeMu.Unlock()
+	return s.fatal
+}
+
+// lastCause is why the session never subscribed: the last error seen, or
+// ctx's error.
+func (s *session) lastCause(ctx context.Context) error {
+	s.causeMu.Lock()
+	defer s.causeMu.Unlock()
+	if s.cause != nil {
+		return fmt.Errorf("%w (while joining group %q: %w)", s.cause, s.group, dispytch.CtxError(ctx.Err()))
+	}
+	return fmt.Errorf("kafka: consume: group %q not joined: %w", s.group, dispytch.CtxError(ctx.Err()))
+}
+
+// sessionHooks are the franz-go hooks of a session's client: they record
+// why the group is not joined.
+type sessionHooks struct{ s *session }
+
+var (
+	_ kgo.HookBrokerConnect    = sessionHooks{}
+	_ kgo.HookGroupManageError = sessionHooks{}
+)
+
+// OnBrokerConnect records a failed connection.
+func (h sessionHooks) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
+	if err != nil {
+		h.s.noteErr(fmt.Errorf("kafka: consume (group %q): broker %s: %w", h.s.group, net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port))), err))
+	}
+}
+
+// OnGroupManageError records why the group session failed.
+func (h sessionHooks) OnGroupManageError(err error) {
+	if !errors.Is(err, context.Canceled) {
+		h.s.noteErr(fmt.Errorf("kafka: consume: group %q: %w", h.s.group, err))
+	}
+}
+
+// markReady tells the listener the subscription is in place, once.
+func (s *session) markReady() {
+	s.ready.Do(func() {
+		s.readyFlag.Store(true)
+		s.inbox.Ready()
+	})
+}
+
+func (s *session) isReady() bool { return s.readyFlag.Load() }
 
 // partition returns the partition's state, creating and starting it if the
 // poll loop sees a partition before its assignment callback.
@@ -355,18 +449,31 @@ func (s *session) onAssigned(_ context.Context, _ *kgo.Client, assigned map[stri
 	owned := len(s.parts)
 	s.mu.Unlock()
 	s.log.Debug("kafka: partitions assigned", "assigned", assigned)
-	// With Earliest, whatever is produced from now on will be consumed.
-	// With Latest, the start offsets are resolved first (resolveLatest).
-	if s.c.cfg.start == Earliest || owned == 0 {
+	// A member the group gave no partitions is subscribed: it gets its
+	// share at the next rebalance. One with partitions is ready once their
+	// start offsets are known (adjustOffsets).
+	if owned == 0 {
 		s.markReady()
 	}
+}
+
+// adjustOffsets runs when the group is joined and its committed offsets
+// are fetched, right before fetching begins: from then on, a record
+// produced to an assigned partition will be consumed, so the listener is
+// told it is ready. With Latest, it first turns "latest" into concrete end
+// offsets (resolveLatest).
+func (s *session) adjustOffsets(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	defer s.markReady()
+	if s.c.cfg.start == Latest {
+		return s.resolveLatest(ctx, offsets)
+	}
+	return offsets, nil
 }
 
 // resolveLatest turns "latest" into concrete end offsets for partitions
 // without a committed offset, so that a record produced once the listener
 // reports ready is never skipped.
 func (s *session) resolveLatest(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
-	defer s.markReady()
 	var topics []string
 	for t, ps := range offsets {
 		for _, o := range ps {
