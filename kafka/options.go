@@ -9,8 +9,6 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
-
-	"github.com/dispytch/dispytch-go/codec"
 )
 
 // ProducerOption configures a Producer (NewProducer, NewProducerFromClient).
@@ -157,7 +155,6 @@ type producerConfig struct {
 	linger        time.Duration
 	acks          Acks
 	noIdempotence bool
-	codec         codec.Codec
 	closeTimeout  time.Duration
 	batchMaxBytes func(topic string) int32
 }
@@ -201,13 +198,6 @@ func CloseTimeout(d time.Duration) ProducerOption {
 			c.closeTimeout = d
 		}
 	})
-}
-
-// EnvelopeCodec sets the codec the producer decodes envelopes with to copy
-// the event id and type into record headers, when the fast JSON scan does
-// not apply (default codec.JSON). Set it to the emitter's codec.
-func EnvelopeCodec(cd codec.Codec) ProducerOption {
-	return producerOption(func(c *producerConfig) { c.codec = cd })
 }
 
 // StartOffset is where a consumer group without committed offsets starts.

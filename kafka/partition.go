@@ -201,11 +201,13 @@ func (p *partition) newDelivery(r *kgo.Record, seq uint64) *delivery {
 			okey = p.okey + "/" + string(r.Key)
 		}
 	}
+	hdrs, ct := deliveryHeaders(r.Headers)
 	d.d = dispytch.Delivery{
 		Topic:       r.Topic,
 		Key:         r.Key,
 		Value:       r.Value,
-		Headers:     deliveryHeaders(r.Headers),
+		Headers:     hdrs,
+		ContentType: ct,
 		OrderingKey: okey,
 		Info: dispytch.DeliveryInfo{
 			DeliveryCount: 1,

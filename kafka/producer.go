@@ -15,7 +15,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/dispytch/dispytch-go"
-	"github.com/dispytch/dispytch-go/codec"
 )
 
 // BackendName is what Backend returns, and the backend of this package's
@@ -78,7 +77,6 @@ type Producer struct {
 	cl     *kgo.Client
 	own    bool
 	manual bool // the client's partitioner honours Partition options
-	codec  codec.Codec
 	closed atomic.Bool
 	close  sync.Once
 	// slots bounds the records handed to the client and not yet
@@ -112,7 +110,7 @@ const abortGrace = time.Second
 // unless AllowAutoTopicCreation is given: producing to a missing topic fails
 // with ErrUnknownTopic.
 func NewProducer(opts ...ProducerOption) (*Producer, error) {
-	cfg := producerConfig{codec: codec.JSON}
+	cfg := producerConfig{}
 	for _, o := range opts {
 		if o != nil {
 			o.applyProducer(&cfg)
@@ -124,7 +122,7 @@ func NewProducer(opts ...ProducerOption) (*Producer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka: new producer: %w", err)
 	}
-	p := newProducer(cl, true, true, cfg.codec)
+	p := newProducer(cl, true, true)
 	p.obs = obs
 	if cfg.closeTimeout > 0 {
 		p.closeTimeout = cfg.closeTimeout
@@ -132,8 +130,8 @@ func NewProducer(opts ...ProducerOption) (*Producer, error) {
 	return p, nil
 }
 
-func newProducer(cl *kgo.Client, own, manual bool, cd codec.Codec) *Producer {
-	p := &Producer{cl: cl, own: own, manual: manual, codec: cd, closeTimeout: DefaultCloseTimeout}
+func newProducer(cl *kgo.Client, own, manual bool) *Producer {
+	p := &Producer{cl: cl, own: own, manual: manual, closeTimeout: DefaultCloseTimeout}
 	p.slots.max = maxBufferedRecords(cl)
 	p.promise = p.onProduced
 	noIdem, _ := cl.OptValue(kgo.DisableIdempotentWrite).(bool)
@@ -165,8 +163,8 @@ func producerKgoOpts(cfg *producerConfig) []kgo.Opt {
 }
 
 // NewProducerFromClient wraps a franz-go client the caller built and keeps
-// owning: Close flushes but does not close it. Only EnvelopeCodec and
-// CloseTimeout among the options apply; the client's own settings
+// owning: Close flushes but does not close it. Only CloseTimeout among the
+// options applies; the client's own settings
 // (brokers, acks, batching, ...) are used as they are. Partition emit
 // options need the client to have been built with
 // kgo.RecordPartitioner(kafka.Partitioner()); otherwise they fail with
@@ -175,7 +173,7 @@ func producerKgoOpts(cfg *producerConfig) []kgo.Opt {
 // the broker rejected it (see Producer). A nil client gives a producer
 // whose every call fails with an error.
 func NewProducerFromClient(cl *kgo.Client, opts ...ProducerOption) *Producer {
-	cfg := producerConfig{codec: codec.JSON}
+	cfg := producerConfig{}
 	for _, o := range opts {
 		if o != nil {
 			o.applyProducer(&cfg)
@@ -187,7 +185,7 @@ func NewProducerFromClient(cl *kgo.Client, opts ...ProducerOption) *Producer {
 		return p
 	}
 	_, manual := cl.OptValue(kgo.RecordPartitioner).(*partitioner)
-	p := newProducer(cl, false, manual, cfg.codec)
+	p := newProducer(cl, false, manual)
 	if cfg.closeTimeout > 0 {
 		p.closeTimeout = cfg.closeTimeout
 	}
@@ -633,7 +631,7 @@ func (p *Producer) record(ctx context.Context, m *dispytch.Message) (*produced, 
 			return nil, fmt.Errorf("%w: %s option %T given to the kafka producer", dispytch.ErrForeignOption, o.Backend(), o)
 		}
 	}
-	r.Headers = recordHeaders(x.hdrs[:0], m, p.codec, extra)
+	r.Headers = recordHeaders(x.hdrs[:0], m, extra)
 	return x, nil
 }
 
