@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"regexp"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -36,6 +37,7 @@ type Consumer struct {
 	ownProd bool
 	stats   counters
 	closed  atomic.Bool
+	limits  *topicLimits // the own producer's batch limits, nil with DeadLetterWith
 }
 
 type counters struct {
@@ -104,7 +106,11 @@ func NewConsumer(opts ...ConsumerOption) (*Consumer, error) {
 	}
 	c := &Consumer{cfg: cfg, prod: cfg.producer}
 	if c.prod == nil {
-		popts := append([]ProducerOption{commonOption(func(cc *connConfig) { *cc = cfg.conn })}, cfg.producerOpts...)
+		c.limits = &topicLimits{m: map[string]int32{}}
+		popts := append([]ProducerOption{
+			commonOption(func(cc *connConfig) { *cc = cfg.conn }),
+			producerOption(func(pc *producerConfig) { pc.batchMaxBytes = c.limits.batchMax }),
+		}, cfg.producerOpts...)
 		p, err := NewProducer(popts...)
 		if err != nil {
 			return nil, err
@@ -114,6 +120,90 @@ func NewConsumer(opts ...ConsumerOption) (*Consumer, error) {
 	return c, nil
 }
 
+// defaultMaxMessageBytes is Kafka's default message.max.bytes (the
+// broker's limit on a record batch, after compression).
+const defaultMaxMessageBytes = 1048588
+
+// deadLetterHeaderRoom is what the consumer's dead-letter producer allows
+// above a topic's max.message.bytes, before compression: the failure
+// headers a dead letter adds to a record that the broker accepted, and
+// room for records that reached the broker compressed.
+const deadLetterHeaderRoom = 64 << 10
+
+// topicLimits are the batch limits of the consumer's own dead-letter
+// producer, by topic: each topic's max.message.bytes (as the broker
+// reports it) plus deadLetterHeaderRoom. franz-go's own default is
+// 1,000,012 bytes, below Kafka's 1,048,588: a record of about 1 MB that
+// the broker accepted could not be dead-lettered by a default franz-go
+// producer.
+type topicLimits struct {
+	mu sync.Mutex
+	m  map[string]int32 // max.message.bytes by topic
+}
+
+// batchMax is the producer's ProducerBatchMaxBytesFn. franz-go calls it
+// once per partition, when it first produces to the partition:
+// Consumer.Produce has looked the topic up by then.
+func (t *topicLimits) batchMax(topic string) int32 {
+	t.mu.Lock()
+	limit, ok := t.m[topic]
+	t.mu.Unlock()
+	if !ok {
+		limit = defaultMaxMessageBytes
+	}
+	return min(limit, 64<<20) + deadLetterHeaderRoom
+}
+
+// lookup learns the max.message.bytes of the topics not known yet from
+// the brokers (the topic's config, which falls back to the broker's); on
+// failure it keeps Kafka's default.
+func (t *topicLimits) lookup(ctx context.Context, cl *kgo.Client, msgs []*dispytch.Message) {
+	var missing []string
+	t.mu.Lock()
+	for _, m := range msgs {
+		if m == nil {
+			continue
+		}
+		if _, ok := t.m[m.Topic]; !ok && !slices.Contains(missing, m.Topic) {
+			missing = append(missing, m.Topic)
+		}
+	}
+	t.mu.Unlock()
+	if len(missing) == 0 {
+		return
+	}
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rcs, err := kadm.NewClient(cl).DescribeTopicConfigs(lctx, missing...)
+	found := map[string]int32{}
+	if err == nil {
+		for _, rc := range rcs {
+			if rc.Err != nil {
+				continue
+			}
+			for _, cfg := range rc.Configs {
+				if cfg.Key == "max.message.bytes" && cfg.Value != nil {
+					if n, err := strconv.ParseInt(*cfg.Value, 10, 32); err == nil && n > 0 {
+						found[rc.Name] = int32(n)
+					}
+				}
+			}
+		}
+	}
+	t.mu.Lock()
+	for _, topic := range missing {
+		if n, ok := found[topic]; ok {
+			t.m[topic] = n
+		} else if _, ok := t.m[topic]; !ok && err == nil {
+			// Unknown topic or no such config: Kafka's default. (On a
+			// failed lookup nothing is stored, so the next produce asks
+			// again; franz-go uses the default meanwhile.)
+			t.m[topic] = defaultMaxMessageBytes
+		}
+	}
+	t.mu.Unlock()
+}
+
 // Backend returns "kafka".
 func (c *Consumer) Backend() string { return BackendName }
 
@@ -121,8 +211,16 @@ func (c *Consumer) Backend() string { return BackendName }
 func (c *Consumer) Producer() *Producer { return c.prod }
 
 // Produce publishes with the consumer's producer; the listener uses it for
-// dead letters.
+// dead letters. The consumer's own producer accepts, for each topic, a
+// record batch up to the topic's max.message.bytes (looked up once per
+// topic) plus 64 KiB of room before compression, so that a record the
+// broker accepted can be dead-lettered with its failure headers; a dead
+// letter the broker still refuses fails with dispytch.ErrTooLarge, and the
+// listener then sends it truncated, with the original's coordinates.
 func (c *Consumer) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
+	if c.limits != nil && ctx != nil && c.prod.cl != nil {
+		c.limits.lookup(ctx, c.prod.cl, msgs)
+	}
 	return c.prod.Produce(ctx, msgs...)
 }
 
