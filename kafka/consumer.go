@@ -97,9 +97,12 @@ func NewConsumer(opts ...ConsumerOption) (*Consumer, error) {
 		queueBytes:      8 << 20,
 		topicRefresh:    10 * time.Second,
 		redeliveryDelay: time.Second,
+		dlqGroup:        DefaultDeadLetterGroup,
 	}
 	for _, o := range opts {
-		o.applyConsumer(&cfg)
+		if o != nil {
+			o.applyConsumer(&cfg)
+		}
 	}
 	if cfg.conn.log == nil {
 		cfg.conn.log = slog.Default()

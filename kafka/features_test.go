@@ -17,10 +17,12 @@ import (
 	"github.com/dispytch/dispytch-go/kafka"
 )
 
-// TestDeadLetters sends a failing handler's event, a panicking handler's
-// event and a poison record to the group's dead-letter topic with their
-// reasons, keeps serving good events and commits past the failures.
-func TestDeadLetters(t *testing.T) {
+// TestDeadLettersAndRedrive sends a failing handler's event, a panicking
+// handler's event and a poison record to the group's dead-letter topic with
+// their reasons, keeps serving good events, commits past the failures, and
+// then redrives the dead letters from Kafka (dispytch.DeadLetters on the
+// consumer) so that the fixed handler runs again.
+func TestDeadLettersAndRedrive(t *testing.T) {
 	c := newCluster(t)
 	topic, group := "payments", "pay"
 	dlq := dispytch.DefaultDeadLetterTopic(&dispytch.FailedMessage{Group: group})
@@ -127,6 +129,28 @@ func TestDeadLetters(t *testing.T) {
 	})
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
+	}
+
+	// Fix the handler and redrive the dead letters from Kafka: the poison
+	// too, by naming its reason.
+	broken.Store(false)
+	rk := newConsumer(t, c)
+	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	n, err := dispytch.DeadLetters(rk, dlq).Redrive(rctx, p,
+		dispytch.FilterReason(dispytch.ReasonHandler, dispytch.ReasonPanic, dispytch.ReasonDecode))
+	if err != nil || n != 3 {
+		t.Fatalf("redrive: %d, %v", n, err)
+	}
+	start(t, newListener())
+	eventually(t, 30*time.Second, "redriven events handled", func() bool { return count() == 10 })
+	if redriven.Load() != 2 {
+		t.Fatalf("%d redriven events reached the handler, want 2", redriven.Load())
+	}
+	// The poison record is poison again: it is dead-lettered a second time.
+	readAll(t, c, 4, dlq)
+	if n, err := dispytch.DeadLetters(rk, dlq).Count(rctx); err != nil || n != 1 {
+		t.Fatalf("dead letters left: %d, %v; want the poison's new letter", n, err)
 	}
 }
 

@@ -225,6 +225,7 @@ type consumerConfig struct {
 	redeliveryDelay time.Duration
 	producer        *Producer
 	producerOpts    []ProducerOption
+	dlqGroup        string
 }
 
 type consumerOption func(*consumerConfig)
@@ -318,4 +319,17 @@ func DeadLetterWith(p *Producer) ConsumerOption {
 // letters (ignored with DeadLetterWith).
 func ProducerOptions(opts ...ProducerOption) ConsumerOption {
 	return consumerOption(func(c *consumerConfig) { c.producerOpts = append(c.producerOpts, opts...) })
+}
+
+// DeadLetterGroup names the consumer group whose committed offsets mark the
+// dead letters that List, Purge and Redrive removed from a dead-letter
+// topic (default DefaultDeadLetterGroup, "dispytch-dlq"; see
+// Consumer.ScanDeadLetters). Every operator tool on the same topics must
+// use the same name.
+func DeadLetterGroup(name string) ConsumerOption {
+	return consumerOption(func(c *consumerConfig) {
+		if name != "" {
+			c.dlqGroup = name
+		}
+	})
 }

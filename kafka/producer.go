@@ -612,6 +612,7 @@ func (p *Producer) record(ctx context.Context, m *dispytch.Message) (*produced, 
 	r := &x.r
 	*r = kgo.Record{Topic: m.Topic, Key: m.Key, Value: m.Value, Context: x}
 	var extra []kgo.RecordHeader
+	verbatim := false
 	for _, o := range m.Options {
 		switch o := o.(type) {
 		case partitionOption:
@@ -627,11 +628,17 @@ func (p *Producer) record(ctx context.Context, m *dispytch.Message) (*produced, 
 			r.Timestamp = time.Time(o)
 		case headerOption:
 			extra = append(extra, kgo.RecordHeader{Key: o.key, Value: o.value})
+		case verbatimOption:
+			verbatim = true
 		default:
 			return nil, fmt.Errorf("%w: %s option %T given to the kafka producer", dispytch.ErrForeignOption, o.Backend(), o)
 		}
 	}
-	r.Headers = recordHeaders(x.hdrs[:0], m, extra)
+	if verbatim {
+		r.Headers = extra
+	} else {
+		r.Headers = recordHeaders(x.hdrs[:0], m, extra)
+	}
 	return x, nil
 }
 
@@ -773,6 +780,12 @@ func (partitionOption) Backend() string { return BackendName }
 func Partition(p int32) dispytch.EmitOption {
 	return dispytch.WithBackendOption(partitionOption(p))
 }
+
+// verbatimOption makes the record's headers exactly its RecordHeader
+// options: nothing is derived (used to copy records).
+type verbatimOption struct{}
+
+func (verbatimOption) Backend() string { return BackendName }
 
 type timestampOption time.Time
 
