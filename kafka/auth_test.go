@@ -117,6 +117,30 @@ func TestSASLFailureStopsListener(t *testing.T) {
 	}
 }
 
+// TestSASLFailureFailsEmit: an emit whose producer's credentials the broker
+// refuses fails at once, not at its deadline, with the broker's reason: a
+// permanent error, and not sent (the client never got a connection).
+func TestSASLFailureFailsEmit(t *testing.T) {
+	c := newCluster(t, kfake.EnableSASL(), kfake.Superuser("PLAIN", "plain-user", "plain-pass"))
+	rejectLikeKafka(c)
+	createTopicsAs(t, c, kafka.SASLPlain("plain-user", "plain-pass"), "plain")
+	bad := newProducer(t, c, kafka.SASLPlain("plain-user", "wrong"))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	em := dispytch.NewEmitter(bad)
+	for range 2 { // a later emit tries again, and fails the same way
+		began := time.Now()
+		err := em.Emit(ctx, Ev{T: "plain"})
+		if !errors.Is(err, dispytch.ErrPermanent) || !errors.Is(err, dispytch.ErrNotSent) || !errors.Is(err, kerr.SaslAuthenticationFailed) ||
+			!strings.Contains(err.Error(), "Invalid username or password") {
+			t.Fatalf("emit with a refused password: %v", err)
+		}
+		if took := time.Since(began); took > 10*time.Second {
+			t.Fatalf("emit with a refused password took %v", took)
+		}
+	}
+}
+
 // TestGroupAuthorizationFailure: a user who may read the topic but not
 // use the group gets kfake's GROUP_AUTHORIZATION_FAILED: Run stops at once
 // with it, permanent, wrapped in ErrNotReady.

@@ -443,13 +443,15 @@ func (s *session) poll(ctx context.Context) error {
 	}
 }
 
-// isFatal reports errors that retrying cannot fix: bad credentials,
-// missing permissions, an invalid group id.
+// isFatal reports errors that retrying cannot fix: refused credentials
+// (SASL, TLS verification), missing permissions, an invalid group id.
 func isFatal(err error) bool {
+	if isAuthRefusal(err) {
+		return true
+	}
 	for _, e := range []error{
-		kerr.SaslAuthenticationFailed, kerr.GroupAuthorizationFailed,
-		kerr.TopicAuthorizationFailed, kerr.ClusterAuthorizationFailed,
-		kerr.InvalidGroupID, kerr.UnsupportedSaslMechanism, kerr.IllegalSaslState,
+		kerr.GroupAuthorizationFailed, kerr.TopicAuthorizationFailed, kerr.ClusterAuthorizationFailed,
+		kerr.InvalidGroupID,
 	} {
 		if errors.Is(err, e) {
 			return true

@@ -2,10 +2,12 @@ package kafka
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,11 +59,17 @@ var (
 //     not authorized, policy), the client never connected to a broker, or
 //     (idempotent clients this package built) no produce request was
 //     written to any broker since it was handed over.
+//
 //   - dispytch.ErrUnconfirmed: the message was handed to franz-go and no
 //     acknowledgement arrived before ctx ended, or it failed after a
 //     produce request may have carried it. Kafka may have it, or may get
 //     it later: a record handed to franz-go is not withdrawn when ctx ends
 //     (see below), so it is still written unless it fails on its own.
+//
+// A broker that refuses the credentials of a client this package built
+// (SASL, TLS verification) makes its buffered messages fail at once with
+// the broker's reason, wrapping dispytch.ErrPermanent (and ErrNotSent when
+// the client never got a connection), instead of at their deadlines.
 //
 // Why a handed-over record is not withdrawn: franz-go (v1.22) cancels a
 // buffered batch on the context of the batch's first record only, and then
@@ -96,6 +104,7 @@ type Producer struct {
 	// producing, without AllowIdempotentProduceCancellation).
 	safeAbort    bool
 	closeTimeout time.Duration
+	aborting     atomic.Bool // refused is aborting the buffered records
 }
 
 // DefaultCloseTimeout bounds Close's flush when its context has no deadline.
@@ -124,6 +133,7 @@ func NewProducer(opts ...ProducerOption) (*Producer, error) {
 	}
 	p := newProducer(cl, true, true)
 	p.obs = obs
+	obs.refused.Store(&refusedFunc{p.refused})
 	if cfg.closeTimeout > 0 {
 		p.closeTimeout = cfg.closeTimeout
 	}
@@ -252,6 +262,32 @@ func (p *Producer) Close(ctx context.Context) error {
 		}
 	})
 	return err
+}
+
+// refused runs when a broker refused the client's authentication: records
+// cannot be sent with these credentials, so, rather than letting franz-go
+// retry them until each emit's deadline, the producer has franz-go abort
+// the buffered records (at its safe points), every 200ms while the refusal
+// lasts and records are buffered. They fail with the broker's reason,
+// wrapping dispytch.ErrPermanent. The loop ends once a connection
+// succeeds (the credentials were accepted) or the producer closes.
+func (p *Producer) refused() {
+	if !p.aborting.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer p.aborting.Store(false)
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for p.obs.authErr() != nil && !p.closed.Load() {
+			if p.cl.BufferedProduceRecords() > 0 {
+				ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+				_ = p.cl.AbortBufferedRecords(ctx)
+				cancel()
+			}
+			<-tick.C
+		}
+	}()
 }
 
 // waited describes how long Close waited.
@@ -661,6 +697,9 @@ func (p *Producer) produceErr(x *produced, topic string, err error) error {
 	case errors.Is(err, kgo.ErrClientClosed):
 		return fmt.Errorf("kafka: produce to %q: the producer closed before the broker acknowledged it%s: %w: %w: %w",
 			topic, p.lastBrokerErr(), dispytch.ErrClosed, sent, err)
+	case errors.Is(err, kgo.ErrAborting) && p.obs != nil && p.obs.authErr() != nil:
+		return fmt.Errorf("kafka: produce to %q: the brokers refused the client's credentials (fix the SASL or TLS settings): %w: %w: %w",
+			topic, sent, dispytch.ErrPermanent, p.obs.authErr())
 	case errors.Is(err, kgo.ErrAborting):
 		return fmt.Errorf("kafka: produce to %q: aborted by Close before the broker acknowledged it%s: %w: %w: %w",
 			topic, p.lastBrokerErr(), dispytch.ErrClosed, sent, err)
@@ -714,6 +753,21 @@ type observer struct {
 	writes    atomic.Int64 // produce requests written to a broker
 	mu        sync.Mutex
 	last      error
+	// auth is the last refused authentication (SASL, TLS verification),
+	// nil once a connection succeeded again; refused is called on one.
+	auth    error
+	refused atomic.Pointer[refusedFunc]
+}
+
+type refusedFunc struct{ f func() }
+
+// isAuthRefusal reports connection errors that retrying with the same
+// credentials cannot fix: the broker refused the SASL authentication, or
+// the TLS certificate did not verify.
+func isAuthRefusal(err error) bool {
+	var cv *tls.CertificateVerificationError
+	return errors.Is(err, kerr.SaslAuthenticationFailed) || errors.Is(err, kerr.UnsupportedSaslMechanism) ||
+		errors.Is(err, kerr.IllegalSaslState) || errors.As(err, &cv)
 }
 
 var (
@@ -725,11 +779,30 @@ var (
 func (o *observer) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
 	if err == nil {
 		o.connected.Store(true)
+		o.mu.Lock()
+		o.auth = nil
+		o.mu.Unlock()
 		return
 	}
+	err = fmt.Errorf("broker %s: %w", net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port))), err)
+	refused := isAuthRefusal(err)
 	o.mu.Lock()
-	o.last = fmt.Errorf("broker %s:%d: %w", meta.Host, meta.Port, err)
+	o.last = err
+	if refused {
+		o.auth = err
+	}
 	o.mu.Unlock()
+	if f := o.refused.Load(); refused && f != nil {
+		f.f()
+	}
+}
+
+// authErr returns the last refused authentication, while no connection
+// succeeded since.
+func (o *observer) authErr() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.auth
 }
 
 // OnBrokerWrite counts produce requests that reached a broker's socket.
@@ -749,6 +822,12 @@ func (o *observer) lastErr() error {
 // brokers' default replication factor. Topics that already exist are left
 // as they are and are no error.
 func (p *Producer) CreateTopics(ctx context.Context, partitions int32, topics ...string) error {
+	if ctx == nil {
+		return errors.New("kafka: create topics: nil context")
+	}
+	if p.cl == nil {
+		return fmt.Errorf("kafka: create topics: %w", errNilClient)
+	}
 	return createTopics(ctx, kadm.NewClient(p.cl), partitions, topics...)
 }
 
