@@ -376,16 +376,57 @@ func (s *session) kgoOpts() []kgo.Opt {
 	if len(s.sub.Patterns) == 0 {
 		opts = append(opts, kgo.ConsumeTopics(s.sub.Topics...))
 	} else {
-		res := make([]string, 0, len(s.sub.Topics)+len(s.sub.Patterns))
-		for _, t := range s.sub.Topics {
-			res = append(res, "^"+regexp.QuoteMeta(t)+"$")
-		}
-		for _, p := range s.sub.Patterns {
-			res = append(res, p.Regexp())
-		}
-		opts = append(opts, kgo.ConsumeRegex(), kgo.ConsumeTopics(res...))
+		opts = append(opts, kgo.ConsumeRegex(), kgo.ConsumeTopics(s.regexps()...))
 	}
 	return append(opts, conn.extra...)
+}
+
+// regexps are the regex subscription of a subscription with patterns: its
+// literal topics, quoted, and its patterns.
+func (s *session) regexps() []string {
+	res := make([]string, 0, len(s.sub.Topics)+len(s.sub.Patterns))
+	for _, t := range s.sub.Topics {
+		res = append(res, "^"+regexp.QuoteMeta(t)+"$")
+	}
+	for _, p := range s.sub.Patterns {
+		res = append(res, p.Regexp())
+	}
+	return res
+}
+
+// readyWithoutTopics marks a regex subscription ready when no topic of the
+// cluster matches it yet: franz-go joins the group only once one does, and
+// then, starting at the earliest offset, consumes the new topic from its
+// first record, so everything emitted from now on is consumed. (With
+// Latest it would not be: records written before the join are skipped.)
+func (s *session) readyWithoutTopics(ctx context.Context) {
+	if len(s.sub.Patterns) == 0 || s.c.cfg.start != Earliest || s.isReady() {
+		return
+	}
+	res := s.regexps()
+	rxs := make([]*regexp.Regexp, 0, len(res))
+	for _, r := range res {
+		rx, err := regexp.Compile(r)
+		if err != nil {
+			return
+		}
+		rxs = append(rxs, rx)
+	}
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	topics, err := kadm.NewClient(s.cl).ListTopics(lctx)
+	if err != nil {
+		return // the cause is recorded by the hooks
+	}
+	for _, t := range topics.Names() {
+		for _, rx := range rxs {
+			if rx.MatchString(t) {
+				return // franz-go joins for it
+			}
+		}
+	}
+	s.log.Debug("kafka: no topic matches the subscription yet; ready, and waiting for one", "subscription", s.sub.String())
+	s.markReady()
 }
 
 // poll is the poll loop: it routes fetched records to their partitions'
@@ -397,7 +438,12 @@ func (s *session) poll(ctx context.Context) error {
 	interval := s.c.cfg.commitInterval
 	lastCommit := time.Now()
 	errLog := map[string]time.Time{}
+	var lastTopicCheck time.Time
 	for {
+		if !s.isReady() && len(s.sub.Patterns) > 0 && time.Since(lastTopicCheck) >= time.Second {
+			lastTopicCheck = time.Now()
+			s.readyWithoutTopics(ctx)
+		}
 		pctx, cancel := context.WithTimeout(ctx, interval)
 		fs := s.cl.PollRecords(pctx, maxPollRecords)
 		cancel()

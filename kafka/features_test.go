@@ -351,3 +351,27 @@ func TestRedeliverPolicy(t *testing.T) {
 		t.Fatalf("stats %+v", s)
 	}
 }
+
+// TestPatternReadyBeforeTopicsExist: a listener whose only topic is a
+// pattern that no topic matches yet is ready (franz-go joins the group only
+// once a topic matches; it then reads the new topic from its start), and
+// an event emitted to a matching topic created afterwards is handled. With
+// the start timeout it used to fail with ErrNotReady.
+func TestPatternReadyBeforeTopicsExist(t *testing.T) {
+	c := newCluster(t)
+	createTopics(t, c, 1, "unrelated")
+	var got atomic.Int64
+	l := dispytch.NewListener(newConsumer(t, c), dispytch.Group("later"), dispytch.StartTimeout(10*time.Second),
+		dispytch.WithLogger(testLogger()))
+	l.Handle("later.{id}.events", "ev", func(ev dispytch.Event[Ev]) { got.Store(int64(ev.Body.Seq)) })
+	began := time.Now()
+	start(t, l)
+	if took := time.Since(began); took > 5*time.Second {
+		t.Fatalf("ready after %v", took)
+	}
+	createTopics(t, c, 2, "later.1.events")
+	if err := dispytch.NewEmitter(newProducer(t, c)).Emit(context.Background(), Ev{T: "later.1.events", Seq: 9}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the event on the new topic handled", func() bool { return got.Load() == 9 })
+}

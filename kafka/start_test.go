@@ -37,4 +37,9 @@ func TestRunClosedPortNotReady(t *testing.T) {
 		t.Fatalf("WaitReady after the failed run: %v", werr)
 	}
 	t.Logf("after %v: %v", took.Round(time.Millisecond), err)
+	// Nothing was dead-lettered: the consumer closes at once.
+	began = time.Now()
+	if err := k.Close(context.Background()); err != nil || time.Since(began) > 3*time.Second {
+		t.Fatalf("consumer close: %v after %v", err, time.Since(began))
+	}
 }
