@@ -353,7 +353,7 @@ func (p *Producer) Produce(ctx context.Context, msgs ...*dispytch.Message) error
 				return err
 			default:
 			}
-			return unconfirmed(m.Topic, dispytch.CtxError(ctx.Err()))
+			return p.ctxUnconfirmed(ctx, m.Topic)
 		}
 	}
 	w := &batchWait{errs: make([]error, len(msgs)), state: make([]atomic.Uint32, len(msgs)), done: make(chan struct{})}
@@ -375,7 +375,7 @@ func (p *Producer) Produce(ctx context.Context, msgs ...*dispytch.Message) error
 		for i := range w.state {
 			st := &w.state[i]
 			if st.CompareAndSwap(pending, abandoned) {
-				w.errs[i] = unconfirmed(topicOf(msgs[i]), dispytch.CtxError(ctx.Err()))
+				w.errs[i] = p.ctxUnconfirmed(ctx, topicOf(msgs[i]))
 				w.failed.Store(true)
 				continue
 			}
@@ -460,8 +460,12 @@ func notSent(topic string, cause error) error {
 	return fmt.Errorf("kafka: produce to %q: %w: %w", topic, dispytch.ErrNotSent, cause)
 }
 
-func unconfirmed(topic string, cause error) error {
-	return fmt.Errorf("kafka: produce to %q: %w: %w", topic, dispytch.ErrUnconfirmed, cause)
+// ctxUnconfirmed is the error of a message handed to franz-go and not
+// acknowledged when ctx ended; it names the last broker error, which is
+// often why.
+func (p *Producer) ctxUnconfirmed(ctx context.Context, topic string) error {
+	return fmt.Errorf("kafka: produce to %q: no acknowledgement before the context ended%s: %w: %w",
+		topic, p.lastBrokerErr(), dispytch.ErrUnconfirmed, dispytch.CtxError(ctx.Err()))
 }
 
 // ProduceAsync hands m to the client's batching and returns; done is called
@@ -490,7 +494,7 @@ func (p *Producer) ProduceAsync(ctx context.Context, m *dispytch.Message, done f
 		return
 	}
 	topic := m.Topic
-	stop := context.AfterFunc(ctx, func() { w.finish(unconfirmed(topic, dispytch.CtxError(ctx.Err()))) })
+	stop := context.AfterFunc(ctx, func() { w.finish(p.ctxUnconfirmed(ctx, topic)) })
 	w.setStop(stop)
 }
 
