@@ -1,6 +1,7 @@
 package kafka_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -11,12 +12,15 @@ import (
 	"errors"
 	"math/big"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/dispytch/dispytch-go"
 	"github.com/dispytch/dispytch-go/kafka"
@@ -46,8 +50,8 @@ func roundTrip(t *testing.T, c *kfake.Cluster, topic string, opts ...kafka.Optio
 	eventually(t, 20*time.Second, "event handled", func() bool { return got.Load() == 7 })
 }
 
-// TestSASL connects with SASL/PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512; a
-// wrong password fails the emit and stops the consumer with an error.
+// TestSASL connects with SASL/PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512; an
+// emit with a wrong password ends at its deadline, unconfirmed.
 func TestSASL(t *testing.T) {
 	c := newCluster(t, kfake.EnableSASL(),
 		kfake.Superuser("PLAIN", "plain-user", "plain-pass"),
@@ -58,25 +62,118 @@ func TestSASL(t *testing.T) {
 	roundTrip(t, c, "scram512", kafka.SASLScramSHA512("scram512", "pass512"))
 
 	bad := newProducer(t, c, kafka.SASLScramSHA256("scram256", "wrong"), kafka.ClientOptions(kgo.RetryTimeout(2*time.Second)))
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	err := dispytch.NewEmitter(bad).Emit(ctx, Ev{T: "plain"})
-	if !errors.Is(err, dispytch.ErrTimeout) {
+	if !errors.Is(err, dispytch.ErrTimeout) || !errors.Is(err, dispytch.ErrUnconfirmed) {
 		t.Fatalf("emit with a wrong password: %v, want a timeout (franz-go retries failed authentication)", err)
 	}
-	// A consumer with a wrong password consumes nothing; franz-go keeps
-	// retrying (and logging) the authentication until the listener stops.
-	var handled atomic.Int64
-	l := dispytch.NewListener(newConsumer(t, c, kafka.SASLPlain("plain-user", "wrong")), dispytch.Group("bad-svc"),
-		dispytch.OnFailure(dispytch.Drop), dispytch.PoisonPolicy(dispytch.Drop), dispytch.WithLogger(testLogger()))
-	l.Handle("plain", "ev", func(ev dispytch.Event[Ev]) { handled.Add(1) })
-	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer rcancel()
-	if err := l.Run(rctx); err != nil {
-		t.Fatalf("run: %v", err)
+	// The record is still buffered: Close gives up on it at its deadline.
+	cctx, ccancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer ccancel()
+	if err := bad.Close(cctx); !errors.Is(err, dispytch.ErrTimeout) {
+		t.Fatalf("close with a record that cannot be sent: %v", err)
 	}
-	if handled.Load() != 0 {
-		t.Fatalf("a consumer with a wrong password handled %d events", handled.Load())
+}
+
+// rejectLikeKafka makes the cluster answer a SASL/PLAIN authentication
+// whose password is "wrong" as a Kafka broker does, with
+// SASL_AUTHENTICATION_FAILED and the broker's message, where kfake would
+// just close the connection. Other authentications go to kfake.
+func rejectLikeKafka(c *kfake.Cluster) {
+	c.ControlKey(kmsg.SASLAuthenticate.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		r := req.(*kmsg.SASLAuthenticateRequest)
+		if !bytes.HasSuffix(r.SASLAuthBytes, []byte("\x00wrong")) {
+			return nil, nil, false
+		}
+		resp := r.ResponseKind().(*kmsg.SASLAuthenticateResponse)
+		resp.ErrorCode = kerr.SaslAuthenticationFailed.Code
+		msg := "Authentication failed: Invalid username or password"
+		resp.ErrorMessage = &msg
+		return resp, nil, true
+	})
+}
+
+// TestSASLFailureStopsListener: a listener whose consumer authenticates
+// with a wrong password stops at once, long before its start timeout, with
+// the broker's reason, a permanent error, wrapped in ErrNotReady. It used
+// to retry (and log) until its context ended and then return nil.
+func TestSASLFailureStopsListener(t *testing.T) {
+	c := newCluster(t, kfake.EnableSASL(), kfake.Superuser("PLAIN", "plain-user", "plain-pass"))
+	rejectLikeKafka(c)
+	createTopicsAs(t, c, kafka.SASLPlain("plain-user", "plain-pass"), "plain")
+	l := dispytch.NewListener(newConsumer(t, c, kafka.SASLPlain("plain-user", "wrong")), dispytch.Group("bad-svc"),
+		dispytch.StartTimeout(20*time.Second), dispytch.WithLogger(testLogger()))
+	l.Handle("plain", "ev", func(ev dispytch.Event[Ev]) {})
+	began := time.Now()
+	err := l.Run(context.Background())
+	if !errors.Is(err, dispytch.ErrNotReady) || !errors.Is(err, dispytch.ErrPermanent) || !errors.Is(err, kerr.SaslAuthenticationFailed) ||
+		!strings.Contains(err.Error(), "Invalid username or password") {
+		t.Fatalf("run with a wrong password: %v", err)
+	}
+	if took := time.Since(began); took > 10*time.Second {
+		t.Fatalf("run with a wrong password took %v", took)
+	}
+}
+
+// TestSASLFailureFailsEmit: an emit whose producer's credentials the broker
+// refuses fails at once, not at its deadline, with the broker's reason: a
+// permanent error, and not sent (the client never got a connection).
+func TestSASLFailureFailsEmit(t *testing.T) {
+	c := newCluster(t, kfake.EnableSASL(), kfake.Superuser("PLAIN", "plain-user", "plain-pass"))
+	rejectLikeKafka(c)
+	createTopicsAs(t, c, kafka.SASLPlain("plain-user", "plain-pass"), "plain")
+	bad := newProducer(t, c, kafka.SASLPlain("plain-user", "wrong"))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	em := dispytch.NewEmitter(bad)
+	for range 2 { // a later emit tries again, and fails the same way
+		began := time.Now()
+		err := em.Emit(ctx, Ev{T: "plain"})
+		if !errors.Is(err, dispytch.ErrPermanent) || !errors.Is(err, dispytch.ErrNotSent) || !errors.Is(err, kerr.SaslAuthenticationFailed) ||
+			!strings.Contains(err.Error(), "Invalid username or password") {
+			t.Fatalf("emit with a refused password: %v", err)
+		}
+		if took := time.Since(began); took > 10*time.Second {
+			t.Fatalf("emit with a refused password took %v", took)
+		}
+	}
+}
+
+// TestGroupAuthorizationFailure: a user who may read the topic but not
+// use the group gets kfake's GROUP_AUTHORIZATION_FAILED: Run stops at once
+// with it, permanent, wrapped in ErrNotReady.
+func TestGroupAuthorizationFailure(t *testing.T) {
+	allow := func(res kmsg.ACLResourceType, name string, op kmsg.ACLOperation) kfake.ACL {
+		return kfake.ACL{Resource: res, Name: name, Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: op, Allow: true}
+	}
+	c := newCluster(t, kfake.EnableSASL(), kfake.EnableACLs(), kfake.Superuser("PLAIN", "admin", "admin-pass"),
+		kfake.User("PLAIN", "reader", "reader-pass",
+			allow(kmsg.ACLResourceTypeTopic, "guarded", kmsg.ACLOperationRead),
+			allow(kmsg.ACLResourceTypeTopic, "guarded", kmsg.ACLOperationDescribe)))
+	createTopicsAs(t, c, kafka.SASLPlain("admin", "admin-pass"), "guarded")
+	l := dispytch.NewListener(newConsumer(t, c, kafka.SASLPlain("reader", "reader-pass")), dispytch.Group("not-mine"),
+		dispytch.StartTimeout(20*time.Second), dispytch.OnFailure(dispytch.Drop), dispytch.PoisonPolicy(dispytch.Drop),
+		dispytch.WithLogger(testLogger()))
+	l.Handle("guarded", "ev", func(ev dispytch.Event[Ev]) {})
+	began := time.Now()
+	err := l.Run(context.Background())
+	if !errors.Is(err, dispytch.ErrNotReady) || !errors.Is(err, dispytch.ErrPermanent) || !errors.Is(err, kerr.GroupAuthorizationFailed) {
+		t.Fatalf("run without group access: %v", err)
+	}
+	if took := time.Since(began); took > 10*time.Second {
+		t.Fatalf("run without group access took %v", took)
+	}
+	t.Log(err)
+}
+
+// createTopicsAs creates topics through a producer with the given
+// connection options.
+func createTopicsAs(t *testing.T, c *kfake.Cluster, auth kafka.Option, topics ...string) {
+	t.Helper()
+	if err := newProducer(t, c, auth).CreateTopics(context.Background(), 1, topics...); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"regexp"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +36,8 @@ type Consumer struct {
 	prod    *Producer
 	ownProd bool
 	stats   counters
+	closed  atomic.Bool
+	limits  *topicLimits // the own producer's batch limits, nil with DeadLetterWith
 }
 
 type counters struct {
@@ -79,7 +84,8 @@ func (c *Consumer) Stats() Stats {
 }
 
 // NewConsumer returns a consumer. The consumer group is the listener's
-// (dispytch.Group) unless GroupID sets one. Dead letters are produced with a
+// (dispytch.Group): the one setting, which also names the group's
+// dead-letter topic. Dead letters are produced with a
 // producer built from the same connection options (see ProducerOptions and
 // DeadLetterWith).
 func NewConsumer(opts ...ConsumerOption) (*Consumer, error) {
@@ -91,16 +97,23 @@ func NewConsumer(opts ...ConsumerOption) (*Consumer, error) {
 		queueBytes:      8 << 20,
 		topicRefresh:    10 * time.Second,
 		redeliveryDelay: time.Second,
+		dlqGroup:        DefaultDeadLetterGroup,
 	}
 	for _, o := range opts {
-		o.applyConsumer(&cfg)
+		if o != nil {
+			o.applyConsumer(&cfg)
+		}
 	}
 	if cfg.conn.log == nil {
 		cfg.conn.log = slog.Default()
 	}
 	c := &Consumer{cfg: cfg, prod: cfg.producer}
 	if c.prod == nil {
-		popts := append([]ProducerOption{commonOption(func(cc *connConfig) { *cc = cfg.conn })}, cfg.producerOpts...)
+		c.limits = &topicLimits{m: map[string]int32{}}
+		popts := append([]ProducerOption{
+			commonOption(func(cc *connConfig) { *cc = cfg.conn }),
+			producerOption(func(pc *producerConfig) { pc.batchMaxBytes = c.limits.batchMax }),
+		}, cfg.producerOpts...)
 		p, err := NewProducer(popts...)
 		if err != nil {
 			return nil, err
@@ -110,6 +123,90 @@ func NewConsumer(opts ...ConsumerOption) (*Consumer, error) {
 	return c, nil
 }
 
+// defaultMaxMessageBytes is Kafka's default message.max.bytes (the
+// broker's limit on a record batch, after compression).
+const defaultMaxMessageBytes = 1048588
+
+// deadLetterHeaderRoom is what the consumer's dead-letter producer allows
+// above a topic's max.message.bytes, before compression: the failure
+// headers a dead letter adds to a record that the broker accepted, and
+// room for records that reached the broker compressed.
+const deadLetterHeaderRoom = 64 << 10
+
+// topicLimits are the batch limits of the consumer's own dead-letter
+// producer, by topic: each topic's max.message.bytes (as the broker
+// reports it) plus deadLetterHeaderRoom. franz-go's own default is
+// 1,000,012 bytes, below Kafka's 1,048,588: a record of about 1 MB that
+// the broker accepted could not be dead-lettered by a default franz-go
+// producer.
+type topicLimits struct {
+	mu sync.Mutex
+	m  map[string]int32 // max.message.bytes by topic
+}
+
+// batchMax is the producer's ProducerBatchMaxBytesFn. franz-go calls it
+// once per partition, when it first produces to the partition:
+// Consumer.Produce has looked the topic up by then.
+func (t *topicLimits) batchMax(topic string) int32 {
+	t.mu.Lock()
+	limit, ok := t.m[topic]
+	t.mu.Unlock()
+	if !ok {
+		limit = defaultMaxMessageBytes
+	}
+	return min(limit, 64<<20) + deadLetterHeaderRoom
+}
+
+// lookup learns the max.message.bytes of the topics not known yet from
+// the brokers (the topic's config, which falls back to the broker's); on
+// failure it keeps Kafka's default.
+func (t *topicLimits) lookup(ctx context.Context, cl *kgo.Client, msgs []*dispytch.Message) {
+	var missing []string
+	t.mu.Lock()
+	for _, m := range msgs {
+		if m == nil {
+			continue
+		}
+		if _, ok := t.m[m.Topic]; !ok && !slices.Contains(missing, m.Topic) {
+			missing = append(missing, m.Topic)
+		}
+	}
+	t.mu.Unlock()
+	if len(missing) == 0 {
+		return
+	}
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rcs, err := kadm.NewClient(cl).DescribeTopicConfigs(lctx, missing...)
+	found := map[string]int32{}
+	if err == nil {
+		for _, rc := range rcs {
+			if rc.Err != nil {
+				continue
+			}
+			for _, cfg := range rc.Configs {
+				if cfg.Key == "max.message.bytes" && cfg.Value != nil {
+					if n, err := strconv.ParseInt(*cfg.Value, 10, 32); err == nil && n > 0 {
+						found[rc.Name] = int32(n)
+					}
+				}
+			}
+		}
+	}
+	t.mu.Lock()
+	for _, topic := range missing {
+		if n, ok := found[topic]; ok {
+			t.m[topic] = n
+		} else if _, ok := t.m[topic]; !ok && err == nil {
+			// Unknown topic or no such config: Kafka's default. (On a
+			// failed lookup nothing is stored, so the next produce asks
+			// again; franz-go uses the default meanwhile.)
+			t.m[topic] = defaultMaxMessageBytes
+		}
+	}
+	t.mu.Unlock()
+}
+
 // Backend returns "kafka".
 func (c *Consumer) Backend() string { return BackendName }
 
@@ -117,14 +214,27 @@ func (c *Consumer) Backend() string { return BackendName }
 func (c *Consumer) Producer() *Producer { return c.prod }
 
 // Produce publishes with the consumer's producer; the listener uses it for
-// dead letters.
+// dead letters. The consumer's own producer accepts, for each topic, a
+// record batch up to the topic's max.message.bytes (looked up once per
+// topic) plus 64 KiB of room before compression, so that a record the
+// broker accepted can be dead-lettered with its failure headers; a dead
+// letter the broker still refuses fails with dispytch.ErrTooLarge, and the
+// listener then sends it truncated, with the original's coordinates.
 func (c *Consumer) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
+	if c.limits != nil && ctx != nil && c.prod.cl != nil {
+		c.limits.lookup(ctx, c.prod.cl, msgs)
+	}
 	return c.prod.Produce(ctx, msgs...)
 }
 
 // Close closes the consumer's own dead-letter producer (not one given with
-// DeadLetterWith). Call it after every Consume returned.
+// DeadLetterWith), as Producer.Close does: bounded by ctx, or by the
+// producer's close timeout when ctx has no deadline, so it cannot hang.
+// Consume calls made afterwards fail with dispytch.ErrClosed. Call it after
+// every Consume returned: a running Consume keeps its own client, which it
+// closes when its context ends.
 func (c *Consumer) Close(ctx context.Context) error {
+	c.closed.Store(true)
 	if c.ownProd {
 		return c.prod.Close(ctx)
 	}
@@ -146,6 +256,8 @@ type session struct {
 	cl    *kgo.Client
 	log   *slog.Logger
 	ready sync.Once
+	// readyFlag is set once Ready was called.
+	readyFlag atomic.Bool
 
 	// clSet is closed once cl is set: franz-go may call back before
 	// kgo.NewClient returned.
@@ -153,6 +265,13 @@ type session struct {
 
 	mu    sync.Mutex
 	parts map[tp]*partition
+
+	// causeMu guards cause: the last error seen while not subscribed (a
+	// refused connection, a failed join), returned when ctx ends before
+	// Ready; fatal is a permanent one, which ends Consume at once.
+	causeMu sync.Mutex
+	cause   error
+	fatal   error
 }
 
 // Consume joins the consumer group and hands the subscription's records to
@@ -161,15 +280,18 @@ type session struct {
 // fetching, waits for inbox.Done, commits what was settled, leaves the group
 // and returns nil.
 func (c *Consumer) Consume(ctx context.Context, sub dispytch.Subscription, inbox dispytch.Inbox) error {
-	group := c.cfg.group
+	group := sub.Group
 	if group == "" {
-		group = sub.Group
-	}
-	if group == "" {
-		return ErrNoGroup
+		return fmt.Errorf("kafka: consume %s: %w (%w)", sub.String(), ErrNoGroup, dispytch.ErrPermanent)
 	}
 	if len(sub.Topics) == 0 && len(sub.Patterns) == 0 {
-		return errors.New("kafka: consume: the subscription has no topics")
+		return fmt.Errorf("kafka: consume (group %q): the subscription has no topics: %w", group, dispytch.ErrPermanent)
+	}
+	if ctx == nil || inbox == nil {
+		return fmt.Errorf("kafka: consume (group %q): nil context or inbox: %w", group, dispytch.ErrPermanent)
+	}
+	if c.closed.Load() {
+		return fmt.Errorf("kafka: consume (group %q): the consumer is closed: %w", group, dispytch.ErrClosed)
 	}
 	s := &session{
 		c:     c,
@@ -205,6 +327,11 @@ func (c *Consumer) Consume(ctx context.Context, sub dispytch.Subscription, inbox
 		<-inbox.Done()
 	}
 	s.closeAll()
+	// Leave the group within the commit timeout: Close alone waits for
+	// the leave however long an unreachable coordinator takes.
+	lctx, cancel := context.WithTimeout(context.Background(), s.c.cfg.commitTimeout)
+	_ = cl.LeaveGroupContext(lctx)
+	cancel()
 	cl.Close()
 	return perr
 }
@@ -222,9 +349,10 @@ func (s *session) kgoOpts() []kgo.Opt {
 	start := kgo.NewOffset().AtStart()
 	if cfg.start == Latest {
 		start = kgo.NewOffset().AtEnd()
-		opts = append(opts, kgo.AdjustFetchOffsetsFn(s.resolveLatest))
 	}
 	opts = append(opts,
+		kgo.WithHooks(sessionHooks{s}),
+		kgo.AdjustFetchOffsetsFn(s.adjustOffsets),
 		kgo.ConsumerGroup(s.group),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
@@ -248,42 +376,90 @@ func (s *session) kgoOpts() []kgo.Opt {
 	if len(s.sub.Patterns) == 0 {
 		opts = append(opts, kgo.ConsumeTopics(s.sub.Topics...))
 	} else {
-		res := make([]string, 0, len(s.sub.Topics)+len(s.sub.Patterns))
-		for _, t := range s.sub.Topics {
-			res = append(res, "^"+regexp.QuoteMeta(t)+"$")
-		}
-		for _, p := range s.sub.Patterns {
-			res = append(res, p.Regexp())
-		}
-		opts = append(opts, kgo.ConsumeRegex(), kgo.ConsumeTopics(res...))
+		opts = append(opts, kgo.ConsumeRegex(), kgo.ConsumeTopics(s.regexps()...))
 	}
 	return append(opts, conn.extra...)
 }
 
+// regexps are the regex subscription of a subscription with patterns: its
+// literal topics, quoted, and its patterns.
+func (s *session) regexps() []string {
+	res := make([]string, 0, len(s.sub.Topics)+len(s.sub.Patterns))
+	for _, t := range s.sub.Topics {
+		res = append(res, "^"+regexp.QuoteMeta(t)+"$")
+	}
+	for _, p := range s.sub.Patterns {
+		res = append(res, p.Regexp())
+	}
+	return res
+}
+
+// readyWithoutTopics marks a regex subscription ready when no topic of the
+// cluster matches it yet: franz-go joins the group only once one does, and
+// then, starting at the earliest offset, consumes the new topic from its
+// first record, so everything emitted from now on is consumed. (With
+// Latest it would not be: records written before the join are skipped.)
+func (s *session) readyWithoutTopics(ctx context.Context) {
+	if len(s.sub.Patterns) == 0 || s.c.cfg.start != Earliest || s.isReady() {
+		return
+	}
+	res := s.regexps()
+	rxs := make([]*regexp.Regexp, 0, len(res))
+	for _, r := range res {
+		rx, err := regexp.Compile(r)
+		if err != nil {
+			return
+		}
+		rxs = append(rxs, rx)
+	}
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	topics, err := kadm.NewClient(s.cl).ListTopics(lctx)
+	if err != nil {
+		return // the cause is recorded by the hooks
+	}
+	for _, t := range topics.Names() {
+		for _, rx := range rxs {
+			if rx.MatchString(t) {
+				return // franz-go joins for it
+			}
+		}
+	}
+	s.log.Debug("kafka: no topic matches the subscription yet; ready, and waiting for one", "subscription", s.sub.String())
+	s.markReady()
+}
+
 // poll is the poll loop: it routes fetched records to their partitions'
 // queues and commits periodically, both while rebalances are blocked, so
-// that it never touches a partition being revoked.
+// that it never touches a partition being revoked. It returns nil when ctx
+// ends after the subscription was in place, the last cause when it ends
+// before, and a permanent cause at once.
 func (s *session) poll(ctx context.Context) error {
 	interval := s.c.cfg.commitInterval
 	lastCommit := time.Now()
 	errLog := map[string]time.Time{}
+	var lastTopicCheck time.Time
 	for {
+		if !s.isReady() && len(s.sub.Patterns) > 0 && time.Since(lastTopicCheck) >= time.Second {
+			lastTopicCheck = time.Now()
+			s.readyWithoutTopics(ctx)
+		}
 		pctx, cancel := context.WithTimeout(ctx, interval)
 		fs := s.cl.PollRecords(pctx, maxPollRecords)
 		cancel()
 		if fs.IsClientClosed() {
 			s.cl.AllowRebalance()
-			return fmt.Errorf("kafka: consume: %w", dispytch.ErrClosed)
+			return fmt.Errorf("kafka: consume (group %q): %w", s.group, dispytch.ErrClosed)
 		}
-		var fatal error
 		fs.EachError(func(topic string, part int32, err error) {
 			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 				return
 			}
-			if isFatal(err) {
-				fatal = fmt.Errorf("kafka: consume %s/%d: %w", topic, part, err)
-				return
+			where := "group " + strconv.Quote(s.group)
+			if topic != "" {
+				where = fmt.Sprintf("%s/%d", topic, part)
 			}
+			s.noteErr(fmt.Errorf("kafka: consume %s: %w", where, err))
 			key := topic + "\x00" + err.Error()
 			if t, ok := errLog[key]; !ok || time.Since(t) > 30*time.Second {
 				errLog[key] = time.Now()
@@ -301,21 +477,27 @@ func (s *session) poll(ctx context.Context) error {
 			lastCommit = time.Now()
 		}
 		s.cl.AllowRebalance()
-		if fatal != nil {
-			return fatal
+		if err := s.fatalErr(); err != nil {
+			return err
 		}
 		if ctx.Err() != nil {
+			if !s.isReady() {
+				return s.lastCause(ctx)
+			}
 			return nil
 		}
 	}
 }
 
-// isFatal reports errors that retrying cannot fix: bad credentials and
-// missing permissions.
+// isFatal reports errors that retrying cannot fix: refused credentials
+// (SASL, TLS verification), missing permissions, an invalid group id.
 func isFatal(err error) bool {
+	if isAuthRefusal(err) {
+		return true
+	}
 	for _, e := range []error{
-		kerr.SaslAuthenticationFailed, kerr.GroupAuthorizationFailed,
-		kerr.TopicAuthorizationFailed, kerr.ClusterAuthorizationFailed,
+		kerr.GroupAuthorizationFailed, kerr.TopicAuthorizationFailed, kerr.ClusterAuthorizationFailed,
+		kerr.InvalidGroupID,
 	} {
 		if errors.Is(err, e) {
 			return true
@@ -324,7 +506,66 @@ func isFatal(err error) bool {
 	return false
 }
 
-func (s *session) markReady() { s.ready.Do(s.inbox.Ready) }
+// noteErr records err as the last cause, and as the fatal one when it is
+// permanent.
+func (s *session) noteErr(err error) {
+	s.causeMu.Lock()
+	defer s.causeMu.Unlock()
+	s.cause = err
+	if s.fatal == nil && isFatal(err) {
+		s.fatal = fmt.Errorf("%w (%w)", err, dispytch.ErrPermanent)
+	}
+}
+
+func (s *session) fatalErr() error {
+	s.causeMu.Lock()
+	defer s.causeMu.Unlock()
+	return s.fatal
+}
+
+// lastCause is why the session never subscribed: the last error seen, or
+// ctx's error.
+func (s *session) lastCause(ctx context.Context) error {
+	s.causeMu.Lock()
+	defer s.causeMu.Unlock()
+	if s.cause != nil {
+		return fmt.Errorf("%w (while joining group %q: %w)", s.cause, s.group, dispytch.CtxError(ctx.Err()))
+	}
+	return fmt.Errorf("kafka: consume: group %q not joined: %w", s.group, dispytch.CtxError(ctx.Err()))
+}
+
+// sessionHooks are the franz-go hooks of a session's client: they record
+// why the group is not joined.
+type sessionHooks struct{ s *session }
+
+var (
+	_ kgo.HookBrokerConnect    = sessionHooks{}
+	_ kgo.HookGroupManageError = sessionHooks{}
+)
+
+// OnBrokerConnect records a failed connection.
+func (h sessionHooks) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
+	if err != nil {
+		h.s.noteErr(fmt.Errorf("kafka: consume (group %q): broker %s: %w", h.s.group, net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port))), err))
+	}
+}
+
+// OnGroupManageError records why the group session failed.
+func (h sessionHooks) OnGroupManageError(err error) {
+	if !errors.Is(err, context.Canceled) {
+		h.s.noteErr(fmt.Errorf("kafka: consume: group %q: %w", h.s.group, err))
+	}
+}
+
+// markReady tells the listener the subscription is in place, once.
+func (s *session) markReady() {
+	s.ready.Do(func() {
+		s.readyFlag.Store(true)
+		s.inbox.Ready()
+	})
+}
+
+func (s *session) isReady() bool { return s.readyFlag.Load() }
 
 // partition returns the partition's state, creating and starting it if the
 // poll loop sees a partition before its assignment callback.
@@ -357,18 +598,31 @@ func (s *session) onAssigned(_ context.Context, _ *kgo.Client, assigned map[stri
 	owned := len(s.parts)
 	s.mu.Unlock()
 	s.log.Debug("kafka: partitions assigned", "assigned", assigned)
-	// With Earliest, whatever is produced from now on will be consumed.
-	// With Latest, the start offsets are resolved first (resolveLatest).
-	if s.c.cfg.start == Earliest || owned == 0 {
+	// A member the group gave no partitions is subscribed: it gets its
+	// share at the next rebalance. One with partitions is ready once their
+	// start offsets are known (adjustOffsets).
+	if owned == 0 {
 		s.markReady()
 	}
+}
+
+// adjustOffsets runs when the group is joined and its committed offsets
+// are fetched, right before fetching begins: from then on, a record
+// produced to an assigned partition will be consumed, so the listener is
+// told it is ready. With Latest, it first turns "latest" into concrete end
+// offsets (resolveLatest).
+func (s *session) adjustOffsets(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	defer s.markReady()
+	if s.c.cfg.start == Latest {
+		return s.resolveLatest(ctx, offsets)
+	}
+	return offsets, nil
 }
 
 // resolveLatest turns "latest" into concrete end offsets for partitions
 // without a committed offset, so that a record produced once the listener
 // reports ready is never skipped.
 func (s *session) resolveLatest(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
-	defer s.markReady()
 	var topics []string
 	for t, ps := range offsets {
 		for _, o := range ps {

@@ -5,16 +5,30 @@
 //
 // NewProducer builds a Producer from options (Brokers, ClientID, TLS,
 // SASLPlain, SASLScramSHA256, SASLScramSHA512, Compression, Linger,
-// RequiredAcks; idempotent writes are on), and NewProducerFromClient wraps a
-// *kgo.Client you built. Give it to dispytch.NewEmitter. Emit returns once
-// the brokers acknowledged the record; EmitBatch and EmitAsync hand every
-// record to franz-go's batching at once.
+// RequiredAcks, CloseTimeout; idempotent writes are on), and
+// NewProducerFromClient wraps a *kgo.Client you built. Give it to
+// dispytch.NewEmitter. Emit returns once the brokers acknowledged the
+// record; EmitBatch and EmitAsync hand every record to franz-go's batching
+// at once.
 //
 // The record value is the dispytch envelope, unchanged; the record key is
 // dispytch.Key or the event's EventKey method; the headers are the emit
-// headers plus dispytch-event-id and dispytch-event-type, so that tools can
-// filter records without decoding them. The emit options Partition,
-// Timestamp and RecordHeader set the rest of the record.
+// headers plus content-type, dispytch-event-id and dispytch-event-type, so
+// that tools can filter records without decoding them. The emit options
+// Partition, Timestamp and RecordHeader set the rest of the record.
+//
+// Nothing is sent once the emit's context is done. A failed emit says
+// whether Kafka may have the record: dispytch.ErrNotSent (never handed to
+// franz-go, or failed where it cannot have been written: retry freely) or
+// dispytch.ErrUnconfirmed (handed over and not acknowledged before the
+// context ended: a retry may duplicate it); see Producer for how franz-go
+// makes this so. Too-large records wrap dispytch.ErrTooLarge, broker
+// rejections dispytch.ErrPermanent.
+//
+// Close(ctx) flushes and cannot hang: without a deadline on ctx it waits
+// DefaultCloseTimeout (10s) at most, then fails what is still buffered
+// (not sent or unconfirmed, as above) and says how many records were left
+// and the last broker error.
 //
 // Topic auto-creation is off by default: producing to a topic that does not
 // exist fails with ErrUnknownTopic after franz-go's few metadata retries.
@@ -25,8 +39,17 @@
 // # Consuming
 //
 // NewConsumer returns a Consumer for dispytch.NewListener. Each listener
-// is a member of a consumer group: the listener's dispytch.Group, or
-// GroupID; one is required. Literal topics are subscribed by name; topic
+// is a member of a consumer group: the listener's dispytch.Group, which is
+// required and is the one group setting (it also names the dead-letter
+// topic, "<group>.dlq"). The listener is ready once the group is joined
+// and its committed offsets are fetched, right before fetching starts.
+// Until then Consume keeps trying, and when the listener's start timeout
+// (dispytch.StartTimeout) or context ends first, Run returns
+// dispytch.ErrNotReady wrapped around the last cause ("dial tcp …:
+// connection refused"); refused credentials, missing group or topic
+// permissions and an invalid group id end it at once, wrapping
+// dispytch.ErrPermanent. The record's content-type header is the
+// delivery's ContentType, and every record header is in its Headers. Literal topics are subscribed by name; topic
 // patterns become an anchored regex subscription, and the topics it finds are
 // matched again against the patterns in-process. Topics created later that
 // match are picked up at the next metadata refresh (TopicRefresh, default
@@ -66,7 +89,9 @@
 // across a rebalance (or when franz-go detects a truncated log and fetches
 // again: Stats.Refetched). Lost partitions (the member was fenced out of the
 // group) are forgotten without a commit. Acks of forgotten records return an
-// error wrapping dispytch.ErrClosed.
+// error wrapping dispytch.ErrClosed. From the revoke (or loss) on, the
+// partition's deliveries are stale (dispytch.StaleChecker): the listener
+// does not start the ones still queued, nor retry the ones running.
 //
 // Kafka cannot redeliver a single record, so a nack (the Redeliver failure
 // policy, or a dead letter that could not be published) makes the consumer
@@ -78,7 +103,19 @@
 // The Consumer is also a dispytch.Producer, so the listener publishes dead
 // letters to Kafka: by the core's rule to the topic "<group>.dlq" (create it
 // like any other topic), with the original key, value and headers plus the
-// dispytch-dlq-* failure headers. dispytch.Redrive(ctx, consumer, producer,
-// "<group>.dlq") consumes that topic and republishes each dead letter to its
-// original topic.
+// dispytch-dlq-* failure headers. The consumer's own producer accepts a
+// record batch up to the dead-letter topic's max.message.bytes plus 64 KiB
+// before compression, so that a record the broker accepted can be
+// dead-lettered; one the broker still refuses is dead-lettered truncated,
+// with its coordinates (dispytch-dlq-partition, -offset, -truncated).
+// A dead letter that cannot be published is redelivered, with a growing
+// delivery count, until dispytch.DeadLetterAttempts; then the listener's
+// DeadLetterFallback applies, and the commit moves on.
+//
+// The Consumer is a dispytch.DeadLetterStore:
+// dispytch.DeadLetters(consumer, "users.dlq") lists, counts, purges and
+// redrives a dead-letter topic. A log cannot delete records, so removal is
+// a watermark in the consumer group "dispytch-dlq" (DeadLetterGroup); see
+// Consumer.ScanDeadLetters for what that means for kept records and
+// concurrent operators.
 package kafka

@@ -20,8 +20,8 @@ import (
 // TestDeadLettersAndRedrive sends a failing handler's event, a panicking
 // handler's event and a poison record to the group's dead-letter topic with
 // their reasons, keeps serving good events, commits past the failures, and
-// then redrives the dead letters from Kafka so that the fixed handler runs
-// again.
+// then redrives the dead letters from Kafka (dispytch.DeadLetters on the
+// consumer) so that the fixed handler runs again.
 func TestDeadLettersAndRedrive(t *testing.T) {
 	c := newCluster(t)
 	topic, group := "payments", "pay"
@@ -131,12 +131,14 @@ func TestDeadLettersAndRedrive(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Fix the handler and redrive the dead letters from Kafka.
+	// Fix the handler and redrive the dead letters from Kafka: the poison
+	// too, by naming its reason.
 	broken.Store(false)
 	rk := newConsumer(t, c)
 	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	n, err := dispytch.Redrive(rctx, rk, p, dlq, dispytch.RedriveLimit(3), dispytch.RedriveIdle(20*time.Second))
+	n, err := dispytch.DeadLetters(rk, dlq).Redrive(rctx, p,
+		dispytch.FilterReason(dispytch.ReasonHandler, dispytch.ReasonPanic, dispytch.ReasonDecode))
 	if err != nil || n != 3 {
 		t.Fatalf("redrive: %d, %v", n, err)
 	}
@@ -147,6 +149,9 @@ func TestDeadLettersAndRedrive(t *testing.T) {
 	}
 	// The poison record is poison again: it is dead-lettered a second time.
 	readAll(t, c, 4, dlq)
+	if n, err := dispytch.DeadLetters(rk, dlq).Count(rctx); err != nil || n != 1 {
+		t.Fatalf("dead letters left: %d, %v; want the poison's new letter", n, err)
+	}
 }
 
 func keys[V any](m map[string]V) []string {
@@ -279,7 +284,10 @@ func TestStartFromLatest(t *testing.T) {
 	}
 }
 
-// TestConsumeNeedsGroup: Kafka consumption needs a group.
+// TestConsumeNeedsGroup: Kafka consumption needs a group, and the
+// listener's dispytch.Group is the only place to give it: without one, Run
+// fails at once (not after the start timeout) with ErrNoGroup, a permanent
+// error, wrapped in ErrNotReady.
 func TestConsumeNeedsGroup(t *testing.T) {
 	c := newCluster(t)
 	createTopics(t, c, 1, "t")
@@ -288,8 +296,13 @@ func TestConsumeNeedsGroup(t *testing.T) {
 	l.Handle("t", "ev", func(ev dispytch.Event[Ev]) {})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := l.Run(ctx); !errors.Is(err, kafka.ErrNoGroup) {
+	began := time.Now()
+	err := l.Run(ctx)
+	if !errors.Is(err, kafka.ErrNoGroup) || !errors.Is(err, dispytch.ErrNotReady) || !errors.Is(err, dispytch.ErrPermanent) {
 		t.Fatalf("run without a group: %v", err)
+	}
+	if d := time.Since(began); d > 5*time.Second {
+		t.Fatalf("run without a group took %v", d)
 	}
 }
 
@@ -337,4 +350,28 @@ func TestRedeliverPolicy(t *testing.T) {
 	if s := k.Stats(); s.Redeliveries != 2 {
 		t.Fatalf("stats %+v", s)
 	}
+}
+
+// TestPatternReadyBeforeTopicsExist: a listener whose only topic is a
+// pattern that no topic matches yet is ready (franz-go joins the group only
+// once a topic matches; it then reads the new topic from its start), and
+// an event emitted to a matching topic created afterwards is handled. With
+// the start timeout it used to fail with ErrNotReady.
+func TestPatternReadyBeforeTopicsExist(t *testing.T) {
+	c := newCluster(t)
+	createTopics(t, c, 1, "unrelated")
+	var got atomic.Int64
+	l := dispytch.NewListener(newConsumer(t, c), dispytch.Group("later"), dispytch.StartTimeout(10*time.Second),
+		dispytch.WithLogger(testLogger()))
+	l.Handle("later.{id}.events", "ev", func(ev dispytch.Event[Ev]) { got.Store(int64(ev.Body.Seq)) })
+	began := time.Now()
+	start(t, l)
+	if took := time.Since(began); took > 5*time.Second {
+		t.Fatalf("ready after %v", took)
+	}
+	createTopics(t, c, 2, "later.1.events")
+	if err := dispytch.NewEmitter(newProducer(t, c)).Emit(context.Background(), Ev{T: "later.1.events", Seq: 9}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the event on the new topic handled", func() bool { return got.Load() == 9 })
 }

@@ -8,7 +8,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/dispytch/dispytch-go"
-	"github.com/dispytch/dispytch-go/codec"
 )
 
 // Record headers the producer adds next to the envelope, so that tools can
@@ -82,26 +81,14 @@ func plainString(b []byte) (s, rest []byte, ok bool) {
 	return nil, nil, false
 }
 
-// envelopeIDType returns the event id and type of value: by the fast scan,
-// else by decoding it with codec. ok is false when value is no envelope.
-func envelopeIDType(value []byte, cd codec.Codec) (id, typ []byte, ok bool) {
-	if id, typ, ok = scanEnvelopeIDType(value); ok {
-		return id, typ, true
-	}
-	if cd == nil {
-		return nil, nil, false
-	}
-	var env codec.Envelope
-	if err := cd.DecodeEnvelope(value, &env); err != nil {
-		return nil, nil, false
-	}
-	return []byte(env.ID), []byte(env.Type), true
-}
-
 // recordHeaders converts message headers to record headers, sorted by key
-// so that records are byte-for-byte reproducible, and adds the event id and
-// type unless the message already carries them.
-func recordHeaders(dst []kgo.RecordHeader, m *dispytch.Message, cd codec.Codec, extra []kgo.RecordHeader) []kgo.RecordHeader {
+// so that records are byte-for-byte reproducible, and adds the content
+// type and the event id and type unless the message already carries them:
+// from Message.ContentType, ID and Type (the emitter sets them), else, for
+// the event id and type, from a value in the JSON codec's own layout. Dead
+// letters and redriven messages carry the original record's headers, so
+// they need neither.
+func recordHeaders(dst []kgo.RecordHeader, m *dispytch.Message, extra []kgo.RecordHeader) []kgo.RecordHeader {
 	h, value := m.Headers, m.Value
 	out := dst
 	if len(h) > 0 { // ranging over even an empty map costs an iterator
@@ -144,7 +131,7 @@ func recordHeaders(dst []kgo.RecordHeader, m *dispytch.Message, cd codec.Codec, 
 		hasType = true
 	}
 	if !hasID || !hasType {
-		if id, typ, ok := envelopeIDType(value, cd); ok {
+		if id, typ, ok := scanEnvelopeIDType(value); ok {
 			if !hasID {
 				out = append(out, kgo.RecordHeader{Key: HeaderEventID, Value: id})
 			}
@@ -173,22 +160,38 @@ var (
 	ctMsgpack = []byte("application/msgpack")
 )
 
-// deliveryHeaders converts record headers to dispytch headers; for a
-// repeated key the last value wins. The headers the producer derives from
-// the envelope (event id, event type, content type) are left out: the event
-// carries them already, and most records then need no map at all. It
-// returns nil for no headers.
-func deliveryHeaders(hs []kgo.RecordHeader) dispytch.Headers {
-	var h dispytch.Headers
-	for _, rh := range hs {
-		switch rh.Key {
-		case HeaderEventID, HeaderEventType, dispytch.HeaderContentType:
-			continue
-		}
-		if h == nil {
-			h = make(dispytch.Headers, len(hs))
-		}
-		h[rh.Key] = string(rh.Value)
+// deliveryHeaders converts record headers to dispytch headers, all of
+// them, so that a dead letter carries the original's headers; for a
+// repeated key the last value wins. The content type and the event type,
+// which repeat from record to record, are shared strings for the common
+// values. It returns nil for no headers, and the content type.
+func deliveryHeaders(hs []kgo.RecordHeader) (h dispytch.Headers, contentType string) {
+	if len(hs) == 0 {
+		return nil, ""
 	}
-	return h
+	h = make(dispytch.Headers, len(hs))
+	for _, rh := range hs {
+		var v string
+		switch rh.Key {
+		case dispytch.HeaderContentType:
+			v = contentTypeString(rh.Value)
+			contentType = v
+		default:
+			v = string(rh.Value)
+		}
+		h[rh.Key] = v
+	}
+	return h, contentType
+}
+
+// contentTypeString returns the header value of a content type, shared
+// for the codecs' own.
+func contentTypeString(b []byte) string {
+	switch string(b) {
+	case "application/json":
+		return "application/json"
+	case "application/msgpack":
+		return "application/msgpack"
+	}
+	return string(b)
 }

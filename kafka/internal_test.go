@@ -128,22 +128,13 @@ func TestScanEnvelopeIDType(t *testing.T) {
 			t.Errorf("scan accepted %q", bad)
 		}
 	}
-	// The slow path decodes what the fast scan refuses.
-	escaped := []byte(`{"type":"t\u0041","id":"x","body":{},"timestamp":1}`)
-	id, typ, ok = envelopeIDType(escaped, codec.JSON)
-	if !ok || string(id) != "x" || string(typ) != "tA" {
-		t.Fatalf("slow path: %q %q %v", id, typ, ok)
-	}
-	if _, _, ok := envelopeIDType([]byte("garbage"), codec.JSON); ok {
-		t.Fatal("garbage has an id")
-	}
 }
 
 // TestRecordHeaders: sorted message headers, the id and type added unless
 // present, raw headers last.
 func TestRecordHeaders(t *testing.T) {
 	value := []byte(`{"id":"i","type":"t","body":{},"timestamp":1}`)
-	hs := recordHeaders(nil, &dispytch.Message{Headers: dispytch.Headers{"b": "2", "a": "1"}, Value: value}, codec.JSON, []kgo.RecordHeader{{Key: "raw", Value: []byte{0}}})
+	hs := recordHeaders(nil, &dispytch.Message{Headers: dispytch.Headers{"b": "2", "a": "1"}, Value: value}, []kgo.RecordHeader{{Key: "raw", Value: []byte{0}}})
 	var keys []string
 	for _, h := range hs {
 		keys = append(keys, h.Key+"="+string(h.Value))
@@ -152,15 +143,22 @@ func TestRecordHeaders(t *testing.T) {
 	if !slices.Equal(keys, want) {
 		t.Fatalf("headers %q, want %q", keys, want)
 	}
-	hs = recordHeaders(nil, &dispytch.Message{Headers: dispytch.Headers{HeaderEventID: "kept", HeaderEventType: "kept"}, Value: value}, codec.JSON, nil)
+	hs = recordHeaders(nil, &dispytch.Message{Headers: dispytch.Headers{HeaderEventID: "kept", HeaderEventType: "kept"}, Value: value}, nil)
 	if len(hs) != 2 || string(hs[0].Value) != "kept" || string(hs[1].Value) != "kept" {
 		t.Fatalf("existing id/type headers replaced: %v", hs)
 	}
-	if hs := recordHeaders(nil, &dispytch.Message{Value: []byte("poison")}, codec.JSON, nil); len(hs) != 0 {
+	if hs := recordHeaders(nil, &dispytch.Message{Value: []byte("poison")}, nil); len(hs) != 0 {
 		t.Fatalf("headers for a non-envelope: %v", hs)
 	}
-	if got := deliveryHeaders([]kgo.RecordHeader{{Key: "k", Value: []byte("1")}, {Key: "k", Value: []byte("2")}}); got["k"] != "2" {
+	if got, _ := deliveryHeaders([]kgo.RecordHeader{{Key: "k", Value: []byte("1")}, {Key: "k", Value: []byte("2")}}); got["k"] != "2" {
 		t.Fatalf("repeated header: %v", got)
+	}
+	// Every header reaches the delivery, the derived ones too, so that a
+	// dead letter carries them; the content type is the delivery's too.
+	got, ct := deliveryHeaders([]kgo.RecordHeader{{Key: HeaderEventID, Value: []byte("i")}, {Key: HeaderEventType, Value: []byte("t")},
+		{Key: dispytch.HeaderContentType, Value: []byte("application/msgpack")}})
+	if len(got) != 3 || got[HeaderEventID] != "i" || got[HeaderEventType] != "t" || ct != "application/msgpack" {
+		t.Fatalf("delivery headers %v, content type %q", got, ct)
 	}
 }
 
@@ -200,8 +198,8 @@ func FuzzScanEnvelopeIDType(f *testing.F) {
 		if _, _, ok := emittedIDType(value, id, typ); plain(id) && plain(typ) && !ok {
 			t.Fatalf("emittedIDType refused the emitter's %q", value)
 		}
-		gid, gtyp, ok := envelopeIDType(value, codec.JSON)
-		if utf8.ValidString(id) && utf8.ValidString(typ) && (!ok || string(gid) != id || string(gtyp) != typ) {
+		gid, gtyp, ok := scanEnvelopeIDType(value)
+		if plain(id) && plain(typ) && (!ok || string(gid) != id || string(gtyp) != typ) {
 			t.Fatalf("envelope %q: got %q/%q %v, want %q/%q", value, gid, gtyp, ok, id, typ)
 		}
 	})
@@ -268,5 +266,20 @@ func TestProducerSlotsFollowClient(t *testing.T) {
 			t.Errorf("slots %d, want %d", p.slots.max, c.want)
 		}
 		_ = p.Close(context.Background())
+	}
+}
+
+// TestDeliveryContentType: a delivery carries its record's content-type
+// header as Delivery.ContentType, and every header in Delivery.Headers.
+func TestDeliveryContentType(t *testing.T) {
+	p := &partition{s: &session{c: &Consumer{}}, okey: "t/0"}
+	r := &kgo.Record{Topic: "t", Value: []byte("{}"), Headers: []kgo.RecordHeader{
+		{Key: dispytch.HeaderContentType, Value: []byte("application/msgpack")}, {Key: HeaderEventID, Value: []byte("id-1")}}}
+	d := p.newDelivery(r, 0)
+	if d.d.ContentType != "application/msgpack" || d.d.Headers[HeaderEventID] != "id-1" || d.d.Headers[dispytch.HeaderContentType] != "application/msgpack" {
+		t.Fatalf("delivery %+v", d.d)
+	}
+	if d := p.newDelivery(&kgo.Record{Topic: "t"}, 1); d.d.ContentType != "" || d.d.Headers != nil {
+		t.Fatalf("delivery without headers %+v", d.d)
 	}
 }

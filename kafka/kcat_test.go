@@ -3,6 +3,7 @@ package kafka_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"regexp"
@@ -123,6 +124,33 @@ func TestKcatConsumesEmitted(t *testing.T) {
 	for k, v := range want {
 		if headers[k] != v {
 			t.Fatalf("headers %v, want %v", headers, want)
+		}
+	}
+}
+
+// TestKcatReadsDeadLetters runs the README's command for looking at dead
+// letters from outside Go, kcat -b <brokers> -C -t users.dlq -f '%h %s\n'
+// -e: each line shows the failure headers and the original value.
+func TestKcatReadsDeadLetters(t *testing.T) {
+	testenv.RequireCommand(t, "kcat")
+	c := newCluster(t)
+	createTopics(t, c, 1, "signups", "users.dlq")
+	l := dispytch.NewListener(newConsumer(t, c), dispytch.Group("users"), dispytch.WithLogger(testLogger()))
+	l.Handle("signups", "ev", func(ev dispytch.Event[Ev]) error { return errors.New("mailer down") }, dispytch.Name("welcome"))
+	start(t, l)
+	if err := dispytch.NewEmitter(newProducer(t, c)).Emit(context.Background(), Ev{T: "signups", Seq: 7}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the dead letter", func() bool { return l.Stats().DeadLettered == 1 })
+	out := kcat(t, "", "-b", strings.Join(c.ListenAddrs(), ","), "-C", "-t", "users.dlq", "-f", `%h %s\n`, "-e")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 1 {
+		t.Fatalf("kcat printed %q", out)
+	}
+	for _, want := range []string{"dispytch-dlq-reason=handler_error", "dispytch-dlq-error=mailer down", "dispytch-dlq-handler=welcome",
+		"dispytch-dlq-topic=signups", `"seq":7`} {
+		if !strings.Contains(lines[0], want) {
+			t.Fatalf("kcat line %q lacks %q", lines[0], want)
 		}
 	}
 }

@@ -9,8 +9,6 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
-
-	"github.com/dispytch/dispytch-go/codec"
 )
 
 // ProducerOption configures a Producer (NewProducer, NewProducerFromClient).
@@ -157,7 +155,8 @@ type producerConfig struct {
 	linger        time.Duration
 	acks          Acks
 	noIdempotence bool
-	codec         codec.Codec
+	closeTimeout  time.Duration
+	batchMaxBytes func(topic string) int32
 }
 
 type producerOption func(*producerConfig)
@@ -191,11 +190,14 @@ func DisableIdempotence() ProducerOption {
 	return producerOption(func(c *producerConfig) { c.noIdempotence = true })
 }
 
-// EnvelopeCodec sets the codec the producer decodes envelopes with to copy
-// the event id and type into record headers, when the fast JSON scan does
-// not apply (default codec.JSON). Set it to the emitter's codec.
-func EnvelopeCodec(cd codec.Codec) ProducerOption {
-	return producerOption(func(c *producerConfig) { c.codec = cd })
+// CloseTimeout bounds how long Close waits for buffered records when its
+// context has no deadline (default DefaultCloseTimeout, 10s).
+func CloseTimeout(d time.Duration) ProducerOption {
+	return producerOption(func(c *producerConfig) {
+		if d > 0 {
+			c.closeTimeout = d
+		}
+	})
 }
 
 // StartOffset is where a consumer group without committed offsets starts.
@@ -212,7 +214,6 @@ const (
 
 type consumerConfig struct {
 	conn            connConfig
-	group           string
 	start           StartOffset
 	perKey          bool
 	commitInterval  time.Duration
@@ -224,17 +225,12 @@ type consumerConfig struct {
 	redeliveryDelay time.Duration
 	producer        *Producer
 	producerOpts    []ProducerOption
+	dlqGroup        string
 }
 
 type consumerOption func(*consumerConfig)
 
 func (f consumerOption) applyConsumer(c *consumerConfig) { f(c) }
-
-// GroupID sets the consumer group, overriding the listener's group
-// (dispytch.Group). One of the two is required.
-func GroupID(group string) ConsumerOption {
-	return consumerOption(func(c *consumerConfig) { c.group = group })
-}
 
 // StartFrom sets where a new consumer group starts (default Earliest). A
 // group with committed offsets always resumes from them.
@@ -323,4 +319,17 @@ func DeadLetterWith(p *Producer) ConsumerOption {
 // letters (ignored with DeadLetterWith).
 func ProducerOptions(opts ...ProducerOption) ConsumerOption {
 	return consumerOption(func(c *consumerConfig) { c.producerOpts = append(c.producerOpts, opts...) })
+}
+
+// DeadLetterGroup names the consumer group whose committed offsets mark the
+// dead letters that List, Purge and Redrive removed from a dead-letter
+// topic (default DefaultDeadLetterGroup, "dispytch-dlq"; see
+// Consumer.ScanDeadLetters). Every operator tool on the same topics must
+// use the same name.
+func DeadLetterGroup(name string) ConsumerOption {
+	return consumerOption(func(c *consumerConfig) {
+		if name != "" {
+			c.dlqGroup = name
+		}
+	})
 }

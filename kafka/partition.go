@@ -201,11 +201,13 @@ func (p *partition) newDelivery(r *kgo.Record, seq uint64) *delivery {
 			okey = p.okey + "/" + string(r.Key)
 		}
 	}
+	hdrs, ct := deliveryHeaders(r.Headers)
 	d.d = dispytch.Delivery{
 		Topic:       r.Topic,
 		Key:         r.Key,
 		Value:       r.Value,
-		Headers:     deliveryHeaders(r.Headers),
+		Headers:     hdrs,
+		ContentType: ct,
 		OrderingKey: okey,
 		Info: dispytch.DeliveryInfo{
 			DeliveryCount: 1,
@@ -263,8 +265,26 @@ func (p *partition) settle(d *delivery, ack bool) error {
 	return nil
 }
 
+// isStale reports whether the partition stopped: revoked, lost, or the
+// session ended.
+func (p *partition) isStale() bool { return p.ctx.Err() != nil }
+
+// abandon forgets a delivery the listener will not settle because it is
+// stale: it is no longer pending, and the tracker keeps it unsettled, so
+// the commit mark stays before it.
+func (p *partition) abandon() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return // close counted it
+	}
+	p.pending--
+	p.s.c.stats.abandoned.Add(1)
+	p.notifySettledLocked()
+}
+
 // stop makes the partition's goroutine stop handing over records and waits
-// for it to exit.
+// for it to exit. From then on its deliveries are stale.
 func (p *partition) stop() {
 	p.cancel()
 	<-p.exited
@@ -353,6 +373,23 @@ func (d *delivery) Ack(context.Context) error { return d.p.settle(d, true) }
 // Nack hands the record to the partition's goroutine to be delivered again
 // after the redelivery delay.
 func (d *delivery) Nack(context.Context) error { return d.p.settle(d, false) }
+
+// Stale reports whether the record's partition was revoked or lost, or the
+// consumer's session ended (dispytch.StaleChecker): the record belongs to
+// the partition's next owner, or to the next run, so the listener does not
+// start it, or retry it. A delivery reported stale is abandoned: it no
+// longer holds back the revoke's drain, and its offset is not committed.
+func (d *delivery) Stale() bool {
+	if !d.p.isStale() {
+		return false
+	}
+	if d.settledFlag.CompareAndSwap(false, true) {
+		d.p.abandon()
+	}
+	return true
+}
+
+var _ dispytch.StaleChecker = (*delivery)(nil)
 
 // redeliver returns a fresh delivery of the same record.
 func (d *delivery) redeliver() *delivery {

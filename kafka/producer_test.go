@@ -275,3 +275,57 @@ func TestProducerFromClient(t *testing.T) {
 		}
 	}
 }
+
+// TestNilArguments: nil arguments give errors, not panics.
+func TestNilArguments(t *testing.T) {
+	var nilCtx context.Context // a caller's bug, on purpose
+	ctx := context.Background()
+	fromNil := kafka.NewProducerFromClient(nil)
+	if err := fromNil.Produce(ctx, &dispytch.Message{Topic: "t"}); !errors.Is(err, dispytch.ErrNotSent) {
+		t.Fatalf("produce on a producer from a nil client: %v", err)
+	}
+	if err := fromNil.Flush(ctx); err == nil {
+		t.Fatal("flush on a producer from a nil client: no error")
+	}
+	if err := fromNil.CreateTopics(ctx, 1, "t"); err == nil {
+		t.Fatal("create topics on a producer from a nil client: no error")
+	}
+	if err := fromNil.Close(ctx); err != nil {
+		t.Fatalf("close on a producer from a nil client: %v", err)
+	}
+	p, err := kafka.NewProducer(nil, kafka.Brokers(closedPort(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Produce(nilCtx, &dispytch.Message{Topic: "t"}); !errors.Is(err, dispytch.ErrNotSent) {
+		t.Fatalf("nil context: %v", err)
+	}
+	err = p.Produce(ctx, nil, nil)
+	var be *dispytch.BatchError
+	if !errors.As(err, &be) || len(be.NotSent()) != 2 {
+		t.Fatalf("nil messages: %v", err)
+	}
+	p.ProduceAsync(ctx, nil, nil) // nil done: nothing to call, no panic
+	got := make(chan error, 1)
+	p.ProduceAsync(nilCtx, &dispytch.Message{Topic: "t"}, func(err error) { got <- err })
+	if err := <-got; !errors.Is(err, dispytch.ErrNotSent) {
+		t.Fatalf("async with a nil context: %v", err)
+	}
+	for name, err := range map[string]error{"flush": p.Flush(nilCtx), "create topics": p.CreateTopics(nilCtx, 1, "t"), "close": p.Close(nilCtx)} {
+		if err == nil {
+			t.Fatalf("%s with a nil context: no error", name)
+		}
+	}
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k, err := kafka.NewConsumer(nil, kafka.Brokers(closedPort(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close(ctx)
+	sub := dispytch.Subscription{Group: "g", Topics: []string{"t"}}
+	if err := k.Consume(ctx, sub, nil); !errors.Is(err, dispytch.ErrPermanent) {
+		t.Fatalf("consume with a nil inbox: %v", err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/kafka"
 )
 
 // handling is one handler call seen by the rebalance test.
@@ -166,4 +167,87 @@ func changedBetween(changes []time.Time, a, b time.Time) bool {
 		}
 	}
 	return false
+}
+
+// TestRevokedPartitionQueueNotStarted: member A holds the first record of
+// each of two partitions in a blocked handler, with the partitions' other
+// records queued in its listener. Member B joins and takes one partition
+// after A's revoke timeout. The records A had queued for the revoked
+// partition are stale: once A's handlers are released, A does not start
+// them (the listener abandons them), and B handles them instead. Before,
+// A ran them too, and their acks failed.
+func TestRevokedPartitionQueueNotStarted(t *testing.T) {
+	c := newCluster(t)
+	topic, group := "stale", "stale-svc"
+	createTopics(t, c, 2, topic, group+".dlq")
+	em := dispytch.NewEmitter(newProducer(t, c))
+	const perPart = 10
+	for part := range int32(2) {
+		for i := range perPart {
+			if err := em.Emit(context.Background(), Ev{T: topic, Key: "k", Seq: int(part)*100 + i}, kafka.Partition(part)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	release := make(chan struct{})
+	var blocked atomic.Int64
+	var mu sync.Mutex
+	handledBy := map[string]map[int64]int{} // member -> partition*1000+offset -> times
+	newMember := func(name string, block bool) *dispytch.Listener {
+		k := newConsumer(t, c, kafka.RevokeTimeout(300*time.Millisecond))
+		l := dispytch.NewListener(k, dispytch.Group(group), dispytch.Concurrency(2), dispytch.WithLogger(testLogger()),
+			dispytch.ShutdownTimeout(2*time.Second))
+		l.Handle(topic, "ev", func(ev dispytch.Event[Ev]) {
+			mu.Lock()
+			if handledBy[name] == nil {
+				handledBy[name] = map[int64]int{}
+			}
+			handledBy[name][int64(ev.Delivery.Partition)*1000+ev.Delivery.Offset]++
+			mu.Unlock()
+			if block && ev.Delivery.Offset == 0 {
+				blocked.Add(1)
+				<-release
+			}
+		})
+		return l
+	}
+	a := newMember("a", true)
+	start(t, a)
+	eventually(t, 20*time.Second, "both first records blocked in A", func() bool { return blocked.Load() == 2 })
+	start(t, newMember("b", false))
+	// B handling a record of its partition means A's revoke ended.
+	var moved int64 = -1
+	eventually(t, 30*time.Second, "B handles the partition taken from A", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for k := range handledBy["b"] {
+			moved = k / 1000
+			return true
+		}
+		return false
+	})
+	close(release)
+	// A abandons the records it had queued for the moved partition (all
+	// but the blocked first one), instead of handling them.
+	eventually(t, 20*time.Second, "A abandons the revoked partition's queue", func() bool {
+		return a.Stats().Abandoned >= perPart-1
+	})
+	eventually(t, 20*time.Second, "B handles the moved partition", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for k := range handledBy["b"] {
+			if k/1000 == moved {
+				n++
+			}
+		}
+		return n == perPart
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for k := range handledBy["a"] {
+		if k/1000 == moved && k%1000 != 0 {
+			t.Fatalf("A started record %d of partition %d after the partition was revoked", k%1000, moved)
+		}
+	}
 }

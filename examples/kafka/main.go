@@ -15,6 +15,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -96,7 +97,11 @@ func run(brokers string) error {
 	if err != nil {
 		return err
 	}
-	defer producer.Close(context.Background())
+	// Close flushes what is still buffered. Give it a deadline: with
+	// unreachable brokers it then fails the rest (as not sent or
+	// unconfirmed) instead of waiting. (Without one it waits
+	// kafka.DefaultCloseTimeout at most.)
+	defer closeWithin(5*time.Second, "producer", producer.Close)
 	// Topics are not auto-created: create them (existing ones are kept).
 	if err := producer.CreateTopics(ctx, 3, "user_events", "quickstart.dlq"); err != nil {
 		return err
@@ -105,7 +110,7 @@ func run(brokers string) error {
 	if err != nil {
 		return err
 	}
-	defer consumer.Close(context.Background())
+	defer closeWithin(5*time.Second, "consumer", consumer.Close)
 
 	users := []User{
 		{ID: dispytch.NewUUID(), Email: "example@mail.com", Name: "John Doe"},
@@ -159,11 +164,16 @@ func run(brokers string) error {
 		return ctx.Err()
 	}
 
-	// Emitting: Emit returns once Kafka acknowledged the record.
+	// Emitting: Emit returns once Kafka acknowledged the record. A failed
+	// emit says whether Kafka may have it: dispytch.ErrNotSent (safe to
+	// retry) or dispytch.ErrUnconfirmed (a retry may duplicate it).
 	emitter := dispytch.NewEmitter(producer)
 	for _, u := range users {
 		if err := emitter.Emit(ctx, UserRegistered{User: u, Timestamp: time.Now().Unix()}); err != nil {
-			return err
+			if errors.Is(err, dispytch.ErrNotSent) {
+				return fmt.Errorf("not sent, safe to retry: %w", err)
+			}
+			return fmt.Errorf("maybe sent: %w", err)
 		}
 	}
 
@@ -180,4 +190,14 @@ func run(brokers string) error {
 	}
 	fmt.Printf("handled %d events, %d users stored\n", listener.Stats().Handled, len(service.users))
 	return nil
+}
+
+// closeWithin closes a producer or consumer within d, and reports a failed
+// close (records left unacknowledged, the last broker error).
+func closeWithin(d time.Duration, what string, closeFn func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	if err := closeFn(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "close %s: %v\n", what, err)
+	}
 }
