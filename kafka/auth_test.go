@@ -41,7 +41,7 @@ func roundTrip(t *testing.T, c *kfake.Cluster, topic string, opts ...kafka.Optio
 		t.Fatal(err)
 	}
 	var got atomic.Int64
-	l := dispytch.NewListener(newConsumer(t, c, copts...), dispytch.Group(topic+"-svc"), dispytch.WithLogger(testLogger()))
+	l := dispytch.NewListener(newConsumer(t, c, copts...), dispytch.ConsumerGroup(topic+"-svc"), dispytch.WithLogger(testLogger()))
 	l.Handle(topic, "ev", func(ev dispytch.Event[Ev]) { got.Store(int64(ev.Body.Seq)) })
 	start(t, l)
 	if err := dispytch.NewEmitter(p).Emit(context.Background(), Ev{T: topic, Seq: 7}); err != nil {
@@ -103,7 +103,7 @@ func TestSASLFailureStopsListener(t *testing.T) {
 	c := newCluster(t, kfake.EnableSASL(), kfake.Superuser("PLAIN", "plain-user", "plain-pass"))
 	rejectLikeKafka(c)
 	createTopicsAs(t, c, kafka.SASLPlain("plain-user", "plain-pass"), "plain")
-	l := dispytch.NewListener(newConsumer(t, c, kafka.SASLPlain("plain-user", "wrong")), dispytch.Group("bad-svc"),
+	l := dispytch.NewListener(newConsumer(t, c, kafka.SASLPlain("plain-user", "wrong")), dispytch.ConsumerGroup("bad-svc"),
 		dispytch.StartTimeout(20*time.Second), dispytch.WithLogger(testLogger()))
 	l.Handle("plain", "ev", func(ev dispytch.Event[Ev]) {})
 	began := time.Now()
@@ -153,8 +153,8 @@ func TestGroupAuthorizationFailure(t *testing.T) {
 			allow(kmsg.ACLResourceTypeTopic, "guarded", kmsg.ACLOperationRead),
 			allow(kmsg.ACLResourceTypeTopic, "guarded", kmsg.ACLOperationDescribe)))
 	createTopicsAs(t, c, kafka.SASLPlain("admin", "admin-pass"), "guarded")
-	l := dispytch.NewListener(newConsumer(t, c, kafka.SASLPlain("reader", "reader-pass")), dispytch.Group("not-mine"),
-		dispytch.StartTimeout(20*time.Second), dispytch.OnFailure(dispytch.Drop), dispytch.PoisonPolicy(dispytch.Drop),
+	l := dispytch.NewListener(newConsumer(t, c, kafka.SASLPlain("reader", "reader-pass")), dispytch.ConsumerGroup("not-mine"),
+		dispytch.StartTimeout(20*time.Second), dispytch.HandlerDefaults(dispytch.OnFailure(dispytch.PolicyDrop)), dispytch.PoisonPolicy(dispytch.PolicyDrop),
 		dispytch.WithLogger(testLogger()))
 	l.Handle("guarded", "ev", func(ev dispytch.Event[Ev]) {})
 	began := time.Now()

@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/kafka"
 )
 
@@ -213,8 +214,8 @@ func (x *bench) consumeDispytch(topic string, n int, opts ...kafka.ConsumerOptio
 	}
 	defer k.Close(context.Background())
 	var handled atomic.Int64
-	l := dispytch.NewListener(k, dispytch.Group(group), dispytch.WithLogger(quietLogger()),
-		dispytch.PoisonPolicy(dispytch.Drop), dispytch.OnFailure(dispytch.Drop))
+	l := dispytch.NewListener(k, dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLogger()),
+		dispytch.PoisonPolicy(dispytch.PolicyDrop), dispytch.HandlerDefaults(dispytch.OnFailure(dispytch.PolicyDrop)))
 	l.Handle(topic, "ev", func(ev dispytch.Event[benchEv]) { handled.Add(1) })
 	adm := adminClient(b, x.c)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -291,13 +292,13 @@ func (x *bench) produceRaw(topic string, evs []benchEv) time.Duration {
 	// and the same three headers the emitter's records carry, and produce
 	// with a promise.
 	for _, ev := range evs {
-		id := dispytch.NewUUID()
+		id := backend.NewUUID()
 		value, err := json.Marshal(envelope{ID: id, Type: "ev", Body: ev, Timestamp: time.Now().UnixMilli()})
 		if err != nil {
 			b.Fatal(err)
 		}
 		cl.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte(ev.Key), Value: value, Headers: []kgo.RecordHeader{
-			{Key: dispytch.HeaderContentType, Value: contentType},
+			{Key: backend.HeaderContentType, Value: contentType},
 			{Key: kafka.HeaderEventID, Value: []byte(id)}, {Key: kafka.HeaderEventType, Value: evType}}}, promise)
 	}
 	wg.Wait()

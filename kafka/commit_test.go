@@ -35,7 +35,7 @@ func TestCommitNeverPassesSlowRecord(t *testing.T) {
 	slowOffset.Store(-1)
 	var handled atomic.Int64
 	k := newConsumer(t, c, kafka.OrderPerKey())
-	l := dispytch.NewListener(k, dispytch.Group(group), dispytch.Concurrency(8), dispytch.WithLogger(testLogger()),
+	l := dispytch.NewListener(k, dispytch.ConsumerGroup(group), dispytch.Concurrency(8), dispytch.WithLogger(testLogger()),
 		dispytch.ShutdownTimeout(2*time.Second))
 	l.Handle(topic, "ev", func(ctx context.Context, ev dispytch.Event[Ev]) error {
 		if ev.Body.Seq == slowSeq {
@@ -90,7 +90,7 @@ func TestRetriesHoldOnlyTheirPartition(t *testing.T) {
 	var handled [3]atomic.Int64
 	var attempts atomic.Int64
 	k := newConsumer(t, c)
-	l := dispytch.NewListener(k, dispytch.Group(group), dispytch.Concurrency(4), dispytch.WithLogger(testLogger()))
+	l := dispytch.NewListener(k, dispytch.ConsumerGroup(group), dispytch.Concurrency(4), dispytch.WithLogger(testLogger()))
 	l.Handle(topic, "ev", func(ev dispytch.Event[Ev]) error {
 		if ev.Delivery.Partition == 0 && ev.Body.Seq == 0 && !release.Load() {
 			attempts.Add(1)
@@ -134,7 +134,7 @@ func TestBackpressurePausesPartition(t *testing.T) {
 	var handled atomic.Int64
 	k := newConsumer(t, c, kafka.PartitionQueue(queue, 0),
 		kafka.ClientOptions(kgo.FetchMaxPartitionBytes(32<<10), kgo.FetchMaxBytes(64<<10)))
-	l := dispytch.NewListener(k, dispytch.Group(group), dispytch.Concurrency(2), dispytch.WithLogger(testLogger()))
+	l := dispytch.NewListener(k, dispytch.ConsumerGroup(group), dispytch.Concurrency(2), dispytch.WithLogger(testLogger()))
 	l.Handle(topic, "ev", func(ev dispytch.Event[Ev]) {
 		if handled.Add(1) < 2000 {
 			time.Sleep(200 * time.Microsecond)

@@ -19,13 +19,14 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 )
 
 // maxPollRecords bounds the records taken from franz-go per poll.
 const maxPollRecords = 4096
 
 // Consumer consumes a listener's subscription as a Kafka consumer group. It
-// implements dispytch.Consumer, and dispytch.Producer for dead letters. Each
+// implements backend.Consumer, and backend.Producer for dead letters. Each
 // Consume call runs its own franz-go group client; a Consumer can serve
 // several listeners (and Redrive) at once.
 //
@@ -160,7 +161,7 @@ func (t *topicLimits) batchMax(topic string) int32 {
 // lookup learns the max.message.bytes of the topics not known yet from
 // the brokers (the topic's config, which falls back to the broker's); on
 // failure it keeps Kafka's default.
-func (t *topicLimits) lookup(ctx context.Context, cl *kgo.Client, msgs []*dispytch.Message) {
+func (t *topicLimits) lookup(ctx context.Context, cl *kgo.Client, msgs []*backend.Message) {
 	var missing []string
 	t.mu.Lock()
 	for _, m := range msgs {
@@ -220,7 +221,7 @@ func (c *Consumer) Producer() *Producer { return c.prod }
 // broker accepted can be dead-lettered with its failure headers; a dead
 // letter the broker still refuses fails with dispytch.ErrTooLarge, and the
 // listener then sends it truncated, with the original's coordinates.
-func (c *Consumer) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
+func (c *Consumer) Produce(ctx context.Context, msgs ...*backend.Message) error {
 	if c.limits != nil && ctx != nil && c.prod.cl != nil {
 		c.limits.lookup(ctx, c.prod.cl, msgs)
 	}
@@ -250,9 +251,9 @@ type tp struct {
 type session struct {
 	c     *Consumer
 	ctx   context.Context
-	sub   dispytch.Subscription
+	sub   backend.Subscription
 	group string
-	inbox dispytch.Inbox
+	inbox backend.Inbox
 	cl    *kgo.Client
 	log   *slog.Logger
 	ready sync.Once
@@ -279,7 +280,7 @@ type session struct {
 // regex subscription whose topics are re-matched in-process. Then it stops
 // fetching, waits for inbox.Done, commits what was settled, leaves the group
 // and returns nil.
-func (c *Consumer) Consume(ctx context.Context, sub dispytch.Subscription, inbox dispytch.Inbox) error {
+func (c *Consumer) Consume(ctx context.Context, sub backend.Subscription, inbox backend.Inbox) error {
 	group := sub.Group
 	if group == "" {
 		return fmt.Errorf("kafka: consume %s: %w (%w)", sub.String(), ErrNoGroup, dispytch.ErrPermanent)
@@ -529,9 +530,9 @@ func (s *session) lastCause(ctx context.Context) error {
 	s.causeMu.Lock()
 	defer s.causeMu.Unlock()
 	if s.cause != nil {
-		return fmt.Errorf("%w (while joining group %q: %w)", s.cause, s.group, dispytch.CtxError(ctx.Err()))
+		return fmt.Errorf("%w (while joining group %q: %w)", s.cause, s.group, backend.ContextError(ctx.Err()))
 	}
-	return fmt.Errorf("kafka: consume: group %q not joined: %w", s.group, dispytch.CtxError(ctx.Err()))
+	return fmt.Errorf("kafka: consume: group %q not joined: %w", s.group, backend.ContextError(ctx.Err()))
 }
 
 // sessionHooks are the franz-go hooks of a session's client: they record

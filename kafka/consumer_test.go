@@ -89,7 +89,7 @@ func TestConsumeOrder50k(t *testing.T) {
 
 	chk := newSeqChecker()
 	k := newConsumer(t, c)
-	l := dispytch.NewListener(k, dispytch.Group(group), dispytch.Concurrency(16), dispytch.WithLogger(testLogger()))
+	l := dispytch.NewListener(k, dispytch.ConsumerGroup(group), dispytch.Concurrency(16), dispytch.WithLogger(testLogger()))
 	l.Handle(topic, "ev", func(ev dispytch.Event[Ev]) { chk.observe(ev.Body, true) })
 	r := start(t, l)
 	eventually(t, 120*time.Second, "all events handled", func() bool { return chk.distinct() == n })

@@ -46,7 +46,7 @@ func TestCrashChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
-	l := dispytch.NewListener(k, dispytch.Group("crash-svc"), dispytch.Concurrency(8), dispytch.WithLogger(testLogger()))
+	l := dispytch.NewListener(k, dispytch.ConsumerGroup("crash-svc"), dispytch.Concurrency(8), dispytch.WithLogger(testLogger()))
 	l.Handle("crash", "ev", func(ev dispytch.Event[Ev]) error {
 		time.Sleep(50 * time.Microsecond)
 		mu.Lock()

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 )
 
 // DefaultDeadLetterGroup is the consumer group whose committed offsets mark
@@ -25,11 +26,11 @@ const DefaultDeadLetterGroup = "dispytch-dlq"
 const keptHoldBytes = 64 << 20
 
 var (
-	_ dispytch.DeadLetterStore   = (*Consumer)(nil)
-	_ dispytch.DeadLetterCounter = (*Consumer)(nil)
+	_ backend.DeadLetterStore   = (*Consumer)(nil)
+	_ backend.DeadLetterCounter = (*Consumer)(nil)
 )
 
-// ScanDeadLetters implements dispytch.DeadLetterStore on Kafka, for
+// ScanDeadLetters implements backend.DeadLetterStore on Kafka, for
 // dispytch.DeadLetters(consumer, "users.dlq") and its List, Count, Purge
 // and Redrive. It reads and writes through the consumer's dead-letter
 // producer's client.
@@ -73,7 +74,7 @@ var (
 // The deliveries f gets carry the record's key, value, headers, content
 // type, partition and offset (Info.Raw is the *kgo.Record); their Acker is
 // nil.
-func (c *Consumer) ScanDeadLetters(ctx context.Context, dest string, f func(*dispytch.Delivery) (dispytch.DeadLetterAction, error)) error {
+func (c *Consumer) ScanDeadLetters(ctx context.Context, dest string, f func(*backend.Delivery) (backend.DeadLetterAction, error)) error {
 	if ctx == nil {
 		return errors.New("kafka: scan dead letters: nil context")
 	}
@@ -100,7 +101,7 @@ func (c *Consumer) ScanDeadLetters(ctx context.Context, dest string, f func(*dis
 	return nil
 }
 
-// CountDeadLetters implements dispytch.DeadLetterCounter: the records of
+// CountDeadLetters implements backend.DeadLetterCounter: the records of
 // dest above the watermark (see ScanDeadLetters), the sum over partitions
 // of the end offset minus the watermark (or the log start). It counts
 // offsets, so it is approximate where offsets are not records: transaction
@@ -145,7 +146,7 @@ func (c *Consumer) dlqTopic(ctx context.Context, dest string) (*dlqState, error)
 	adm := kadm.NewClient(cl)
 	md, err := adm.Metadata(ctx, dest)
 	if err != nil {
-		return nil, fmt.Errorf("kafka: dead letters %q: metadata: %w", dest, dispytch.CtxError(err))
+		return nil, fmt.Errorf("kafka: dead letters %q: metadata: %w", dest, backend.ContextError(err))
 	}
 	td, ok := md.Topics[dest]
 	if !ok || errors.Is(td.Err, kerr.UnknownTopicOrPartition) {
@@ -166,18 +167,18 @@ func (c *Consumer) dlqTopic(ctx context.Context, dest string) (*dlqState, error)
 		err = ends.Error()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("kafka: dead letters %q: end offsets: %w", dest, dispytch.CtxError(err))
+		return nil, fmt.Errorf("kafka: dead letters %q: end offsets: %w", dest, backend.ContextError(err))
 	}
 	starts, err := adm.ListStartOffsets(ctx, dest)
 	if err == nil {
 		err = starts.Error()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("kafka: dead letters %q: start offsets: %w", dest, dispytch.CtxError(err))
+		return nil, fmt.Errorf("kafka: dead letters %q: start offsets: %w", dest, backend.ContextError(err))
 	}
 	wms, err := adm.FetchOffsets(ctx, ts.group)
 	if err != nil && !errors.Is(err, kerr.GroupIDNotFound) {
-		return nil, fmt.Errorf("kafka: dead letters %q: watermark of group %q: %w", dest, ts.group, dispytch.CtxError(err))
+		return nil, fmt.Errorf("kafka: dead letters %q: watermark of group %q: %w", dest, ts.group, backend.ContextError(err))
 	}
 	for _, p := range ts.parts {
 		e, _ := ends.Lookup(dest, p)
@@ -208,7 +209,7 @@ type partScan struct {
 	reappend  []*kgo.Record // kept records before the last removal, to copy
 }
 
-func (c *Consumer) scanPartition(ctx context.Context, ts *dlqState, part int32, from, to int64, f func(*dispytch.Delivery) (dispytch.DeadLetterAction, error)) (stop bool, err error) {
+func (c *Consumer) scanPartition(ctx context.Context, ts *dlqState, part int32, from, to int64, f func(*backend.Delivery) (backend.DeadLetterAction, error)) (stop bool, err error) {
 	ps := &partScan{c: c, ts: ts, part: part, committed: ts.wm[part], target: -1, frozenAt: -1}
 	pos := from
 	stale := 0
@@ -229,19 +230,19 @@ func (c *Consumer) scanPartition(ctx context.Context, ts *dlqState, part int32, 
 				continue
 			}
 			hdrs, ct := deliveryHeaders(r.Headers)
-			d := &dispytch.Delivery{
+			d := &backend.Delivery{
 				Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: hdrs, ContentType: ct,
 				Info: dispytch.DeliveryInfo{DeliveryCount: 1, Partition: r.Partition, Offset: r.Offset, Raw: r},
 			}
 			action, ferr := f(d)
 			if ferr != nil {
 				aerr := ps.apply(ctx)
-				if errors.Is(ferr, dispytch.ErrStopScan) {
+				if errors.Is(ferr, backend.ErrStopScan) {
 					return true, aerr
 				}
 				return false, errors.Join(ferr, aerr)
 			}
-			if action == dispytch.DeadLetterRemove {
+			if action == backend.ActionRemove {
 				ps.remove(r)
 			} else {
 				ps.keep(r)
@@ -306,7 +307,7 @@ func (ps *partScan) apply(ctx context.Context) error {
 	}
 	if err != nil {
 		return fmt.Errorf("kafka: dead letters %q partition %d: moving the watermark (group %q) to %d: %w",
-			ps.ts.topic, ps.part, ps.ts.group, target, dispytch.CtxError(err))
+			ps.ts.topic, ps.part, ps.ts.group, target, backend.ContextError(err))
 	}
 	ps.committed = target
 	return nil
@@ -316,9 +317,9 @@ func (ps *partScan) apply(ctx context.Context) error {
 // their partition, and returns once Kafka acknowledged every copy.
 func (ps *partScan) copyKept(ctx context.Context) error {
 	p := ps.c.prod
-	msgs := make([]*dispytch.Message, len(ps.reappend))
+	msgs := make([]*backend.Message, len(ps.reappend))
 	for i, r := range ps.reappend {
-		opts := make([]dispytch.BackendOption, 0, len(r.Headers)+3)
+		opts := make([]backend.Option, 0, len(r.Headers)+3)
 		opts = append(opts, verbatimOption{}, timestampOption(r.Timestamp))
 		if p.manual {
 			opts = append(opts, partitionOption(r.Partition))
@@ -326,7 +327,7 @@ func (ps *partScan) copyKept(ctx context.Context) error {
 		for _, h := range r.Headers {
 			opts = append(opts, headerOption{key: h.Key, value: h.Value})
 		}
-		msgs[i] = &dispytch.Message{Topic: r.Topic, Key: r.Key, Value: r.Value, Options: opts}
+		msgs[i] = &backend.Message{Topic: r.Topic, Key: r.Key, Value: r.Value, Options: opts}
 	}
 	if err := ps.c.Produce(ctx, msgs...); err != nil {
 		return fmt.Errorf("kafka: dead letters %q partition %d: keeping %d letters (copying them to the end): %w",
@@ -347,7 +348,7 @@ func (ps *partScan) fetch(ctx context.Context, pos int64) ([]*kgo.Record, int64,
 			select {
 			case <-ctx.Done():
 				t.Stop()
-				return nil, pos, fmt.Errorf("kafka: dead letters %q partition %d: %w (last error: %w)", ts.topic, ps.part, dispytch.CtxError(ctx.Err()), last)
+				return nil, pos, fmt.Errorf("kafka: dead letters %q partition %d: %w (last error: %w)", ts.topic, ps.part, backend.ContextError(ctx.Err()), last)
 			case <-t.C:
 			}
 			if err := ps.refreshLeader(ctx); err != nil {
@@ -387,7 +388,7 @@ func (ps *partScan) fetchOnce(ctx context.Context, pos int64) (recs []*kgo.Recor
 	}
 	kresp, err := ts.cl.Broker(int(ts.leader[ps.part])).Request(ctx, req)
 	if err != nil {
-		return nil, pos, ctx.Err() == nil, wrap(dispytch.CtxError(err))
+		return nil, pos, ctx.Err() == nil, wrap(backend.ContextError(err))
 	}
 	resp := kresp.(*kmsg.FetchResponse)
 	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {

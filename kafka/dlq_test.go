@@ -13,6 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
+	"github.com/dispytch/dispytch-go/dlq"
 	"github.com/dispytch/dispytch-go/kafka"
 )
 
@@ -40,9 +42,9 @@ func TestDeadLetterOperations(t *testing.T) {
 
 	var redriven atomic.Int64 // redriven messages reaching a handler (first attempts)
 	k := newConsumer(t, c)
-	l := dispytch.NewListener(k, dispytch.Group(group), dispytch.WithLogger(testLogger()))
+	l := dispytch.NewListener(k, dispytch.ConsumerGroup(group), dispytch.WithLogger(testLogger()))
 	mark := func(ev dispytch.Event[Ev]) {
-		if ev.Headers.Get(dispytch.HeaderRedriveHandler) != "" && ev.Delivery.Attempt == 1 {
+		if ev.Headers[dispytch.HeaderRedriveHandler] != "" && ev.Delivery.Attempt == 1 {
 			redriven.Add(1)
 		}
 	}
@@ -59,10 +61,10 @@ func TestDeadLetterOperations(t *testing.T) {
 	}, dispytch.Name("refund"), dispytch.Retries(0))
 	start(t, l)
 
-	dlq := dispytch.DeadLetters(k, dlqName)
+	q := dlq.Open(k, dlqName)
 	count := func() int {
 		t.Helper()
-		n, err := dlq.Count(ctx)
+		n, err := q.Count(ctx, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -88,7 +90,7 @@ func TestDeadLetterOperations(t *testing.T) {
 	eventually(t, 30*time.Second, "nine dead letters", func() bool { return count() == 9 })
 
 	// List: every letter decoded, oldest first per partition.
-	letters, err := dlq.List(ctx)
+	letters, err := q.List(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,23 +136,23 @@ func TestDeadLetterOperations(t *testing.T) {
 	// Filters, and dry runs that change nothing.
 	for _, tc := range []struct {
 		name string
-		opts []dispytch.DeadLetterOption
+		f    *dlq.Filter
 		want int
 	}{
-		{"reason decode", []dispytch.DeadLetterOption{dispytch.FilterReason(dispytch.ReasonDecode)}, 1},
-		{"handler refund", []dispytch.DeadLetterOption{dispytch.FilterHandler("refund")}, 3},
-		{"topic orders", []dispytch.DeadLetterOption{dispytch.FilterTopic("orders")}, 6},
-		{"failed after the split", []dispytch.DeadLetterOption{dispytch.FilterFailedBetween(split, time.Time{})}, 3},
-		{"failed before the split", []dispytch.DeadLetterOption{dispytch.FilterFailedBetween(time.Time{}, split)}, 6},
+		{"reason decode", &dlq.Filter{Reasons: []dispytch.Reason{dispytch.ReasonDecode}}, 1},
+		{"handler refund", &dlq.Filter{Handlers: []string{"refund"}}, 3},
+		{"topic orders", &dlq.Filter{Topics: []string{"orders"}}, 6},
+		{"failed after the split", &dlq.Filter{From: split}, 3},
+		{"failed before the split", &dlq.Filter{To: split}, 6},
 	} {
-		if n, err := dlq.Count(ctx, tc.opts...); err != nil || n != tc.want {
+		if n, err := q.Count(ctx, tc.f); err != nil || n != tc.want {
 			t.Fatalf("count %s: %d, %v; want %d", tc.name, n, err, tc.want)
 		}
 	}
-	if n, err := dlq.Redrive(ctx, p, dispytch.DryRun()); err != nil || n != 8 {
+	if n, err := q.Redrive(ctx, p, &dlq.Filter{DryRun: true}); err != nil || n != 8 {
 		t.Fatalf("redrive dry run: %d, %v; want the 8 handler failures", n, err)
 	}
-	if n, err := dlq.Purge(ctx, dispytch.DryRun(), dispytch.FilterHandler("refund")); err != nil || n != 3 {
+	if n, err := q.Purge(ctx, &dlq.Filter{DryRun: true, Handlers: []string{"refund"}}); err != nil || n != 3 {
 		t.Fatalf("purge dry run: %d, %v", n, err)
 	}
 	before := endTotal(t, c, dlqName)
@@ -165,7 +167,7 @@ func TestDeadLetterOperations(t *testing.T) {
 	// (the poison is skipped without FilterReason), and it returns.
 	for pass := 1; pass <= 2; pass++ {
 		began := time.Now()
-		n, err := dlq.Redrive(ctx, p)
+		n, err := q.Redrive(ctx, p, nil)
 		if err != nil || n != 8 {
 			t.Fatalf("redrive pass %d: %d, %v; want 8", pass, n, err)
 		}
@@ -174,16 +176,16 @@ func TestDeadLetterOperations(t *testing.T) {
 			return redriven.Load() == int64(8*pass) && count() == 9
 		})
 	}
-	if got, err := dlq.Count(ctx, dispytch.FilterReason(dispytch.ReasonDecode)); err != nil || got != 1 {
+	if got, err := q.Count(ctx, &dlq.Filter{Reasons: []dispytch.Reason{dispytch.ReasonDecode}}); err != nil || got != 1 {
 		t.Fatalf("the poison letter after two redrives: %d, %v", got, err)
 	}
 
 	// Purge the refunds only: the others stay, the ones before a removed
 	// refund in its partition too (they are copied to the end).
-	if n, err := dlq.Purge(ctx, dispytch.FilterHandler("refund")); err != nil || n != 3 {
+	if n, err := q.Purge(ctx, &dlq.Filter{Handlers: []string{"refund"}}); err != nil || n != 3 {
 		t.Fatalf("purge refunds: %d, %v", n, err)
 	}
-	left, err := dlq.List(ctx)
+	left, err := q.List(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,13 +200,13 @@ func TestDeadLetterOperations(t *testing.T) {
 	if n := count(); n < 6 {
 		t.Fatalf("count %d after purging the refunds", n)
 	}
-	if n, err := dlq.Purge(ctx); err != nil || n != 6 {
+	if n, err := q.Purge(ctx, nil); err != nil || n != 6 {
 		t.Fatalf("purge: %d, %v", n, err)
 	}
 	if n := count(); n != 0 {
 		t.Fatalf("count %d after purge", n)
 	}
-	if left, err := dlq.List(ctx); err != nil || len(left) != 0 {
+	if left, err := q.List(ctx, nil); err != nil || len(left) != 0 {
 		t.Fatalf("list after purge: %d, %v", len(left), err)
 	}
 }
@@ -235,32 +237,32 @@ func TestDeadLetterScanStopsAndErrors(t *testing.T) {
 		}
 	}
 	seen := 0
-	err := k.ScanDeadLetters(ctx, "s.dlq", func(d *dispytch.Delivery) (dispytch.DeadLetterAction, error) {
+	err := k.ScanDeadLetters(ctx, "s.dlq", func(d *backend.Delivery) (backend.DeadLetterAction, error) {
 		seen++
 		if seen == 2 {
-			return dispytch.DeadLetterKeep, dispytch.ErrStopScan
+			return backend.ActionKeep, backend.ErrStopScan
 		}
-		return dispytch.DeadLetterRemove, nil
+		return backend.ActionRemove, nil
 	})
 	if err != nil || seen != 2 {
 		t.Fatalf("stopped scan: %v after %d", err, seen)
 	}
 	boom := errors.New("boom")
-	err = k.ScanDeadLetters(ctx, "s.dlq", func(d *dispytch.Delivery) (dispytch.DeadLetterAction, error) {
-		return dispytch.DeadLetterKeep, boom
+	err = k.ScanDeadLetters(ctx, "s.dlq", func(d *backend.Delivery) (backend.DeadLetterAction, error) {
+		return backend.ActionKeep, boom
 	})
 	if !errors.Is(err, boom) {
 		t.Fatalf("scan error: %v", err)
 	}
 	var values []string
-	if err := k.ScanDeadLetters(ctx, "s.dlq", func(d *dispytch.Delivery) (dispytch.DeadLetterAction, error) {
+	if err := k.ScanDeadLetters(ctx, "s.dlq", func(d *backend.Delivery) (backend.DeadLetterAction, error) {
 		values = append(values, string(d.Value))
-		return dispytch.DeadLetterKeep, nil
+		return backend.ActionKeep, nil
 	}); err != nil || fmt.Sprint(values) != "[1 2]" {
 		t.Fatalf("left after the stopped scan: %v, %v", values, err)
 	}
-	if err := k.ScanDeadLetters(ctx, "nope.dlq", func(*dispytch.Delivery) (dispytch.DeadLetterAction, error) {
-		return dispytch.DeadLetterKeep, nil
+	if err := k.ScanDeadLetters(ctx, "nope.dlq", func(*backend.Delivery) (backend.DeadLetterAction, error) {
+		return backend.ActionKeep, nil
 	}); !errors.Is(err, kafka.ErrUnknownTopic) {
 		t.Fatalf("missing topic: %v", err)
 	}
@@ -285,13 +287,13 @@ func TestDeadLetterGroupOption(t *testing.T) {
 	if err := p.Produce(ctx, f.Message("w.dlq")); err != nil {
 		t.Fatal(err)
 	}
-	a := dispytch.DeadLetters(newConsumer(t, c), "w.dlq")
-	b := dispytch.DeadLetters(newConsumer(t, c, kafka.DeadLetterGroup("ops-b")), "w.dlq")
-	if n, err := a.Purge(ctx); err != nil || n != 1 {
+	a := dlq.Open(newConsumer(t, c), "w.dlq")
+	b := dlq.Open(newConsumer(t, c, kafka.DeadLetterGroup("ops-b")), "w.dlq")
+	if n, err := a.Purge(ctx, nil); err != nil || n != 1 {
 		t.Fatalf("purge: %d, %v", n, err)
 	}
-	na, _ := a.Count(ctx)
-	nb, _ := b.Count(ctx)
+	na, _ := a.Count(ctx, nil)
+	nb, _ := b.Count(ctx, nil)
 	if na != 0 || nb != 1 {
 		t.Fatalf("counts after purging through the default group: %d, through ops-b: %d", na, nb)
 	}
@@ -312,25 +314,25 @@ func TestDeadLetterKeepBeforeRemoval(t *testing.T) {
 	ctx := context.Background()
 	ts := time.UnixMilli(1_700_000_000_000)
 	for _, v := range []string{"A", "B", "C"} {
-		f := &dispytch.FailedMessage{Topic: "src", Key: []byte("key-" + v), Value: []byte(v), Headers: dispytch.Headers{"trace": "t-" + v},
+		f := &dispytch.FailedMessage{Topic: "src", Key: []byte("key-" + v), Value: []byte(v), Headers: map[string]string{"trace": "t-" + v},
 			Reason: dispytch.ReasonHandler, Handler: "h", Attempts: 1, FirstFailure: ts, LastFailure: ts, Partition: -1, Offset: -1}
 		if err := p.Produce(ctx, f.Message("k.dlq")); err != nil {
 			t.Fatal(err)
 		}
 	}
 	k := newConsumer(t, c)
-	if err := k.ScanDeadLetters(ctx, "k.dlq", func(d *dispytch.Delivery) (dispytch.DeadLetterAction, error) {
+	if err := k.ScanDeadLetters(ctx, "k.dlq", func(d *backend.Delivery) (backend.DeadLetterAction, error) {
 		if string(d.Value) == "B" {
-			return dispytch.DeadLetterRemove, nil
+			return backend.ActionRemove, nil
 		}
-		return dispytch.DeadLetterKeep, nil
+		return backend.ActionKeep, nil
 	}); err != nil {
 		t.Fatal(err)
 	}
 	if got := committed(t, adminClient(t, c), kafka.DefaultDeadLetterGroup, "k.dlq")[0]; got != 2 {
 		t.Fatalf("watermark %d, want 2 (past B)", got)
 	}
-	letters, err := dispytch.DeadLetters(k, "k.dlq").List(ctx)
+	letters, err := dlq.Open(k, "k.dlq").List(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

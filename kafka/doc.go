@@ -90,7 +90,7 @@
 // again: Stats.Refetched). Lost partitions (the member was fenced out of the
 // group) are forgotten without a commit. Acks of forgotten records return an
 // error wrapping dispytch.ErrClosed. From the revoke (or loss) on, the
-// partition's deliveries are stale (dispytch.StaleChecker): the listener
+// partition's deliveries are stale (backend.StaleChecker): the listener
 // does not start the ones still queued, nor retry the ones running.
 //
 // Kafka cannot redeliver a single record, so a nack (the Redeliver failure
@@ -100,7 +100,7 @@
 //
 // # Dead letters
 //
-// The Consumer is also a dispytch.Producer, so the listener publishes dead
+// The Consumer is also a backend.Producer, so the listener publishes dead
 // letters to Kafka: by the core's rule to the topic "<group>.dlq" (create it
 // like any other topic), with the original key, value and headers plus the
 // dispytch-dlq-* failure headers. The consumer's own producer accepts a
@@ -109,10 +109,10 @@
 // dead-lettered; one the broker still refuses is dead-lettered truncated,
 // with its coordinates (dispytch-dlq-partition, -offset, -truncated).
 // A dead letter that cannot be published is redelivered, with a growing
-// delivery count, until dispytch.DeadLetterAttempts; then the listener's
-// DeadLetterFallback applies, and the commit moves on.
+// delivery count, until dispytch.DeadLetterConfig.Attempts; then its
+// Fallback applies, and the commit moves on.
 //
-// The Consumer is a dispytch.DeadLetterStore:
+// The Consumer is a backend.DeadLetterStore:
 // dispytch.DeadLetters(consumer, "users.dlq") lists, counts, purges and
 // redrives a dead-letter topic. A log cannot delete records, so removal is
 // a watermark in the consumer group "dispytch-dlq" (DeadLetterGroup); see

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/kafka"
 )
 
@@ -62,7 +63,7 @@ func TestProduceDoneContextSendsNothing(t *testing.T) {
 	cancel()
 	expired, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
 	defer cancel2()
-	msg := func(seq int) *dispytch.Message {
+	msg := func(seq int) *backend.Message {
 		m, err := em.Message(Ev{T: "nothing", Seq: seq})
 		if err != nil {
 			t.Fatal(err)
@@ -84,7 +85,7 @@ func TestProduceDoneContextSendsNothing(t *testing.T) {
 	}{{cancelled, context.Canceled}, {expired, context.DeadlineExceeded}} {
 		check("Produce", p.Produce(tc.ctx, msg(1)), tc.err)
 		err := p.Produce(tc.ctx, msg(2), msg(3), msg(4))
-		var be *dispytch.BatchError
+		var be *backend.BatchError
 		if !errors.As(err, &be) || len(be.NotSent()) != 3 {
 			t.Fatalf("batch with a done context: %v", err)
 		}
@@ -189,7 +190,7 @@ func TestEmitBatchCancelledMidway(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(100*time.Millisecond, cancel)
 	err := em.EmitBatch(ctx, batch)
-	var be *dispytch.BatchError
+	var be *backend.BatchError
 	if !errors.As(err, &be) || len(be.Errs) != n {
 		t.Fatalf("cancelled batch: %v", err)
 	}
@@ -291,7 +292,7 @@ func TestCloseHonoursContext(t *testing.T) {
 	c := newCluster(t)
 	createTopics(t, c, 1, "stuck")
 	p := newProducer(t, c)
-	if err := p.Produce(context.Background(), &dispytch.Message{Topic: "stuck", Value: []byte("warm-up")}); err != nil {
+	if err := p.Produce(context.Background(), &backend.Message{Topic: "stuck", Value: []byte("warm-up")}); err != nil {
 		t.Fatal(err)
 	}
 	release := make(chan struct{})
@@ -302,7 +303,7 @@ func TestCloseHonoursContext(t *testing.T) {
 		return nil, nil, false
 	})
 	got := make(chan error, 1)
-	p.ProduceAsync(context.Background(), &dispytch.Message{Topic: "stuck", Value: []byte("x")}, func(err error) { got <- err })
+	p.ProduceAsync(context.Background(), &backend.Message{Topic: "stuck", Value: []byte("x")}, func(err error) { got <- err })
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	began := time.Now()

@@ -48,7 +48,7 @@ func Example() {
 	}
 	defer consumer.Close(ctx)
 	handled := make(chan struct{})
-	listener := dispytch.NewListener(consumer, dispytch.Group("billing"))
+	listener := dispytch.NewListener(consumer, dispytch.ConsumerGroup("billing"))
 	listener.Handle("orders", "order_placed", func(ev dispytch.Event[OrderPlaced]) {
 		fmt.Printf("%s ordered for %d (key %s)\n", ev.Body.Customer, ev.Body.Amount, ev.Delivery.Key)
 		close(handled)

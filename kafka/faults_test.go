@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/kafka"
 )
 
@@ -79,7 +80,7 @@ func TestFaultsNoLoss(t *testing.T) {
 
 	chk := newSeqChecker()
 	k := newConsumer(t, c)
-	l := dispytch.NewListener(k, dispytch.Group(group), dispytch.Concurrency(16), dispytch.WithLogger(testLogger()))
+	l := dispytch.NewListener(k, dispytch.ConsumerGroup(group), dispytch.Concurrency(16), dispytch.WithLogger(testLogger()))
 	l.Handle(topic, "ev", func(ev dispytch.Event[Ev]) { chk.observe(ev.Body, false) })
 	start(t, l)
 
@@ -174,6 +175,17 @@ func TestFaultsNoLoss(t *testing.T) {
 	t.Logf("consumer stats: %+v", k.Stats())
 }
 
+// emitErrors is an EmitObserver counting failed emits.
+type emitErrors struct{ n atomic.Int64 }
+
+func (o *emitErrors) ObserveEmit(ctx context.Context, _ *backend.Message) (context.Context, func(error)) {
+	return ctx, func(err error) {
+		if err != nil {
+			o.n.Add(1)
+		}
+	}
+}
+
 // TestFaultsEmitErrorsSurface checks that produce failures reach the caller
 // of Emit: a non-retriable broker error, and a deadline while every produce
 // request is dropped.
@@ -183,16 +195,16 @@ func TestFaultsEmitErrorsSurface(t *testing.T) {
 	p := newProducer(t, c, kafka.ClientOptions(retryOpts()...))
 	em := dispytch.NewEmitter(p)
 	ctx := context.Background()
-	var hooked atomic.Int64
-	emHooked := dispytch.NewEmitter(p, dispytch.OnEmitError(func(context.Context, dispytch.Eventer, error) { hooked.Add(1) }))
+	obs := &emitErrors{}
+	emHooked := dispytch.NewEmitter(p, dispytch.Observe(obs))
 
 	f := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "strict", Err: kerr.PolicyViolation})
 	err := emHooked.Emit(ctx, Ev{T: "strict", Seq: 1})
 	if !errors.Is(err, kerr.PolicyViolation) {
 		t.Fatalf("non-retriable broker error: %v", err)
 	}
-	if hooked.Load() != 1 {
-		t.Fatalf("OnEmitError called %d times", hooked.Load())
+	if obs.n.Load() != 1 {
+		t.Fatalf("the emit observer saw %d errors", obs.n.Load())
 	}
 	if f.Hits() != 1 {
 		t.Fatalf("fault hit %d times", f.Hits())

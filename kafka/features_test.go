@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/dlq"
 	"github.com/dispytch/dispytch-go/kafka"
 )
 
@@ -25,8 +26,8 @@ import (
 func TestDeadLettersAndRedrive(t *testing.T) {
 	c := newCluster(t)
 	topic, group := "payments", "pay"
-	dlq := dispytch.DefaultDeadLetterTopic(&dispytch.FailedMessage{Group: group})
-	createTopics(t, c, 3, topic, dlq)
+	dlqName := group + ".dlq"
+	createTopics(t, c, 3, topic, dlqName)
 	p := newProducer(t, c)
 	em := dispytch.NewEmitter(p)
 	ctx := context.Background()
@@ -45,7 +46,7 @@ func TestDeadLettersAndRedrive(t *testing.T) {
 				panic("boom")
 			}
 		}
-		if ev.Headers.Get(dispytch.HeaderRedriveHandler) != "" {
+		if ev.Headers[dispytch.HeaderRedriveHandler] != "" {
 			redriven.Add(1)
 		}
 		mu.Lock()
@@ -54,7 +55,7 @@ func TestDeadLettersAndRedrive(t *testing.T) {
 		return nil
 	}
 	newListener := func() *dispytch.Listener {
-		l := dispytch.NewListener(newConsumer(t, c), dispytch.Group(group), dispytch.WithLogger(testLogger()))
+		l := dispytch.NewListener(newConsumer(t, c), dispytch.ConsumerGroup(group), dispytch.WithLogger(testLogger()))
 		l.Handle(topic, "ev", handler, dispytch.Name("charge"), dispytch.Retries(1), dispytch.RetryInterval(time.Millisecond))
 		return l
 	}
@@ -76,7 +77,7 @@ func TestDeadLettersAndRedrive(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, "8 good events handled", func() bool { return count() == 8 })
-	dead := readAll(t, c, 3, dlq)
+	dead := readAll(t, c, 3, dlqName)
 	reasons := map[string]*kgo.Record{}
 	for _, d := range dead {
 		reason, _ := header(d, dispytch.HeaderDLReason)
@@ -137,8 +138,8 @@ func TestDeadLettersAndRedrive(t *testing.T) {
 	rk := newConsumer(t, c)
 	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	n, err := dispytch.DeadLetters(rk, dlq).Redrive(rctx, p,
-		dispytch.FilterReason(dispytch.ReasonHandler, dispytch.ReasonPanic, dispytch.ReasonDecode))
+	n, err := dlq.Open(rk, dlqName).Redrive(rctx, p,
+		&dlq.Filter{Reasons: []dispytch.Reason{dispytch.ReasonHandler, dispytch.ReasonPanic, dispytch.ReasonDecode}})
 	if err != nil || n != 3 {
 		t.Fatalf("redrive: %d, %v", n, err)
 	}
@@ -148,8 +149,8 @@ func TestDeadLettersAndRedrive(t *testing.T) {
 		t.Fatalf("%d redriven events reached the handler, want 2", redriven.Load())
 	}
 	// The poison record is poison again: it is dead-lettered a second time.
-	readAll(t, c, 4, dlq)
-	if n, err := dispytch.DeadLetters(rk, dlq).Count(rctx); err != nil || n != 1 {
+	readAll(t, c, 4, dlqName)
+	if n, err := dlq.Open(rk, dlqName).Count(rctx, nil); err != nil || n != 1 {
 		t.Fatalf("dead letters left: %d, %v; want the poison's new letter", n, err)
 	}
 }
@@ -180,7 +181,7 @@ func TestPatternSubscription(t *testing.T) {
 		got[s]++
 		mu.Unlock()
 	}
-	l := dispytch.NewListener(newConsumer(t, c), dispytch.Group(group), dispytch.WithLogger(testLogger()))
+	l := dispytch.NewListener(newConsumer(t, c), dispytch.ConsumerGroup(group), dispytch.WithLogger(testLogger()))
 	l.Handle("user.{id}.events", "ev", func(ev dispytch.Event[Ev]) { record("user:" + ev.Segment("id")) })
 	l.Handle("audit", "ev", func(ev dispytch.Event[Ev]) { record("audit") })
 	l.Handle("user.{id}.events", "ev", func(ev dispytch.Event[Ev]) { record("any:" + ev.Topic) }, dispytch.Name("second"))
@@ -218,7 +219,7 @@ func TestPatternRematch(t *testing.T) {
 	createTopics(t, c, 1, "shop::eu::orders", "shop::eu::x::orders", group+".dlq")
 	em := dispytch.NewEmitter(newProducer(t, c))
 	var handled sync.Map
-	l := dispytch.NewListener(newConsumer(t, c), dispytch.Group(group), dispytch.Delimiter("::"),
+	l := dispytch.NewListener(newConsumer(t, c), dispytch.ConsumerGroup(group), dispytch.Delimiter("::"),
 		dispytch.WithLogger(testLogger()))
 	l.Handle("shop::{region}::orders", "ev", func(ev dispytch.Event[Ev]) { handled.Store(ev.Topic, ev.Segment("region")) })
 	start(t, l)
@@ -251,7 +252,7 @@ func TestStartFromLatest(t *testing.T) {
 
 	var mu sync.Mutex
 	var late []int
-	l := dispytch.NewListener(newConsumer(t, c, kafka.StartFrom(kafka.Latest)), dispytch.Group("late-svc"),
+	l := dispytch.NewListener(newConsumer(t, c, kafka.StartFrom(kafka.Latest)), dispytch.ConsumerGroup("late-svc"),
 		dispytch.WithLogger(testLogger()))
 	l.Handle(topic, "ev", func(ev dispytch.Event[Ev]) {
 		mu.Lock()
@@ -266,7 +267,7 @@ func TestStartFromLatest(t *testing.T) {
 	}
 	// The default, Earliest, sees all 36 on a new group.
 	var early atomic.Int64
-	le := dispytch.NewListener(newConsumer(t, c), dispytch.Group("early-svc"), dispytch.WithLogger(testLogger()))
+	le := dispytch.NewListener(newConsumer(t, c), dispytch.ConsumerGroup("early-svc"), dispytch.WithLogger(testLogger()))
 	le.Handle(topic, "ev", func(ev dispytch.Event[Ev]) { early.Add(1) })
 	start(t, le)
 	eventually(t, 30*time.Second, "earliest group handled all", func() bool { return early.Load() == 36 })
@@ -291,7 +292,7 @@ func TestStartFromLatest(t *testing.T) {
 func TestConsumeNeedsGroup(t *testing.T) {
 	c := newCluster(t)
 	createTopics(t, c, 1, "t")
-	l := dispytch.NewListener(newConsumer(t, c), dispytch.OnFailure(dispytch.Drop), dispytch.PoisonPolicy(dispytch.Drop),
+	l := dispytch.NewListener(newConsumer(t, c), dispytch.HandlerDefaults(dispytch.OnFailure(dispytch.PolicyDrop)), dispytch.PoisonPolicy(dispytch.PolicyDrop),
 		dispytch.WithLogger(testLogger()))
 	l.Handle("t", "ev", func(ev dispytch.Event[Ev]) {})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -318,7 +319,7 @@ func TestRedeliverPolicy(t *testing.T) {
 	var counts []int
 	var redelivered []bool
 	k := newConsumer(t, c)
-	l := dispytch.NewListener(k, dispytch.Group(group), dispytch.WithLogger(testLogger()))
+	l := dispytch.NewListener(k, dispytch.ConsumerGroup(group), dispytch.WithLogger(testLogger()))
 	l.Handle(topic, "ev", func(ev dispytch.Event[Ev]) error {
 		mu.Lock()
 		defer mu.Unlock()
@@ -331,7 +332,7 @@ func TestRedeliverPolicy(t *testing.T) {
 			return errors.New("try again")
 		}
 		return nil
-	}, dispytch.OnFailure(dispytch.Redeliver))
+	}, dispytch.OnFailure(dispytch.PolicyRedeliver))
 	start(t, l)
 	for i := 1; i <= 3; i++ {
 		if err := em.Emit(context.Background(), Ev{T: topic, Seq: i}); err != nil {
@@ -361,7 +362,7 @@ func TestPatternReadyBeforeTopicsExist(t *testing.T) {
 	c := newCluster(t)
 	createTopics(t, c, 1, "unrelated")
 	var got atomic.Int64
-	l := dispytch.NewListener(newConsumer(t, c), dispytch.Group("later"), dispytch.StartTimeout(10*time.Second),
+	l := dispytch.NewListener(newConsumer(t, c), dispytch.ConsumerGroup("later"), dispytch.StartTimeout(10*time.Second),
 		dispytch.WithLogger(testLogger()))
 	l.Handle("later.{id}.events", "ev", func(ev dispytch.Event[Ev]) { got.Store(int64(ev.Body.Seq)) })
 	began := time.Now()

@@ -5,9 +5,8 @@ import (
 	"slices"
 	"unicode/utf8"
 
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/dispytch/dispytch-go"
 )
 
 // Record headers the producer adds next to the envelope, so that tools can
@@ -88,7 +87,7 @@ func plainString(b []byte) (s, rest []byte, ok bool) {
 // the event id and type, from a value in the JSON codec's own layout. Dead
 // letters and redriven messages carry the original record's headers, so
 // they need neither.
-func recordHeaders(dst []kgo.RecordHeader, m *dispytch.Message, extra []kgo.RecordHeader) []kgo.RecordHeader {
+func recordHeaders(dst []kgo.RecordHeader, m *backend.Message, extra []kgo.RecordHeader) []kgo.RecordHeader {
 	h, value := m.Headers, m.Value
 	out := dst
 	if len(h) > 0 { // ranging over even an empty map costs an iterator
@@ -109,8 +108,8 @@ func recordHeaders(dst []kgo.RecordHeader, m *dispytch.Message, extra []kgo.Reco
 	}
 	_, hasID := h[HeaderEventID]
 	_, hasType := h[HeaderEventType]
-	if _, ok := h[dispytch.HeaderContentType]; !ok && m.ContentType != "" {
-		out = append(out, kgo.RecordHeader{Key: dispytch.HeaderContentType, Value: contentTypeBytes(m.ContentType)})
+	if _, ok := h[backend.HeaderContentType]; !ok && m.ContentType != "" {
+		out = append(out, kgo.RecordHeader{Key: backend.HeaderContentType, Value: contentTypeBytes(m.ContentType)})
 	}
 	// The emitter's envelopes hold the id and type verbatim: take them
 	// from the value without copying.
@@ -165,15 +164,15 @@ var (
 // repeated key the last value wins. The content type and the event type,
 // which repeat from record to record, are shared strings for the common
 // values. It returns nil for no headers, and the content type.
-func deliveryHeaders(hs []kgo.RecordHeader) (h dispytch.Headers, contentType string) {
+func deliveryHeaders(hs []kgo.RecordHeader) (h map[string]string, contentType string) {
 	if len(hs) == 0 {
 		return nil, ""
 	}
-	h = make(dispytch.Headers, len(hs))
+	h = make(map[string]string, len(hs))
 	for _, rh := range hs {
 		var v string
 		switch rh.Key {
-		case dispytch.HeaderContentType:
+		case backend.HeaderContentType:
 			v = contentTypeString(rh.Value)
 			contentType = v
 		default:

@@ -15,7 +15,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/codec"
 )
 
@@ -134,7 +134,7 @@ func TestScanEnvelopeIDType(t *testing.T) {
 // present, raw headers last.
 func TestRecordHeaders(t *testing.T) {
 	value := []byte(`{"id":"i","type":"t","body":{},"timestamp":1}`)
-	hs := recordHeaders(nil, &dispytch.Message{Headers: dispytch.Headers{"b": "2", "a": "1"}, Value: value}, []kgo.RecordHeader{{Key: "raw", Value: []byte{0}}})
+	hs := recordHeaders(nil, &backend.Message{Headers: map[string]string{"b": "2", "a": "1"}, Value: value}, []kgo.RecordHeader{{Key: "raw", Value: []byte{0}}})
 	var keys []string
 	for _, h := range hs {
 		keys = append(keys, h.Key+"="+string(h.Value))
@@ -143,11 +143,11 @@ func TestRecordHeaders(t *testing.T) {
 	if !slices.Equal(keys, want) {
 		t.Fatalf("headers %q, want %q", keys, want)
 	}
-	hs = recordHeaders(nil, &dispytch.Message{Headers: dispytch.Headers{HeaderEventID: "kept", HeaderEventType: "kept"}, Value: value}, nil)
+	hs = recordHeaders(nil, &backend.Message{Headers: map[string]string{HeaderEventID: "kept", HeaderEventType: "kept"}, Value: value}, nil)
 	if len(hs) != 2 || string(hs[0].Value) != "kept" || string(hs[1].Value) != "kept" {
 		t.Fatalf("existing id/type headers replaced: %v", hs)
 	}
-	if hs := recordHeaders(nil, &dispytch.Message{Value: []byte("poison")}, nil); len(hs) != 0 {
+	if hs := recordHeaders(nil, &backend.Message{Value: []byte("poison")}, nil); len(hs) != 0 {
 		t.Fatalf("headers for a non-envelope: %v", hs)
 	}
 	if got, _ := deliveryHeaders([]kgo.RecordHeader{{Key: "k", Value: []byte("1")}, {Key: "k", Value: []byte("2")}}); got["k"] != "2" {
@@ -156,7 +156,7 @@ func TestRecordHeaders(t *testing.T) {
 	// Every header reaches the delivery, the derived ones too, so that a
 	// dead letter carries them; the content type is the delivery's too.
 	got, ct := deliveryHeaders([]kgo.RecordHeader{{Key: HeaderEventID, Value: []byte("i")}, {Key: HeaderEventType, Value: []byte("t")},
-		{Key: dispytch.HeaderContentType, Value: []byte("application/msgpack")}})
+		{Key: backend.HeaderContentType, Value: []byte("application/msgpack")}})
 	if len(got) != 3 || got[HeaderEventID] != "i" || got[HeaderEventType] != "t" || ct != "application/msgpack" {
 		t.Fatalf("delivery headers %v, content type %q", got, ct)
 	}
@@ -274,9 +274,9 @@ func TestProducerSlotsFollowClient(t *testing.T) {
 func TestDeliveryContentType(t *testing.T) {
 	p := &partition{s: &session{c: &Consumer{}}, okey: "t/0"}
 	r := &kgo.Record{Topic: "t", Value: []byte("{}"), Headers: []kgo.RecordHeader{
-		{Key: dispytch.HeaderContentType, Value: []byte("application/msgpack")}, {Key: HeaderEventID, Value: []byte("id-1")}}}
+		{Key: backend.HeaderContentType, Value: []byte("application/msgpack")}, {Key: HeaderEventID, Value: []byte("id-1")}}}
 	d := p.newDelivery(r, 0)
-	if d.d.ContentType != "application/msgpack" || d.d.Headers[HeaderEventID] != "id-1" || d.d.Headers[dispytch.HeaderContentType] != "application/msgpack" {
+	if d.d.ContentType != "application/msgpack" || d.d.Headers[HeaderEventID] != "id-1" || d.d.Headers[backend.HeaderContentType] != "application/msgpack" {
 		t.Fatalf("delivery %+v", d.d)
 	}
 	if d := p.newDelivery(&kgo.Record{Topic: "t"}, 1); d.d.ContentType != "" || d.d.Headers != nil {

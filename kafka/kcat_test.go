@@ -47,10 +47,10 @@ func TestKcatProducesListenerHandles(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var seen []got
-	l := dispytch.NewListener(newConsumer(t, c), dispytch.Group("kcat-svc"), dispytch.WithLogger(testLogger()))
+	l := dispytch.NewListener(newConsumer(t, c), dispytch.ConsumerGroup("kcat-svc"), dispytch.WithLogger(testLogger()))
 	l.Handle("from-kcat", "ev", func(ev dispytch.Event[Ev]) {
 		mu.Lock()
-		seen = append(seen, got{ev.ID, ev.Type, string(ev.Delivery.Key), ev.Headers.Get("trace"), ev.Timestamp.UnixMilli(), ev.Body})
+		seen = append(seen, got{ev.ID, ev.Type, string(ev.Delivery.Key), ev.Headers["trace"], ev.Timestamp.UnixMilli(), ev.Body})
 		mu.Unlock()
 	})
 	start(t, l)
@@ -135,7 +135,7 @@ func TestKcatReadsDeadLetters(t *testing.T) {
 	testenv.RequireCommand(t, "kcat")
 	c := newCluster(t)
 	createTopics(t, c, 1, "signups", "users.dlq")
-	l := dispytch.NewListener(newConsumer(t, c), dispytch.Group("users"), dispytch.WithLogger(testLogger()))
+	l := dispytch.NewListener(newConsumer(t, c), dispytch.ConsumerGroup("users"), dispytch.WithLogger(testLogger()))
 	l.Handle("signups", "ev", func(ev dispytch.Event[Ev]) error { return errors.New("mailer down") }, dispytch.Name("welcome"))
 	start(t, l)
 	if err := dispytch.NewEmitter(newProducer(t, c)).Emit(context.Background(), Ev{T: "signups", Seq: 7}); err != nil {

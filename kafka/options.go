@@ -296,7 +296,7 @@ func TopicRefresh(d time.Duration) ConsumerOption {
 	})
 }
 
-// RedeliveryDelay sets how long a nacked record (dispytch.Redeliver, or a
+// RedeliveryDelay sets how long a nacked record (dispytch.PolicyRedeliver, or a
 // dead letter that could not be published) waits before it is delivered
 // again (default 1s). Kafka cannot redeliver one record, so the consumer
 // does it itself; the partition's committed offset stays behind the record

@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 )
 
 var errAlreadySettled = errors.New("kafka: delivery already settled")
@@ -202,7 +203,7 @@ func (p *partition) newDelivery(r *kgo.Record, seq uint64) *delivery {
 		}
 	}
 	hdrs, ct := deliveryHeaders(r.Headers)
-	d.d = dispytch.Delivery{
+	d.d = backend.Delivery{
 		Topic:       r.Topic,
 		Key:         r.Key,
 		Value:       r.Value,
@@ -358,7 +359,7 @@ func (p *partition) setCommitted(off int64) {
 
 // delivery is one record handed to the listener, and its Acknowledger.
 type delivery struct {
-	d           dispytch.Delivery
+	d           backend.Delivery
 	p           *partition
 	seq         uint64
 	rec         *kgo.Record
@@ -375,7 +376,7 @@ func (d *delivery) Ack(context.Context) error { return d.p.settle(d, true) }
 func (d *delivery) Nack(context.Context) error { return d.p.settle(d, false) }
 
 // Stale reports whether the record's partition was revoked or lost, or the
-// consumer's session ended (dispytch.StaleChecker): the record belongs to
+// consumer's session ended (backend.StaleChecker): the record belongs to
 // the partition's next owner, or to the next run, so the listener does not
 // start it, or retry it. A delivery reported stale is abandoned: it no
 // longer holds back the revoke's drain, and its offset is not committed.
@@ -389,7 +390,7 @@ func (d *delivery) Stale() bool {
 	return true
 }
 
-var _ dispytch.StaleChecker = (*delivery)(nil)
+var _ backend.StaleChecker = (*delivery)(nil)
 
 // redeliver returns a fresh delivery of the same record.
 func (d *delivery) redeliver() *delivery {

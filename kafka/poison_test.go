@@ -79,7 +79,7 @@ func TestLargePoisonDeadLetteredAtDefaults(t *testing.T) {
 	}
 
 	var good atomic.Int64
-	l := dispytch.NewListener(newConsumer(t, c), dispytch.Group(group), dispytch.WithLogger(testLogger()))
+	l := dispytch.NewListener(newConsumer(t, c), dispytch.ConsumerGroup(group), dispytch.WithLogger(testLogger()))
 	l.Handle(topic, "ev", func(ev dispytch.Event[Ev]) { good.Add(int64(ev.Body.Seq)) })
 	start(t, l)
 	eventually(t, 30*time.Second, "the good record after the poison handled", func() bool { return good.Load() == 3 })
@@ -134,7 +134,7 @@ func TestDeadLetterTopicMissingFallback(t *testing.T) {
 	var redelivered []bool
 	var good atomic.Int64
 	k := newConsumer(t, c, kafka.ClientOptions(kgo.UnknownTopicRetries(1)))
-	l := dispytch.NewListener(k, dispytch.Group(group), dispytch.DeadLetterAttempts(3), dispytch.WithLogger(testLogger()))
+	l := dispytch.NewListener(k, dispytch.ConsumerGroup(group), dispytch.DeadLettering(dispytch.DeadLetterConfig{Attempts: 3}), dispytch.WithLogger(testLogger()))
 	l.Handle(topic, "ev", func(ev dispytch.Event[Ev]) error {
 		if ev.Body.Seq == 2 {
 			good.Add(1)

@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 )
 
 // BackendName is what Backend returns, and the backend of this package's
@@ -29,10 +30,10 @@ var (
 	// franz-go's kerr.UnknownTopicOrPartition.
 	ErrUnknownTopic = errors.New("kafka: topic does not exist")
 	// ErrNoGroup reports a Consume without a consumer group: give the
-	// listener dispytch.Group(name). The listener's group is the only
+	// listener dispytch.ConsumerGroup(name). The listener's group is the only
 	// group setting: it names the Kafka consumer group and the group's
 	// dead-letter topic ("<group>.dlq").
-	ErrNoGroup = errors.New("kafka: a consumer group is required: give the listener dispytch.Group(name)")
+	ErrNoGroup = errors.New("kafka: a consumer group is required: give the listener dispytch.ConsumerGroup(name)")
 	// ErrPartitioner reports an explicit Partition emit option on a
 	// producer whose client was not built with Partitioner().
 	ErrPartitioner = errors.New("kafka: explicit partitions need the client built with kafka.Partitioner()")
@@ -41,8 +42,8 @@ var (
 // Producer sends dispytch messages as Kafka records through a franz-go
 // client, which batches them: Produce hands every message of a call to the
 // client at once and then waits for their acks, and ProduceAsync does not
-// wait at all. It implements dispytch.Producer, dispytch.AsyncProducer and
-// dispytch.BackendNamer. It is safe for concurrent use.
+// wait at all. It implements backend.Producer, backend.AsyncProducer and
+// backend.Named. It is safe for concurrent use.
 //
 // The record value is the envelope exactly as the emitter encoded it. The
 // record headers are the message headers plus dispytch-event-id and
@@ -250,7 +251,7 @@ func (p *Producer) Close(ctx context.Context) error {
 		if ferr != nil {
 			left := p.slots.used.Load()
 			err = fmt.Errorf("kafka: close producer: %d records not acknowledged after %s%s: %w",
-				left, p.waited(ctx), p.lastBrokerErr(), dispytch.CtxError(ferr))
+				left, p.waited(ctx), p.lastBrokerErr(), backend.ContextError(ferr))
 			if p.own {
 				actx, acancel := context.WithTimeout(context.Background(), abortGrace)
 				_ = p.cl.AbortBufferedRecords(actx)
@@ -319,19 +320,19 @@ func (p *Producer) Flush(ctx context.Context) error {
 		return errNilClient
 	}
 	if err := p.cl.Flush(ctx); err != nil {
-		return fmt.Errorf("kafka: flush: %d records not acknowledged%s: %w", p.slots.used.Load(), p.lastBrokerErr(), dispytch.CtxError(err))
+		return fmt.Errorf("kafka: flush: %d records not acknowledged%s: %w", p.slots.used.Load(), p.lastBrokerErr(), backend.ContextError(err))
 	}
 	return nil
 }
 
 // Produce sends msgs and returns once the brokers acknowledged all of them,
 // some failed, or ctx is done: then the error is the message's own for a
-// single message, else a *dispytch.BatchError with one entry per message
+// single message, else a *backend.BatchError with one entry per message
 // (BatchError.NotSent and Unconfirmed tell them apart, see Producer). All
 // messages are handed to the client before waiting, so one call costs
 // about one round trip however many it sends; ctx is checked before each
 // one is handed over.
-func (p *Producer) Produce(ctx context.Context, msgs ...*dispytch.Message) error {
+func (p *Producer) Produce(ctx context.Context, msgs ...*backend.Message) error {
 	if ctx == nil {
 		return fmt.Errorf("kafka: produce: nil context: %w", dispytch.ErrNotSent)
 	}
@@ -361,7 +362,7 @@ func (p *Producer) Produce(ctx context.Context, msgs ...*dispytch.Message) error
 	for i, m := range msgs {
 		if err := ctxDone(ctx); err != nil {
 			for j := i; j < len(msgs); j++ {
-				w.finish(j, notSent(topicOf(msgs[j]), dispytch.CtxError(err)))
+				w.finish(j, notSent(topicOf(msgs[j]), backend.ContextError(err)))
 			}
 			break
 		}
@@ -385,7 +386,7 @@ func (p *Producer) Produce(ctx context.Context, msgs ...*dispytch.Message) error
 		}
 	}
 	if w.failed.Load() {
-		return &dispytch.BatchError{Errs: w.errs}
+		return &backend.BatchError{Errs: w.errs}
 	}
 	return nil
 }
@@ -449,7 +450,7 @@ func ctxDone(ctx context.Context) error {
 	return nil
 }
 
-func topicOf(m *dispytch.Message) string {
+func topicOf(m *backend.Message) string {
 	if m == nil {
 		return ""
 	}
@@ -465,7 +466,7 @@ func notSent(topic string, cause error) error {
 // often why.
 func (p *Producer) ctxUnconfirmed(ctx context.Context, topic string) error {
 	return fmt.Errorf("kafka: produce to %q: no acknowledgement before the context ended%s: %w: %w",
-		topic, p.lastBrokerErr(), dispytch.ErrUnconfirmed, dispytch.CtxError(ctx.Err()))
+		topic, p.lastBrokerErr(), dispytch.ErrUnconfirmed, backend.ContextError(ctx.Err()))
 }
 
 // ProduceAsync hands m to the client's batching and returns; done is called
@@ -475,7 +476,7 @@ func (p *Producer) ctxUnconfirmed(ctx context.Context, topic string) error {
 // buffers its maximum of records (franz-go's MaxBufferedRecords), until ctx
 // is done (then the message is not sent). done may be called from a
 // franz-go goroutine, or before ProduceAsync returns.
-func (p *Producer) ProduceAsync(ctx context.Context, m *dispytch.Message, done func(error)) {
+func (p *Producer) ProduceAsync(ctx context.Context, m *backend.Message, done func(error)) {
 	if done == nil {
 		done = func(error) {}
 	}
@@ -531,7 +532,7 @@ func (w *asyncWatch) setStop(stop func() bool) {
 // send hands m to the client and returns its record, or calls done with
 // why it was not sent and returns nil. Once handed over, done is called by
 // onProduced.
-func (p *Producer) send(ctx context.Context, m *dispytch.Message, done outcome) *produced {
+func (p *Producer) send(ctx context.Context, m *backend.Message, done outcome) *produced {
 	if p.cl == nil {
 		done.report(fmt.Errorf("kafka: produce: %w: %w", errNilClient, dispytch.ErrNotSent))
 		return nil
@@ -545,7 +546,7 @@ func (p *Producer) send(ctx context.Context, m *dispytch.Message, done outcome) 
 		return nil
 	}
 	if err := ctxDone(ctx); err != nil {
-		done.report(notSent(m.Topic, dispytch.CtxError(err)))
+		done.report(notSent(m.Topic, backend.ContextError(err)))
 		return nil
 	}
 	x, err := p.record(ctx, m)
@@ -556,13 +557,13 @@ func (p *Producer) send(ctx context.Context, m *dispytch.Message, done outcome) 
 	if err := p.slots.acquire(ctx); err != nil {
 		p.recycle(x)
 		done.report(fmt.Errorf("kafka: produce to %q: waiting for buffer space (%d records in flight): %w: %w",
-			m.Topic, p.slots.max, dispytch.ErrNotSent, dispytch.CtxError(err)))
+			m.Topic, p.slots.max, dispytch.ErrNotSent, backend.ContextError(err)))
 		return nil
 	}
 	if err := ctxDone(ctx); err != nil {
 		p.slots.release()
 		p.recycle(x)
-		done.report(notSent(m.Topic, dispytch.CtxError(err)))
+		done.report(notSent(m.Topic, backend.ContextError(err)))
 		return nil
 	}
 	x.done = done
@@ -640,7 +641,7 @@ func (x *produced) Value(key any) any {
 }
 
 // record builds the Kafka record of m.
-func (p *Producer) record(ctx context.Context, m *dispytch.Message) (*produced, error) {
+func (p *Producer) record(ctx context.Context, m *backend.Message) (*produced, error) {
 	if m.Topic == "" {
 		return nil, errors.New("kafka: produce: empty topic")
 	}
@@ -838,7 +839,7 @@ func (p *Producer) CreateTopics(ctx context.Context, partitions int32, topics ..
 func createTopics(ctx context.Context, adm *kadm.Client, partitions int32, topics ...string) error {
 	resp, err := adm.CreateTopics(ctx, partitions, -1, nil, topics...)
 	if err != nil {
-		return fmt.Errorf("kafka: create topics: %w", dispytch.CtxError(err))
+		return fmt.Errorf("kafka: create topics: %w", backend.ContextError(err))
 	}
 	var errs []error
 	for _, t := range resp.Sorted() {

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/kafka"
 )
 
@@ -156,13 +157,13 @@ func TestProduceErrors(t *testing.T) {
 		t.Fatalf("foreign option through the emitter: %v", err)
 	}
 	// The producer also rejects it when called directly.
-	err = p.Produce(ctx, &dispytch.Message{Topic: "exists", Value: []byte("x"), Options: []dispytch.BackendOption{otherOption{}}})
+	err = p.Produce(ctx, &backend.Message{Topic: "exists", Value: []byte("x"), Options: []backend.Option{otherOption{}}})
 	if !errors.Is(err, dispytch.ErrForeignOption) {
 		t.Fatalf("foreign option through Produce: %v", err)
 	}
 	// A batch with one bad message reports which.
 	err = em.EmitBatch(ctx, []dispytch.Eventer{Ev{T: "exists"}, Ev{T: "missing"}, Ev{T: "exists"}})
-	var be *dispytch.BatchError
+	var be *backend.BatchError
 	if !errors.As(err, &be) || be.Errs[0] != nil || be.Errs[2] != nil || !errors.Is(be.Errs[1], kafka.ErrUnknownTopic) {
 		t.Fatalf("batch error: %v", err)
 	}
@@ -281,7 +282,7 @@ func TestNilArguments(t *testing.T) {
 	var nilCtx context.Context // a caller's bug, on purpose
 	ctx := context.Background()
 	fromNil := kafka.NewProducerFromClient(nil)
-	if err := fromNil.Produce(ctx, &dispytch.Message{Topic: "t"}); !errors.Is(err, dispytch.ErrNotSent) {
+	if err := fromNil.Produce(ctx, &backend.Message{Topic: "t"}); !errors.Is(err, dispytch.ErrNotSent) {
 		t.Fatalf("produce on a producer from a nil client: %v", err)
 	}
 	if err := fromNil.Flush(ctx); err == nil {
@@ -297,17 +298,17 @@ func TestNilArguments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Produce(nilCtx, &dispytch.Message{Topic: "t"}); !errors.Is(err, dispytch.ErrNotSent) {
+	if err := p.Produce(nilCtx, &backend.Message{Topic: "t"}); !errors.Is(err, dispytch.ErrNotSent) {
 		t.Fatalf("nil context: %v", err)
 	}
 	err = p.Produce(ctx, nil, nil)
-	var be *dispytch.BatchError
+	var be *backend.BatchError
 	if !errors.As(err, &be) || len(be.NotSent()) != 2 {
 		t.Fatalf("nil messages: %v", err)
 	}
 	p.ProduceAsync(ctx, nil, nil) // nil done: nothing to call, no panic
 	got := make(chan error, 1)
-	p.ProduceAsync(nilCtx, &dispytch.Message{Topic: "t"}, func(err error) { got <- err })
+	p.ProduceAsync(nilCtx, &backend.Message{Topic: "t"}, func(err error) { got <- err })
 	if err := <-got; !errors.Is(err, dispytch.ErrNotSent) {
 		t.Fatalf("async with a nil context: %v", err)
 	}
@@ -324,7 +325,7 @@ func TestNilArguments(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer k.Close(ctx)
-	sub := dispytch.Subscription{Group: "g", Topics: []string{"t"}}
+	sub := backend.Subscription{Group: "g", Topics: []string{"t"}}
 	if err := k.Consume(ctx, sub, nil); !errors.Is(err, dispytch.ErrPermanent) {
 		t.Fatalf("consume with a nil inbox: %v", err)
 	}

@@ -94,7 +94,7 @@ func TestPythonShapedRecords(t *testing.T) {
 	}
 	var mu sync.Mutex
 	seen := map[string]got{} // by record key
-	l := dispytch.NewListener(newConsumer(t, c), dispytch.Group("py-svc"), dispytch.WithLogger(testLogger()))
+	l := dispytch.NewListener(newConsumer(t, c), dispytch.ConsumerGroup("py-svc"), dispytch.WithLogger(testLogger()))
 	l.Handle(topic, want.Type, func(ev dispytch.Event[PyRegistered]) {
 		mu.Lock()
 		seen[string(ev.Delivery.Key)] = got{ev.ID, ev.Type, ev.Timestamp.UnixMilli(), ev.Body, len(ev.Headers)}
@@ -175,7 +175,7 @@ func TestContentTypeHeaderPicksCodec(t *testing.T) {
 	createTopics(t, c, 1, topic, "typed-svc.dlq")
 	var mu sync.Mutex
 	var upper, plain []string
-	l := dispytch.NewListener(newConsumer(t, c), dispytch.Group("typed-svc"), dispytch.WithCodec(upperCodec{}),
+	l := dispytch.NewListener(newConsumer(t, c), dispytch.ConsumerGroup("typed-svc"), dispytch.Codecs(upperCodec{}),
 		dispytch.WithLogger(testLogger()))
 	l.Handle(topic, "EV", func(ev dispytch.Event[Ev]) {
 		mu.Lock()

@@ -42,7 +42,7 @@ func TestRebalanceJoinLeave(t *testing.T) {
 
 	newMember := func(id int) *running {
 		k := newConsumer(t, c)
-		l := dispytch.NewListener(k, dispytch.Group(group), dispytch.Concurrency(8),
+		l := dispytch.NewListener(k, dispytch.ConsumerGroup(group), dispytch.Concurrency(8),
 			dispytch.WithLogger(testLogger()), dispytch.ShutdownTimeout(10*time.Second))
 		l.Handle(topic, "ev", func(ev dispytch.Event[Ev]) {
 			h := handling{member: id, partition: ev.Delivery.Partition, offset: ev.Delivery.Offset, at: time.Now()}
@@ -195,7 +195,7 @@ func TestRevokedPartitionQueueNotStarted(t *testing.T) {
 	handledBy := map[string]map[int64]int{} // member -> partition*1000+offset -> times
 	newMember := func(name string, block bool) *dispytch.Listener {
 		k := newConsumer(t, c, kafka.RevokeTimeout(300*time.Millisecond))
-		l := dispytch.NewListener(k, dispytch.Group(group), dispytch.Concurrency(2), dispytch.WithLogger(testLogger()),
+		l := dispytch.NewListener(k, dispytch.ConsumerGroup(group), dispytch.Concurrency(2), dispytch.WithLogger(testLogger()),
 			dispytch.ShutdownTimeout(2*time.Second))
 		l.Handle(topic, "ev", func(ev dispytch.Event[Ev]) {
 			mu.Lock()

@@ -22,7 +22,7 @@ func TestRunClosedPortNotReady(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer k.Close(context.Background())
-	l := dispytch.NewListener(k, dispytch.Group("nowhere"), dispytch.StartTimeout(2*time.Second), dispytch.WithLogger(testLogger()))
+	l := dispytch.NewListener(k, dispytch.ConsumerGroup("nowhere"), dispytch.StartTimeout(2*time.Second), dispytch.WithLogger(testLogger()))
 	l.Handle("t", "ev", func(ev dispytch.Event[Ev]) {})
 	began := time.Now()
 	err = l.Run(context.Background())

@@ -27,6 +27,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/kafka"
 )
 
@@ -113,9 +114,9 @@ func run(brokers string) error {
 	defer closeWithin(5*time.Second, "consumer", consumer.Close)
 
 	users := []User{
-		{ID: dispytch.NewUUID(), Email: "example@mail.com", Name: "John Doe"},
-		{ID: dispytch.NewUUID(), Email: "jane@mail.com", Name: "Jane Roe"},
-		{ID: dispytch.NewUUID(), Email: "max@mail.com", Name: "Max Mustermann"},
+		{ID: backend.NewUUID(), Email: "example@mail.com", Name: "John Doe"},
+		{ID: backend.NewUUID(), Email: "jane@mail.com", Name: "Jane Roe"},
+		{ID: backend.NewUUID(), Email: "max@mail.com", Name: "Max Mustermann"},
 	}
 	want := map[string]bool{}
 	for _, u := range users {
