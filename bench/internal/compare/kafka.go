@@ -119,12 +119,12 @@ func dispytchKafka(ctx context.Context, env *runEnv) (*system, error) {
 		return nil, err
 	}
 	group := groupName(env.spec)
-	kc, err := kafka.NewConsumer(kafka.Brokers(env.spec.KafkaAddr), kafka.GroupID(group), kafka.WithLogger(quietLog()),
+	kc, err := kafka.NewConsumer(kafka.Brokers(env.spec.KafkaAddr), kafka.WithLogger(quietLog()),
 		kafka.DeadLetterWith(prod))
 	if err != nil {
 		return nil, err
 	}
-	var opts []dispytch.ListenerOption
+	opts := []dispytch.ListenerOption{dispytch.ConsumerGroup(group)}
 	if env.spec.Concurrency > 0 {
 		opts = append(opts, dispytch.Concurrency(env.spec.Concurrency))
 	}

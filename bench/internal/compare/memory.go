@@ -14,6 +14,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/memory"
 )
 
@@ -73,7 +74,7 @@ type listenerConsumer struct {
 	errc        chan error
 }
 
-func newListenerConsumer(c dispytch.Consumer, opts ...dispytch.ListenerOption) *listenerConsumer {
+func newListenerConsumer(c backend.Consumer, opts ...dispytch.ListenerOption) *listenerConsumer {
 	svc := &Service{}
 	lc := &listenerConsumer{}
 	lc.newListener = func() *dispytch.Listener {
@@ -86,14 +87,16 @@ func newListenerConsumer(c dispytch.Consumer, opts ...dispytch.ListenerOption) *
 
 func (c *listenerConsumer) start(ctx context.Context, h func(seq int64)) error {
 	l := c.newListener()
+	// Handle1: the typed path users take for a handler with one injected
+	// dependency.
 	if c.plain {
-		l.Handle(Topic, EventType, func(ev dispytch.Event[PlainUserEvent], svc *Service) error {
+		dispytch.Handle1(l, Topic, EventType, func(_ context.Context, ev dispytch.Event[PlainUserEvent], svc *Service) error {
 			svc.Handled()
 			h(ev.Body.Seq)
 			return nil
 		})
 	} else {
-		l.Handle(Topic, EventType, func(ev dispytch.Event[UserEvent], svc *Service) error {
+		dispytch.Handle1(l, Topic, EventType, func(_ context.Context, ev dispytch.Event[UserEvent], svc *Service) error {
 			svc.Handled()
 			h(ev.Body.Seq)
 			return nil
@@ -144,7 +147,7 @@ func (c *listenerConsumer) declareOnly(ctx context.Context) error {
 // dispytchMemory is the full Dispytch pipeline on the memory broker.
 func dispytchMemory(_ context.Context, env *runEnv) (*system, error) {
 	broker := memory.New(memory.Capacity(max(env.spec.N+env.spec.LatN, 1<<20)))
-	cons := newListenerConsumer(broker, dispytch.Group("bench"), dispytch.Concurrency(env.concurrency()))
+	cons := newListenerConsumer(broker, dispytch.ConsumerGroup("bench"), dispytch.Concurrency(env.concurrency()))
 	cons.plain = env.spec.Contender == "dispytch-novalidate"
 	return &system{
 		pub:        &emitPublisher{em: dispytch.NewEmitter(broker), msgs: env.msgs},

@@ -52,7 +52,7 @@ func dispytchRabbit(ctx context.Context, env *runEnv) (*system, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := []dispytch.ListenerOption{dispytch.Group(group)}
+	opts := []dispytch.ListenerOption{dispytch.ConsumerGroup(group)}
 	if env.spec.Concurrency > 0 {
 		opts = append(opts, dispytch.Concurrency(env.spec.Concurrency))
 	}
