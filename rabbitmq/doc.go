@@ -64,8 +64,8 @@
 // fanout, headers or plugin exchange, fail at once with
 // ErrPreconditionFailed naming the exchange and its type. (AMQP cannot
 // describe an exchange: the client learns its type from the broker's
-// answer to a declaration, see topology.go.) PYTHON_INTEROP.md in this
-// directory shows both directions with Python Dispytch.
+// answer to a declaration, see topology.go.) The README's section "Sharing
+// topics with Python Dispytch" shows both directions with Python Dispytch.
 //
 // # Acknowledgements, prefetch and ordering
 //

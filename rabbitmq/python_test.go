@@ -23,9 +23,9 @@ import (
 	"github.com/dispytch/dispytch-go/rabbitmq"
 )
 
-// The tests of PYTHON_INTEROP.md: a peer shaped after what Python
+// The tests of the README's Python section: a peer shaped after what Python
 // Dispytch (0.10) does on the wire with aio-pika, in both directions. The
-// Go snippets of PYTHON_INTEROP.md are fragments of this file
+// Go snippets of the README's Python section are fragments of this file
 // (TestPythonInteropDocSnippets checks it).
 
 // UserCreated is the event both sides share.
@@ -359,13 +359,20 @@ func TestPythonTopicExchangePatterns(t *testing.T) {
 	}
 }
 
-// TestPythonInteropDocSnippets: every Go snippet of PYTHON_INTEROP.md is a
-// fragment of this file, so that the document shows what the tests run.
+// TestPythonInteropDocSnippets: every Go snippet of the README's section
+// "Sharing topics with Python Dispytch", RabbitMQ part, is a fragment of
+// this file, so that the README shows what the tests run.
 func TestPythonInteropDocSnippets(t *testing.T) {
-	doc, err := os.ReadFile("PYTHON_INTEROP.md")
+	readme, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, sec, ok := strings.Cut(string(readme), "## Sharing topics with Python Dispytch")
+	if !ok {
+		t.Fatal("the README has no section on sharing topics with Python Dispytch")
+	}
+	_, sec, _ = strings.Cut(sec, "### RabbitMQ")
+	doc, _, _ := strings.Cut(sec, "\n### ")
 	src, err := os.ReadFile("python_test.go")
 	if err != nil {
 		t.Fatal(err)
@@ -380,13 +387,13 @@ func TestPythonInteropDocSnippets(t *testing.T) {
 		return "\n" + strings.Join(out, "\n") + "\n"
 	}
 	code := norm(string(src))
-	blocks := regexp.MustCompile("(?s)```go\n(.*?)```").FindAllStringSubmatch(string(doc), -1)
+	blocks := regexp.MustCompile("(?s)```go\n(.*?)```").FindAllStringSubmatch(doc, -1)
 	if len(blocks) < 3 {
-		t.Fatalf("%d Go snippets in PYTHON_INTEROP.md", len(blocks))
+		t.Fatalf("%d Go snippets in the README's Python section", len(blocks))
 	}
 	for _, b := range blocks {
 		if !strings.Contains(code, norm(b[1])) {
-			t.Errorf("this snippet of PYTHON_INTEROP.md is not in python_test.go:\n%s", b[1])
+			t.Errorf("this snippet of the README's Python section is not in python_test.go:\n%s", b[1])
 		}
 	}
 }
