@@ -49,6 +49,14 @@ func (r *runState) runHandler(ms *msgState, h *handler, meta *Metadata) outcome 
 				"handler", h.info.Name, "topic", meta.Topic, "type", meta.Type, "id", meta.ID, "attempt", attempt, "err", err)
 			return outcome{abandoned: true}
 		}
+		if stale(d) {
+			// The delivery's session ended while it ran (its context was
+			// cancelled, say): the broker redelivers it elsewhere; neither
+			// retry nor dead-letter it here.
+			l.log.Info("dispytch: handler failed after its delivery went stale; left to the broker's redelivery",
+				"handler", h.info.Name, "topic", meta.Topic, "type", meta.Type, "id", meta.ID, "attempt", attempt, "err", err)
+			return outcome{abandoned: true}
+		}
 		reason := reasonOf(err)
 		if reason == ReasonPanic {
 			l.stats.panics.Add(1)
