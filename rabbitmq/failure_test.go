@@ -273,6 +273,8 @@ func TestRedeliverBoundedByQuorumDeliveryLimit(t *testing.T) {
 		t.Errorf("x-death: %+v", ds)
 	}
 	fail.Store(false)
+	// A quorum queue takes a requeued message back asynchronously.
+	eventually(t, 10*time.Second, "the letter back in its queue", func() bool { return queueDepth(t, ch, dlqName) == 1 })
 	// A client with default options (classic queues) can redrive the quorum
 	// dead-letter queue: it takes the existing queue as it is. Redrive
 	// takes the broker's reasons by default, and a filter selects them.
