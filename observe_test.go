@@ -115,7 +115,6 @@ type delayAcker struct {
 	acked   bool
 	nacked  bool
 	redeliv func(attempts int)
-	attempt int
 }
 
 func (a *delayAcker) Ack(context.Context) error {
