@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/dispytch/dispytch-go/codec"
+	"github.com/dispytch/dispytch-go/topic"
 )
 
 // Binding an attempt's event into the types handlers take: Event[T] (the
@@ -235,7 +236,7 @@ func normName(s string) string {
 }
 
 // newSegBinder compiles the binding of struct t to the wildcards of pat.
-func newSegBinder(t reflect.Type, pat *Pattern) (*segBinder, []string) {
+func newSegBinder(t reflect.Type, pat *topic.Pattern) (*segBinder, []string) {
 	if t.Kind() != reflect.Struct {
 		return nil, []string{fmt.Sprintf("Segments[%s]: %s is not a struct", t, t)}
 	}

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/dispytch/dispytch-go/internal/di"
+	"github.com/dispytch/dispytch-go/topic"
 )
 
 // Compiling a handler into a runner, which resolves its parameters and
@@ -68,7 +69,7 @@ type binder struct {
 	events map[reflect.Type]*eventNode
 	scopes sync.Pool // *scope
 	// set per handler
-	pat   *Pattern
+	pat   *topic.Pattern
 	where string
 }
 
@@ -83,7 +84,7 @@ func (b *binder) event(t reflect.Type) *eventNode {
 
 // specials supplies the framework's types to plans: the event's Metadata,
 // Event[T] and Segments[S] (pat nil: compiling a singleton).
-func (b *binder) specials(pat *Pattern) di.Specials {
+func (b *binder) specials(pat *topic.Pattern) di.Specials {
 	return func(t reflect.Type) (*di.Special, []string, bool) {
 		switch {
 		case t == metaType:
@@ -145,7 +146,7 @@ func (b *binder) endScope(sc *scope, err *error) {
 }
 
 // compile builds the runner of a handler and lists the singletons it uses.
-func (b *binder) compile(s *handlerSpec, pat *Pattern, where string) (runner, []*di.Provider, []string) {
+func (b *binder) compile(s *handlerSpec, pat *topic.Pattern, where string) (runner, []*di.Provider, []string) {
 	b.pat, b.where = pat, where
 	if th, ok := s.fnAny.(typedHandler); ok {
 		return th.bind(b)

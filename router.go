@@ -6,12 +6,13 @@ import (
 	"sync/atomic"
 
 	"github.com/dispytch/dispytch-go/backend"
+	"github.com/dispytch/dispytch-go/topic"
 )
 
 // route is one registered topic (literal or pattern) with its handlers by
 // event type.
 type route struct {
-	pattern *Pattern
+	pattern *topic.Pattern
 	byType  map[string][]*handler
 }
 

@@ -8,7 +8,6 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/dispytch/dispytch-go"
 	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/topic"
 )
@@ -102,7 +101,7 @@ func TestPlan(t *testing.T) {
 	defer c.Close()
 	p1, _ := topic.Parse("user.{id}.notification", ".")
 	p2, _ := topic.Parse("audit.{rest...}", ".")
-	p, err := c.plan(backend.Subscription{Group: "svc", Topics: []string{"orders"}, Patterns: []*dispytch.Pattern{p1, p2}, Delimiter: "."})
+	p, err := c.plan(backend.Subscription{Group: "svc", Topics: []string{"orders"}, Patterns: []*topic.Pattern{p1, p2}, Delimiter: "."})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +137,7 @@ func TestPlan(t *testing.T) {
 	}
 	// Patterns need AMQP's delimiter.
 	p3, _ := topic.Parse("a:{x}", ":")
-	if _, err := c.plan(backend.Subscription{Group: "g", Patterns: []*dispytch.Pattern{p3}, Delimiter: ":"}); err == nil {
+	if _, err := c.plan(backend.Subscription{Group: "g", Patterns: []*topic.Pattern{p3}, Delimiter: ":"}); err == nil {
 		t.Error("a ':' pattern was accepted")
 	}
 }

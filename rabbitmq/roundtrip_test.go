@@ -16,6 +16,7 @@ import (
 	"github.com/dispytch/dispytch-go/codec"
 	"github.com/dispytch/dispytch-go/internal/testenv"
 	"github.com/dispytch/dispytch-go/rabbitmq"
+	"github.com/dispytch/dispytch-go/topic"
 )
 
 type Notification struct {
@@ -579,7 +580,7 @@ func TestNilArguments(t *testing.T) {
 	if err := c.DeclareSubscription(nilCtx, backend.Subscription{Group: "g", Topics: []string{"x"}}); err == nil {
 		t.Error("DeclareSubscription(nil ctx)")
 	}
-	if err := c.DeclareSubscription(ctx, backend.Subscription{Group: "g", Patterns: []*dispytch.Pattern{nil}, Delimiter: "."}); err == nil {
+	if err := c.DeclareSubscription(ctx, backend.Subscription{Group: "g", Patterns: []*topic.Pattern{nil}, Delimiter: "."}); err == nil {
 		t.Error("a nil pattern")
 	}
 }
