@@ -2,6 +2,7 @@ package compare
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/kafka"
 )
 
@@ -114,7 +116,11 @@ func dispytchKafka(ctx context.Context, env *runEnv) (*system, error) {
 	if err := ResetKafkaTopic(ctx, env.spec.KafkaAddr); err != nil {
 		return nil, err
 	}
-	prod, err := kafka.NewProducer(kafka.Brokers(env.spec.KafkaAddr), kafka.WithLogger(quietLog()))
+	popts := []kafka.ProducerOption{kafka.Brokers(env.spec.KafkaAddr), kafka.WithLogger(quietLog())}
+	if env.spec.Contender == "dispytch-linger5ms" {
+		popts = append(popts, kafka.Linger(5*time.Millisecond))
+	}
+	prod, err := kafka.NewProducer(popts...)
 	if err != nil {
 		return nil, err
 	}
@@ -154,14 +160,25 @@ func dispytchKafka(ctx context.Context, env *runEnv) (*system, error) {
 
 // franzPublisher produces the wire bytes with kgo's asynchronous Produce.
 type franzPublisher struct {
-	cl   *kgo.Client
-	msgs *Messages
-	mu   sync.Mutex
-	err  error
+	cl     *kgo.Client
+	msgs   *Messages
+	encode bool // encode each event (franz-go-encoding) instead of sending pre-encoded bytes
+	mu     sync.Mutex
+	err    error
 }
 
 func (p *franzPublisher) send(ctx context.Context, seq int) error {
-	p.cl.Produce(ctx, &kgo.Record{Topic: Topic, Value: p.msgs.Wire[seq]}, func(_ *kgo.Record, err error) {
+	value := p.msgs.Wire[seq]
+	if p.encode {
+		// As a user of franz-go would: encoding/json of the envelope with
+		// a fresh UUID, per event.
+		b, err := json.Marshal(Envelope{ID: backend.NewUUID(), Type: EventType, Body: p.msgs.Events[seq], Timestamp: time.Now().UnixMilli()})
+		if err != nil {
+			return err
+		}
+		value = b
+	}
+	p.cl.Produce(ctx, &kgo.Record{Topic: Topic, Value: value}, func(_ *kgo.Record, err error) {
 		if err != nil {
 			p.mu.Lock()
 			p.err = errors.Join(p.err, err)
@@ -254,7 +271,7 @@ func rawFranz(ctx context.Context, env *runEnv) (*system, error) {
 	}
 	group := groupName(env.spec)
 	return &system{
-		pub:        &franzPublisher{cl: cl, msgs: env.msgs},
+		pub:        &franzPublisher{cl: cl, msgs: env.msgs, encode: env.spec.Contender == "franz-go-encoding"},
 		cons:       &franzConsumer{addr: env.spec.KafkaAddr, group: group},
 		publishers: 1,
 		extra:      commitCheck(env.spec.KafkaAddr, group),
