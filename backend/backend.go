@@ -139,8 +139,10 @@ type Producer interface {
 
 // AsyncProducer is implemented by producers that can send without waiting,
 // batching many messages per broker round trip. done is called exactly once,
-// when the broker accepted the message or it failed; the context rules of
-// Producer apply.
+// when the broker accepted the message or it failed. Nothing is handed to
+// the broker once ctx is done (ErrNotSent); a message already handed over
+// may be reported with the broker's answer even after ctx ended, or with
+// ErrUnconfirmed when the producer stops waiting at ctx's end.
 type AsyncProducer interface {
 	Producer
 	ProduceAsync(ctx context.Context, m *Message, done func(error))

@@ -470,9 +470,12 @@ func (p *Producer) ctxUnconfirmed(ctx context.Context, topic string) error {
 }
 
 // ProduceAsync hands m to the client's batching and returns; done is called
-// once, when the broker acknowledged the record, when it failed, or when
-// ctx ended first (then with an error wrapping dispytch.ErrUnconfirmed: the
-// record is not withdrawn, see Producer). It blocks only while the client
+// once, with the broker's answer: nil when it acknowledged the record, or
+// the failure. A record is handed over only while ctx is not done (else done
+// gets an error wrapping dispytch.ErrNotSent); once handed over it is not
+// withdrawn (see Producer), and its outcome is reported when it is known,
+// even after ctx ended — an asynchronous emit learns what happened instead
+// of "unconfirmed". Close bounds the wait. It blocks only while the client
 // buffers its maximum of records (franz-go's MaxBufferedRecords), until ctx
 // is done (then the message is not sent). done may be called from a
 // franz-go goroutine, or before ProduceAsync returns.
@@ -484,49 +487,7 @@ func (p *Producer) ProduceAsync(ctx context.Context, m *backend.Message, done fu
 		done(fmt.Errorf("kafka: produce: nil context: %w", dispytch.ErrNotSent))
 		return
 	}
-	if ctx.Done() == nil {
-		p.send(ctx, m, outcome{fn: done})
-		return
-	}
-	// Report at ctx's end what is still unacknowledged then; whichever of
-	// the ack and the end comes first is reported.
-	w := &asyncWatch{done: done}
-	if p.send(ctx, m, outcome{fn: w.finish}) == nil {
-		return
-	}
-	topic := m.Topic
-	stop := context.AfterFunc(ctx, func() { w.finish(p.ctxUnconfirmed(ctx, topic)) })
-	w.setStop(stop)
-}
-
-// asyncWatch reports one ProduceAsync outcome once: the ack's, or ctx's end.
-type asyncWatch struct {
-	fired atomic.Bool
-	done  func(error)
-	mu    sync.Mutex
-	stop  func() bool
-}
-
-func (w *asyncWatch) finish(err error) {
-	if w.fired.Swap(true) {
-		return
-	}
-	w.mu.Lock()
-	stop := w.stop
-	w.mu.Unlock()
-	if stop != nil {
-		stop()
-	}
-	w.done(err)
-}
-
-func (w *asyncWatch) setStop(stop func() bool) {
-	w.mu.Lock()
-	w.stop = stop
-	w.mu.Unlock()
-	if w.fired.Load() {
-		stop()
-	}
+	p.send(ctx, m, outcome{fn: done})
 }
 
 // send hands m to the client and returns its record, or calls done with
