@@ -55,6 +55,7 @@ func Cases() []Case {
 				{Name: "dispytch", Settings: "kafka.Producer defaults (idempotent, acks=all, linger 0) with EmitAsync; kafka.Consumer defaults (one record at a time per partition, commit every 1s and at shutdown); listener Concurrency 64", build: dispytchKafka},
 				{Name: "franz-go", Settings: "kgo defaults (idempotent, acks=all, linger 0), async Produce of pre-encoded envelopes + Flush; group consumer, one goroutine: PollFetches, decode, CommitUncommittedOffsets per poll", build: rawFranz},
 				{Name: "franz-go-encoding", Settings: "as franz-go, but each event is encoded as a user would: encoding/json of the envelope with a fresh UUID", build: rawFranz},
+				{Name: "franz-go-encoding-headers", Settings: "as franz-go-encoding, with the three headers Dispytch's records carry (content-type, dispytch-event-id, dispytch-event-type)", build: rawFranz},
 				{Name: "dispytch-linger5ms", Settings: "as dispytch, with kafka.Linger(5ms) (Kafka's own clients' default since 4.0)", build: dispytchKafka},
 				{Name: "watermill-kafka", Settings: "watermill-kafka v3.0.6 / Sarama defaults (sync producer, V1_0_0_0), one publisher; subscriber defaults + OffsetOldest (auto-commit every 1s), Router", build: watermillKafka},
 				{Name: "watermill-kafka-concurrent", Settings: "as watermill-kafka, with -publishers goroutines sharing the sync publisher", build: watermillKafka},

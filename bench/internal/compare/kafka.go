@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -159,12 +160,15 @@ func dispytchKafka(ctx context.Context, env *runEnv) (*system, error) {
 }
 
 // franzPublisher produces the wire bytes with kgo's asynchronous Produce.
+var jsonCT = []byte("application/json")
+
 type franzPublisher struct {
-	cl     *kgo.Client
-	msgs   *Messages
-	encode bool // encode each event (franz-go-encoding) instead of sending pre-encoded bytes
-	mu     sync.Mutex
-	err    error
+	cl      *kgo.Client
+	msgs    *Messages
+	encode  bool // encode each event (franz-go-encoding) instead of sending pre-encoded bytes
+	headers bool // add the three headers Dispytch's records carry (franz-go-encoding-headers)
+	mu      sync.Mutex
+	err     error
 }
 
 func (p *franzPublisher) send(ctx context.Context, seq int) error {
@@ -178,7 +182,12 @@ func (p *franzPublisher) send(ctx context.Context, seq int) error {
 		}
 		value = b
 	}
-	p.cl.Produce(ctx, &kgo.Record{Topic: Topic, Value: value}, func(_ *kgo.Record, err error) {
+	r := &kgo.Record{Topic: Topic, Value: value}
+	if p.headers {
+		r.Headers = []kgo.RecordHeader{{Key: "content-type", Value: jsonCT},
+			{Key: kafka.HeaderEventID, Value: []byte(backend.NewUUID())}, {Key: kafka.HeaderEventType, Value: []byte(EventType)}}
+	}
+	p.cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
 		if err != nil {
 			p.mu.Lock()
 			p.err = errors.Join(p.err, err)
@@ -271,7 +280,8 @@ func rawFranz(ctx context.Context, env *runEnv) (*system, error) {
 	}
 	group := groupName(env.spec)
 	return &system{
-		pub:        &franzPublisher{cl: cl, msgs: env.msgs, encode: env.spec.Contender == "franz-go-encoding"},
+		pub: &franzPublisher{cl: cl, msgs: env.msgs, encode: strings.HasPrefix(env.spec.Contender, "franz-go-encoding"),
+			headers: env.spec.Contender == "franz-go-encoding-headers"},
 		cons:       &franzConsumer{addr: env.spec.KafkaAddr, group: group},
 		publishers: 1,
 		extra:      commitCheck(env.spec.KafkaAddr, group),
