@@ -255,6 +255,20 @@ func (b *binder) reflective(fn any, where string) (runner, []*di.Provider, []str
 	}, plan.Deps, nil
 }
 
+// runTyped runs one attempt of a typed handler: its scope, its event, and
+// call, built once at bind time, which gets the dependencies and calls the
+// handler.
+func runTyped[T any](b *binder, n *eventNode, ctx context.Context, a attempt, call func(context.Context, *di.Scope, *Event[T]) error) (err error) {
+	sc := b.getScope(ctx, &a)
+	defer b.endScope(sc, &err)
+	ev, err := typedEvent[T](n, &sc.a)
+	defer n.em.release(ev, n.pool)
+	if err != nil {
+		return err
+	}
+	return call(ctx, &sc.Scope, ev)
+}
+
 type typed1[T, D any] struct {
 	fn func(context.Context, Event[T], D) error
 }
@@ -269,20 +283,14 @@ func (h typed1[T, D]) bind(b *binder) (runner, []*di.Provider, []string) {
 		return b.reflective(h.fn, b.where)
 	}
 	n := b.event(reflect.TypeFor[Event[T]]())
-	return func(ctx context.Context, a attempt) (err error) {
-		sc := b.getScope(ctx, &a)
-		defer b.endScope(sc, &err)
-		ev, err := typedEvent[T](n, &sc.a)
-		defer n.em.release(ev, n.pool)
-		if err != nil {
-			return err
-		}
-		d, err := get(&sc.Scope)
+	call := func(ctx context.Context, sc *di.Scope, ev *Event[T]) error {
+		d, err := get(sc)
 		if err != nil {
 			return err
 		}
 		return h.fn(ctx, *ev, d)
-	}, deps, nil
+	}
+	return func(ctx context.Context, a attempt) error { return runTyped(b, n, ctx, a, call) }, deps, nil
 }
 
 type typed2[T, D1, D2 any] struct {
@@ -300,24 +308,18 @@ func (h typed2[T, D1, D2]) bind(b *binder) (runner, []*di.Provider, []string) {
 		return b.reflective(h.fn, b.where)
 	}
 	n := b.event(reflect.TypeFor[Event[T]]())
-	return func(ctx context.Context, a attempt) (err error) {
-		sc := b.getScope(ctx, &a)
-		defer b.endScope(sc, &err)
-		ev, err := typedEvent[T](n, &sc.a)
-		defer n.em.release(ev, n.pool)
+	call := func(ctx context.Context, sc *di.Scope, ev *Event[T]) error {
+		d1, err := get1(sc)
 		if err != nil {
 			return err
 		}
-		d1, err := get1(&sc.Scope)
-		if err != nil {
-			return err
-		}
-		d2, err := get2(&sc.Scope)
+		d2, err := get2(sc)
 		if err != nil {
 			return err
 		}
 		return h.fn(ctx, *ev, d1, d2)
-	}, deps, nil
+	}
+	return func(ctx context.Context, a attempt) error { return runTyped(b, n, ctx, a, call) }, deps, nil
 }
 
 type typed3[T, D1, D2, D3 any] struct {
@@ -336,26 +338,20 @@ func (h typed3[T, D1, D2, D3]) bind(b *binder) (runner, []*di.Provider, []string
 		return b.reflective(h.fn, b.where)
 	}
 	n := b.event(reflect.TypeFor[Event[T]]())
-	return func(ctx context.Context, a attempt) (err error) {
-		sc := b.getScope(ctx, &a)
-		defer b.endScope(sc, &err)
-		ev, err := typedEvent[T](n, &sc.a)
-		defer n.em.release(ev, n.pool)
+	call := func(ctx context.Context, sc *di.Scope, ev *Event[T]) error {
+		d1, err := get1(sc)
 		if err != nil {
 			return err
 		}
-		d1, err := get1(&sc.Scope)
+		d2, err := get2(sc)
 		if err != nil {
 			return err
 		}
-		d2, err := get2(&sc.Scope)
-		if err != nil {
-			return err
-		}
-		d3, err := get3(&sc.Scope)
+		d3, err := get3(sc)
 		if err != nil {
 			return err
 		}
 		return h.fn(ctx, *ev, d1, d2, d3)
-	}, deps, nil
+	}
+	return func(ctx context.Context, a attempt) error { return runTyped(b, n, ctx, a, call) }, deps, nil
 }
