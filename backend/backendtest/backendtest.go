@@ -371,8 +371,11 @@ func (s *suite) publishConsume(t *testing.T) {
 	}
 }
 
-// emitAfterCancel: a done context sends nothing.
-func (s *suite) emitAfterCancel(t *testing.T) {
+// collecting starts a listener of a new group on a new topic, whose
+// handler collects what it gets, and returns the topic, a producer and the
+// collector.
+func (s *suite) collecting(t *testing.T) (string, backend.Producer, *collector) {
+	t.Helper()
 	topic, group := s.names(t)
 	s.create(t, topic)
 	p, c := s.b.New(t)
@@ -380,6 +383,12 @@ func (s *suite) emitAfterCancel(t *testing.T) {
 	l := s.listener(c, group)
 	l.Handle(topic, "backendtest_event", col.add)
 	s.start(t, l)
+	return topic, p, col
+}
+
+// emitAfterCancel: a done context sends nothing.
+func (s *suite) emitAfterCancel(t *testing.T) {
+	topic, p, col := s.collecting(t)
 	em := dispytch.NewEmitter(p)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -974,13 +983,7 @@ func (s *suite) brokerRestart(t *testing.T) {
 }
 
 func (s *suite) survives(t *testing.T, what string, fault func(testing.TB)) {
-	topic, group := s.names(t)
-	s.create(t, topic)
-	p, c := s.b.New(t)
-	col := newCollector()
-	l := s.listener(c, group)
-	l.Handle(topic, "backendtest_event", col.add)
-	s.start(t, l)
+	topic, p, col := s.collecting(t)
 	em := dispytch.NewEmitter(p)
 	var sent []string
 	var mu sync.Mutex
