@@ -95,7 +95,7 @@ func BenchmarkPipeline(b *testing.B) { runBench(b, runPipeline) }
 
 func runPipeline(tb testing.TB, t timer, n int) time.Duration {
 	broker := memory.New()
-	defer broker.Close()
+	defer broker.Close(context.Background())
 	svc := &BenchService{}
 	var handled atomic.Int64
 	done := make(chan struct{})

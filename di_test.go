@@ -215,7 +215,7 @@ type C struct{}
 
 func TestDIGraphErrors(t *testing.T) {
 	b := memory.New()
-	defer b.Close()
+	defer b.Close(context.Background())
 	// Something waits on the topic: a failing Run must consume none of it.
 	if err := dispytch.NewEmitter(b).Emit(context.Background(), registered(1)); err != nil {
 		t.Fatal(err)

@@ -18,7 +18,7 @@ func Example() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	broker := memory.New()
-	defer broker.Close()
+	defer broker.Close(context.Background())
 
 	handled := make(chan string, 1)
 	users := dispytch.NewHandlerGroup("", "")
@@ -59,7 +59,7 @@ func ExampleSegments() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	broker := memory.New()
-	defer broker.Close()
+	defer broker.Close(context.Background())
 
 	type target struct {
 		UserID int `segment:"user_id" validate:"gt=0"`

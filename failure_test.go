@@ -488,7 +488,7 @@ func (h signalHandler) Enabled(context.Context, slog.Level) bool { return true }
 // started: they stay unacked and a new listener gets them.
 func TestShutdownDoesNotStartQueuedWork(t *testing.T) {
 	broker := memory.New()
-	defer broker.Close()
+	defer broker.Close(context.Background())
 	stopping := make(chan struct{})
 	log := slog.New(signalHandler{Handler: slog.DiscardHandler, msg: "dispytch: listener stopping", once: new(sync.Once), ch: stopping})
 	l := dispytch.NewListener(broker, dispytch.ConsumerGroup("g"), dispytch.Concurrency(1), dispytch.WithLogger(log))

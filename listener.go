@@ -287,6 +287,15 @@ func (l *Listener) Run(ctx context.Context) (err error) {
 	case <-startTimer:
 	case <-ctx.Done():
 	}
+	if !subscribed && !consumerDone {
+		// select picks at random among ready cases: a subscription in
+		// place counts, whatever else happened meanwhile.
+		select {
+		case <-r.readyCh:
+			subscribed = true
+		default:
+		}
+	}
 	if subscribed {
 		l.mu.Lock()
 		l.readyOK = true

@@ -297,7 +297,7 @@ func TestRunReturnsOnConsumerClose(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() { errc <- l.Run(context.Background()) }()
 	<-l.Ready()
-	b.Close()
+	b.Close(context.Background())
 	select {
 	case err := <-errc:
 		if !errors.Is(err, dispytch.ErrClosed) {

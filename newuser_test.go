@@ -31,7 +31,7 @@ import (
 // A done context sends nothing, and the error says so.
 func TestEmitAfterCancelSendsNothing(t *testing.T) {
 	b := memory.New()
-	defer b.Close()
+	defer b.Close(context.Background())
 	em := dispytch.NewEmitter(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -63,7 +63,7 @@ func TestEmitAfterCancelSendsNothing(t *testing.T) {
 // not sent, and every one reported sent is on the broker.
 func TestEmitBatchReportsWhatWasNotSent(t *testing.T) {
 	b := memory.New(memory.Capacity(3))
-	defer b.Close()
+	defer b.Close(context.Background())
 	obs := &emitCounter{}
 	em := dispytch.NewEmitter(b, dispytch.Observe(obs))
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
@@ -107,7 +107,7 @@ func (c *emitCounter) ObserveEmit(ctx context.Context, _ *backend.Message) (cont
 // Nil arguments are errors, not panics.
 func TestNilArguments(t *testing.T) {
 	b := memory.New()
-	defer b.Close()
+	defer b.Close(context.Background())
 	em := dispytch.NewEmitter(b)
 	if err := em.Emit(context.Background(), nil); !errors.Is(err, dispytch.ErrEncode) || !errors.Is(err, dispytch.ErrNotSent) {
 		t.Fatalf("nil event: %v", err)
@@ -215,7 +215,7 @@ func TestListenerThatNeverSubscribedFails(t *testing.T) {
 // run again.
 func TestReadyAfterRunReturned(t *testing.T) {
 	b := memory.New()
-	defer b.Close()
+	defer b.Close(context.Background())
 	l := dispytch.NewListener(b, dispytch.WithLogger(quiet))
 	handled := make(chan struct{}, 1)
 	l.Handle("user_events", "user_registered", func() { handled <- struct{}{} })
@@ -353,7 +353,7 @@ func TestSingletonsAreLazyAndPerRun(t *testing.T) {
 
 	// One provider, two listeners running at once: one value each.
 	b := memory.New()
-	defer b.Close()
+	defer b.Close(context.Background())
 	seen := make(chan *lazyDB, 2)
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(context.Background())
@@ -707,7 +707,7 @@ func (r *recTB) Fatalf(format string, args ...any) { r.add(format, args...); run
 func TestKitStartFailureReportedOnce(t *testing.T) {
 	rec := &recTB{TB: t}
 	b := memory.New()
-	b.Close() // the listener cannot subscribe
+	b.Close(context.Background()) // the listener cannot subscribe
 	done := make(chan struct{})
 	start := time.Now()
 	go func() {

@@ -50,7 +50,7 @@ type Kit struct {
 func New(t testing.TB, opts ...dispytch.ListenerOption) *Kit {
 	t.Helper()
 	b := memory.New()
-	t.Cleanup(func() { b.Close() })
+	t.Cleanup(func() { b.Close(context.Background()) })
 	return NewOn(t, b, opts...)
 }
 

@@ -1,6 +1,7 @@
 package memory_test
 
 import (
+	"context"
 	"testing"
 
 	"github.com/dispytch/dispytch-go/backend"
@@ -12,7 +13,7 @@ import (
 // the whole run, as a process's embedded broker is.
 func TestConformance(t *testing.T) {
 	b := memory.New()
-	t.Cleanup(func() { b.Close() })
+	t.Cleanup(func() { b.Close(context.Background()) })
 	backendtest.Run(t, backendtest.Backend{
 		Name: "memory",
 		New:  func(testing.TB) (backend.Producer, backend.Consumer) { return b, b },

@@ -283,8 +283,10 @@ func contains(ss []string, s string) bool {
 	return false
 }
 
-// Close shuts the broker down. See the package documentation.
-func (b *Broker) Close() error {
+// Close shuts the broker down: nothing is in flight in an embedded broker,
+// so ctx is not waited on (it is there so that every backend closes alike).
+// See the package documentation.
+func (b *Broker) Close(context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.closed {

@@ -101,7 +101,7 @@ func publish(t *testing.T, b *memory.Broker, topic, key, value string) {
 
 func TestFanOutAndCompetingConsumers(t *testing.T) {
 	b := memory.New()
-	defer b.Close()
+	defer b.Close(context.Background())
 	a1, a2, g := newInbox(100), newInbox(100), newInbox(100)
 	defer consume(t, b, "a", a1, "orders")()
 	defer consume(t, b, "a", a2, "orders")()
@@ -144,7 +144,7 @@ func TestFanOutAndCompetingConsumers(t *testing.T) {
 
 func TestPatternSubscriptionAndRetention(t *testing.T) {
 	b := memory.New()
-	defer b.Close()
+	defer b.Close(context.Background())
 	// Published before anyone subscribes: retained, then claimed.
 	publish(t, b, "user.1.created", "", "early")
 	if b.Retained("user.1.created") != 1 {
@@ -170,7 +170,7 @@ func TestPatternSubscriptionAndRetention(t *testing.T) {
 
 func TestNackRedeliveryAndKeyOrder(t *testing.T) {
 	b := memory.New()
-	defer b.Close()
+	defer b.Close(context.Background())
 	in := newInbox(10)
 	defer consume(t, b, "g", in, "t")()
 	publish(t, b, "t", "k", "1")
@@ -210,7 +210,7 @@ func TestNackRedeliveryAndKeyOrder(t *testing.T) {
 
 func TestUnsettledRequeuedWhenConsumerStops(t *testing.T) {
 	b := memory.New()
-	defer b.Close()
+	defer b.Close(context.Background())
 	in := newInbox(10)
 	stop := consume(t, b, "g", in, "t")
 	publish(t, b, "t", "", "a")
@@ -230,7 +230,7 @@ func TestUnsettledRequeuedWhenConsumerStops(t *testing.T) {
 
 func TestBackpressure(t *testing.T) {
 	b := memory.New(memory.Capacity(2))
-	defer b.Close()
+	defer b.Close(context.Background())
 	in := newInbox(10)
 	defer consume(t, b, "g", in, "t")()
 	publish(t, b, "t", "", "1")
@@ -267,7 +267,7 @@ func TestClose(t *testing.T) {
 	publish(t, b, "t", "", "2") // fills the queue: the unacked one counts
 	blocked := make(chan error, 1)
 	go func() { blocked <- b.Produce(context.Background(), &backend.Message{Topic: "t", Value: []byte("3")}) }()
-	b.Close()
+	b.Close(context.Background())
 	for _, c := range []chan error{errc, blocked} {
 		select {
 		case err := <-c:
@@ -285,7 +285,7 @@ func TestClose(t *testing.T) {
 
 func TestForeignOption(t *testing.T) {
 	b := memory.New()
-	defer b.Close()
+	defer b.Close(context.Background())
 	err := dispytch.NewEmitter(b).Emit(context.Background(), ev{}, dispytch.WithBackendOption(kafkaish{}))
 	if !errors.Is(err, dispytch.ErrForeignOption) {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dispytch/dispytch-go/backend"
@@ -33,6 +34,10 @@ type Client struct {
 
 	closeOnce sync.Once
 	closed    chan struct{}
+
+	pending atomic.Int64 // publishes handed to send and not finished
+	mu      sync.Mutex
+	drained chan struct{} // closed when a publish finishes; nil without a waiting Close
 }
 
 // New returns a client for the broker at url (amqp://user:pass@host:port/vhost).
@@ -93,7 +98,7 @@ func Dial(ctx context.Context, url string, opts ...Option) (*Client, error) {
 		return nil, err
 	}
 	if err := c.Ping(ctx); err != nil {
-		c.Close()
+		c.Close(context.Background())
 		return nil, err
 	}
 	return c, nil
@@ -142,16 +147,48 @@ func (c *Client) Reconnects() (publish, consume int64) {
 	return max(c.pubConn.connects.Load()-1, 0), max(c.consConn.connects.Load()-1, 0)
 }
 
-// Close closes the connections. Pending publishes fail with an error
-// wrapping dispytch.ErrClosed, and running Consume calls return one. Stop the
-// listeners first, so that they settle their messages.
-func (c *Client) Close() error {
+// Close waits, until ctx is done, for the publishes in flight to be
+// confirmed, then closes the connections. Publishes still pending then fail
+// with an error wrapping dispytch.ErrClosed (and ErrUnconfirmed or
+// ErrNotSent), and running Consume calls return one; Close then returns an
+// error saying how many were left. Stop the listeners first, so that they
+// settle their messages. Close is safe to call more than once.
+func (c *Client) Close(ctx context.Context) error {
+	var err error
+	for ctx != nil && c.pending.Load() > 0 && err == nil {
+		c.mu.Lock()
+		if c.drained == nil {
+			c.drained = make(chan struct{})
+		}
+		ch := c.drained
+		c.mu.Unlock()
+		if c.pending.Load() == 0 {
+			break
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			if n := c.pending.Load(); n > 0 {
+				err = fmt.Errorf("rabbitmq: close: %d publishes not confirmed when the context ended: %w", n, backend.ContextError(ctx.Err()))
+			}
+		}
+	}
 	c.closeOnce.Do(func() {
 		close(c.closed)
 		c.pubConn.close()
 		c.consConn.close()
 	})
-	return nil
+	return err
+}
+
+// signalDrained wakes a Close waiting for the pending publishes.
+func (c *Client) signalDrained() {
+	c.mu.Lock()
+	if c.drained != nil {
+		close(c.drained)
+		c.drained = nil
+	}
+	c.mu.Unlock()
 }
 
 func (c *Client) isClosed() bool {

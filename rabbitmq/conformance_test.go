@@ -1,6 +1,7 @@
 package rabbitmq_test
 
 import (
+	"context"
 	"os/exec"
 	"strings"
 	"testing"
@@ -30,7 +31,7 @@ func TestConformance(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { c.Close() })
+			t.Cleanup(func() { c.Close(context.Background()) })
 			return c, c
 		},
 		Features: backendtest.Features{

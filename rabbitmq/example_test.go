@@ -31,7 +31,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer client.Close()
+	defer client.Close(context.Background())
 
 	handled := make(chan struct{})
 	listener := dispytch.NewListener(client, dispytch.ConsumerGroup("mailer"), dispytch.Concurrency(64))

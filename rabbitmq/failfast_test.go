@@ -94,7 +94,7 @@ func TestPermanentFailuresFailFast(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer c.Close()
+			defer c.Close(context.Background())
 			l := dispytch.NewListener(c, dispytch.ConsumerGroup(e.group("ff")), dispytch.WithLogger(quietLog()), dispytch.StartTimeout(20*time.Second))
 			l.Handle("orders", "order_placed", func(dispytch.Event[Order]) {})
 			// The three at once: each waits for the broker's answer.
@@ -104,7 +104,7 @@ func TestPermanentFailuresFailFast(t *testing.T) {
 				defer wg.Done()
 				c, err := rabbitmq.Dial(ctxT(t, 20*time.Second), tc.url, opts...)
 				if c != nil {
-					c.Close()
+					c.Close(context.Background())
 				}
 				wantErr(t, "Dial", err, kinds, tc.texts...)
 				t.Logf("Dial: %v", err)
@@ -181,7 +181,7 @@ func TestTransientFailureCarriesCause(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer c.Close(context.Background())
 	el = within(t, 3*time.Second, "Run", func() {
 		l := dispytch.NewListener(c, dispytch.ConsumerGroup("nobody"), dispytch.WithLogger(quietLog()), dispytch.StartTimeout(2*time.Second))
 		l.Handle("orders", "order_placed", func(dispytch.Event[Order]) {})

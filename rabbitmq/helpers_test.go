@@ -66,7 +66,7 @@ func (e *env) closeClients() {
 	e.clients = nil
 	e.mu.Unlock()
 	for _, c := range cs {
-		c.Close()
+		c.Close(context.Background())
 	}
 }
 
@@ -110,7 +110,7 @@ func (e *env) client(opts ...rabbitmq.Option) *rabbitmq.Client {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.t.Cleanup(func() { c.Close() })
+	e.t.Cleanup(func() { c.Close(context.Background()) })
 	e.mu.Lock()
 	e.clients = append(e.clients, c)
 	e.mu.Unlock()

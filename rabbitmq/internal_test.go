@@ -1,6 +1,7 @@
 package rabbitmq
 
 import (
+	"context"
 	"encoding/binary"
 	"reflect"
 	"testing"
@@ -98,7 +99,7 @@ func TestPlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer c.Close(context.Background())
 	p1, _ := topic.Parse("user.{id}.notification", ".")
 	p2, _ := topic.Parse("audit.{rest...}", ".")
 	p, err := c.plan(backend.Subscription{Group: "svc", Topics: []string{"orders"}, Patterns: []*topic.Pattern{p1, p2}, Delimiter: "."})

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -225,7 +227,7 @@ func TestEmitUnconfirmed(t *testing.T) {
 	var c *rabbitmq.Client
 	t.Cleanup(func() { // after the proxy's cleanup cut the dead connections
 		if c != nil {
-			c.Close()
+			c.Close(context.Background())
 		}
 	})
 	p := newDropProxy(t, brokerAddr(t))
@@ -248,4 +250,39 @@ func TestEmitUnconfirmed(t *testing.T) {
 		t.Fatalf("emit without a confirm: %v; want ErrUnconfirmed and ErrTimeout", err)
 	}
 	t.Logf("error: %v", err)
+}
+
+// TestCloseWaitsForConfirms: Close(ctx) lets the publishes in flight be
+// confirmed before it closes the connections; with a context already done
+// it closes at once and says how many were left.
+func TestCloseWaitsForConfirms(t *testing.T) {
+	e := setup(t)
+	c := e.client()
+	group := e.group("close")
+	if err := c.DeclareGroup(ctxT(t, 10*time.Second), group, "orders"); err != nil {
+		t.Fatal(err)
+	}
+	em := dispytch.NewEmitter(c)
+	const n = 500
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	wg.Add(n)
+	for i := range n {
+		em.EmitAsync(context.Background(), Order{N: i}, func(err error) {
+			if err != nil {
+				failed.Add(1)
+			}
+			wg.Done()
+		})
+	}
+	if err := c.Close(ctxT(t, 20*time.Second)); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Fatalf("%d of %d publishes failed although Close waited for them", failed.Load(), n)
+	}
+	if got := queueDepth(t, e.raw(), group); got != n {
+		t.Fatalf("%d messages in the queue, want %d", got, n)
+	}
 }

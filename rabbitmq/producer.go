@@ -59,8 +59,19 @@ type pubReq struct {
 	// sent is set once the message was handed to the broker; lost holds
 	// why its last confirm did not come (the channel died), for the error
 	// when its context ends before it was published again.
-	sent atomic.Bool
-	lost error
+	sent    atomic.Bool
+	lost    error
+	counted bool // counted in the client's pending publishes
+}
+
+// finish reports r's outcome to its caller, once, and ends its count among
+// the pending publishes Close waits for.
+func (r *pubReq) finish(err error) {
+	r.done(err)
+	if r.counted {
+		r.p.c.pending.Add(-1)
+		r.p.c.signalDrained()
+	}
 }
 
 type producer struct {
@@ -551,18 +562,22 @@ func unroutable(exchange, key string, ret amqp.Return) error {
 // called exactly once.
 func (p *producer) send(r *pubReq, slot *pubSlot) {
 	r.p, r.slot = p, slot
+	if !r.counted {
+		r.counted = true
+		p.c.pending.Add(1)
+	}
 	for {
 		if err := r.ctx.Err(); err != nil {
 			if r.lost != nil {
-				r.done(r.finalErr(fmt.Errorf("rabbitmq: publish: %w: %w", backend.ContextError(err), r.lost)))
+				r.finish(r.finalErr(fmt.Errorf("rabbitmq: publish: %w: %w", backend.ContextError(err), r.lost)))
 			} else {
-				r.done(r.finalErr(fmt.Errorf("rabbitmq: publish: %w", backend.ContextError(err))))
+				r.finish(r.finalErr(fmt.Errorf("rabbitmq: publish: %w", backend.ContextError(err))))
 			}
 			return
 		}
 		pc, err := slot.get(r.ctx)
 		if err != nil {
-			r.done(r.finalErr(err))
+			r.finish(r.finalErr(err))
 			return
 		}
 		err = pc.publish(r)
@@ -572,7 +587,7 @@ func (p *producer) send(r *pubReq, slot *pubSlot) {
 		if r.retriable(err) {
 			continue
 		}
-		r.done(r.finalErr(err))
+		r.finish(r.finalErr(err))
 		return
 	}
 }
@@ -586,7 +601,7 @@ func (r *pubReq) complete(err error) {
 		go r.p.send(r, r.slot)
 		return
 	}
-	r.done(r.finalErr(err))
+	r.finish(r.finalErr(err))
 }
 
 // retriable reports an error that only says the channel died, for a message

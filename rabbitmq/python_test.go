@@ -182,7 +182,7 @@ func TestPythonEmitsGoListens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { client.Close() })
+	t.Cleanup(func() { client.Close(context.Background()) })
 	run(t, listener)
 
 	ts := time.Now().UnixMilli()
@@ -228,7 +228,7 @@ func goEmitter(ctx context.Context, url, exchange string, useMsgpack bool) error
 	if err != nil {
 		return err
 	}
-	defer client.Close()
+	defer client.Close(context.Background())
 	emitter := dispytch.NewEmitter(client) // JSON, Python's default serializer
 	if useMsgpack {
 		emitter = dispytch.NewEmitter(client, dispytch.WithCodec(msgpack.Codec))

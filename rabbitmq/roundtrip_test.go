@@ -262,7 +262,7 @@ func TestEmitWithoutBroker(t *testing.T) {
 		t.Errorf("emit returned after %v, want about its 300ms deadline", el)
 	}
 	t.Logf("error: %v", err)
-	c.Close()
+	c.Close(context.Background())
 	if err := em.Emit(context.Background(), Order{}); !errors.Is(err, dispytch.ErrClosed) {
 		t.Fatalf("emit after Close: %v", err)
 	}
@@ -537,7 +537,7 @@ func TestNilArguments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer c.Close(context.Background())
 	var nilCtx context.Context
 	ctx := context.Background()
 	if _, err := rabbitmq.Dial(nilCtx, brokerURL()); err == nil {

@@ -74,7 +74,7 @@ func run() error {
 	defer cancel()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	broker := memory.New()
-	defer broker.Close()
+	defer broker.Close(context.Background())
 	gw := &Gateway{}
 
 	settled := make(chan dispytch.Settlement, 16)

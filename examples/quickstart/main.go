@@ -61,7 +61,7 @@ func run() error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
 	broker := memory.New()
-	defer broker.Close()
+	defer broker.Close(context.Background())
 
 	users := []User{
 		{ID: backend.NewUUID(), Email: "example@mail.com", Name: "John Doe"},

@@ -79,7 +79,7 @@ func run(url string) error {
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", url, err)
 	}
-	defer client.Close()
+	defer client.Close(context.Background())
 
 	users := []User{
 		{ID: backend.NewUUID(), Email: "example@mail.com", Name: "John Doe"},

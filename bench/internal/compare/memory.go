@@ -160,7 +160,7 @@ func dispytchMemory(_ context.Context, env *runEnv) (*system, error) {
 			}
 			return nil
 		},
-		close: func() { _ = broker.Close() },
+		close: func() { _ = broker.Close(context.Background()) },
 	}, nil
 }
 

@@ -58,7 +58,7 @@ func dispytchRabbit(ctx context.Context, env *runEnv) (*system, error) {
 	}
 	cons := newListenerConsumer(cli, opts...)
 	closeAll := func() {
-		_ = cli.Close()
+		_ = cli.Close(context.Background())
 		amqpCleanup(env.spec.AMQPURL, []string{group, group + ".dlq"}, []string{x, x + ".dlx"})
 	}
 	// The listener declares and binds the group queue: do it before the
