@@ -34,6 +34,7 @@ func (l *Listener) compile() (*compiled, error) {
 	l.mu.Unlock()
 
 	g, problems := di.NewGraph(l.providers)
+	problems = append(problems, l.problems...)
 	b := &binder{g: g, events: map[reflect.Type]*eventNode{}}
 	var patternErr error
 	var needed []*di.Provider // singletons handlers need directly
@@ -52,6 +53,9 @@ func (l *Listener) compile() (*compiled, error) {
 			continue
 		}
 		cfg := l.handlerConfig(s)
+		for _, pr := range cfg.problems {
+			problems = append(problems, fmt.Sprintf("%s: %s", where, pr))
+		}
 		needDL = needDL || cfg.policy == PolicyDeadLetter
 		run, sdeps, probs := b.compile(s, pat, where)
 		problems = append(problems, probs...)

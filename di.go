@@ -71,14 +71,15 @@ func Override(p *Provider) ListenerOption {
 
 func (p *Provider) applyListener(l *Listener) { l.providers = append(l.providers, p.p) }
 
-// GraphError lists every problem found in the handlers' dependencies.
-// It wraps ErrInvalidGraph.
+// GraphError lists every problem Check and Run found: handlers' signatures
+// and dependencies, and invalid option values (Concurrency(0), say), which
+// are reported rather than clamped. It wraps ErrInvalidGraph.
 type GraphError struct {
 	Problems []string
 }
 
 func (g *GraphError) Error() string {
-	s := fmt.Sprintf("dispytch: %d dependency problem(s):", len(g.Problems))
+	s := fmt.Sprintf("dispytch: %d problem(s) with the handlers, their dependencies or the options:", len(g.Problems))
 	for _, p := range g.Problems {
 		s += "\n  - " + p
 	}

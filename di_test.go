@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dispytch/dispytch-go"
 	"github.com/dispytch/dispytch-go/dispytchtest"
@@ -498,5 +499,22 @@ func TestDITypedHandlers(t *testing.T) {
 	if !errors.Is(err, dispytch.ErrInvalidGraph) || !strings.Contains(err.Error(), "no provider for *dispytch_test.Clock") ||
 		!strings.Contains(err.Error(), "di_test.go") {
 		t.Fatalf("%v", err)
+	}
+}
+
+// Invalid option values are reported by Check, not clamped.
+func TestInvalidOptionsReported(t *testing.T) {
+	l := dispytch.NewListener(memory.New(), dispytch.Concurrency(0), dispytch.StartTimeout(-time.Second),
+		dispytch.Delimiter(""), dispytch.DeadLettering(dispytch.DeadLetterConfig{Attempts: -1}))
+	l.Handle("t", "e", func() {}, dispytch.Retries(-2))
+	err := l.Check()
+	var ge *dispytch.GraphError
+	if !errors.As(err, &ge) || !errors.Is(err, dispytch.ErrInvalidGraph) {
+		t.Fatalf("%v", err)
+	}
+	for _, want := range []string{"Concurrency(0)", "StartTimeout(-1s)", `Delimiter("")`, "Attempts -1", "Retries(-2)"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q not reported:\n%v", want, err)
+		}
 	}
 }

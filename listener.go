@@ -35,6 +35,7 @@ type Listener struct {
 	unknown, poison FailurePolicy
 	dlTopic         func(*FailedMessage) string
 	extraCodecs     []codec.Codec
+	problems        []string // invalid option values, reported by Check and Run
 	dlProducer      backend.Producer
 	validator       structValidator
 	orderByKey      bool

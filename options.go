@@ -2,6 +2,7 @@ package dispytch
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"time"
@@ -130,13 +131,14 @@ func (b ExponentialBackoff) Delay(retry int) time.Duration {
 const defaultRetryInterval = 1250 * time.Millisecond
 
 type handlerConfig struct {
-	name    string
-	retries int
-	backoff Backoff
-	retryIf []func(error) bool
-	policy  FailurePolicy
-	strict  bool
-	timeout time.Duration
+	problems []string // invalid option values, reported by Check and Run
+	name     string
+	retries  int
+	backoff  Backoff
+	retryIf  []func(error) bool
+	policy   FailurePolicy
+	strict   bool
+	timeout  time.Duration
 }
 
 func defaultHandlerConfig() handlerConfig {
@@ -145,7 +147,15 @@ func defaultHandlerConfig() handlerConfig {
 
 // Retries sets how many times a failed handler is retried (default 0): a
 // handler runs at most n+1 times per message.
-func Retries(n int) HandlerOption { return setting(func(c *handlerConfig) { c.retries = max(n, 0) }) }
+func Retries(n int) HandlerOption {
+	return setting(func(c *handlerConfig) {
+		if n < 0 {
+			c.problems = append(c.problems, fmt.Sprintf("Retries(%d): the number of retries cannot be negative", n))
+			return
+		}
+		c.retries = n
+	})
+}
 
 // RetryInterval sets a fixed wait between retries (default 1.25s, Python
 // Dispytch's).
@@ -207,7 +217,13 @@ func HandlerDefaults(opts ...HandlerOption) ListenerOption {
 // listener stops taking deliveries from the consumer when all are busy and
 // max(n, 64) deliveries wait for a worker.
 func Concurrency(n int) ListenerOption {
-	return listenerOptionFunc(func(l *Listener) { l.concurrency = max(n, 1) })
+	return listenerOptionFunc(func(l *Listener) {
+		if n < 1 {
+			l.problems = append(l.problems, fmt.Sprintf("Concurrency(%d): at least one handler must be able to run", n))
+			return
+		}
+		l.concurrency = n
+	})
 }
 
 // ShutdownTimeout bounds how long Run waits, after its context is done, for
@@ -215,7 +231,13 @@ func Concurrency(n int) ListenerOption {
 // started are not started. What has not finished by then is left unacked
 // for redelivery.
 func ShutdownTimeout(d time.Duration) ListenerOption {
-	return listenerOptionFunc(func(l *Listener) { l.shutdownTimeout = d })
+	return listenerOptionFunc(func(l *Listener) {
+		if d < 0 {
+			l.problems = append(l.problems, fmt.Sprintf("ShutdownTimeout(%s): negative", d))
+			return
+		}
+		l.shutdownTimeout = d
+	})
 }
 
 // StartTimeout bounds how long Run waits for the consumer's subscription
@@ -224,7 +246,13 @@ func ShutdownTimeout(d time.Duration) ListenerOption {
 // and the consumer's last cause (a refused connection, say). Permanent
 // causes (refused credentials) end Run at once, whatever the timeout.
 func StartTimeout(d time.Duration) ListenerOption {
-	return listenerOptionFunc(func(l *Listener) { l.startTimeout = max(d, 0) })
+	return listenerOptionFunc(func(l *Listener) {
+		if d < 0 {
+			l.problems = append(l.problems, fmt.Sprintf("StartTimeout(%s): negative; 0 waits as long as Run's context", d))
+			return
+		}
+		l.startTimeout = d
+	})
 }
 
 // ConsumerGroup names the listener's consumer group: its service.
@@ -237,7 +265,13 @@ func ConsumerGroup(name string) ListenerOption {
 
 // Delimiter sets the topic segment delimiter for patterns (default ".").
 func Delimiter(d string) ListenerOption {
-	return listenerOptionFunc(func(l *Listener) { l.delim = d })
+	return listenerOptionFunc(func(l *Listener) {
+		if d == "" {
+			l.problems = append(l.problems, `Delimiter(""): a delimiter cannot be empty`)
+			return
+		}
+		l.delim = d
+	})
 }
 
 // UnknownEvent sets what happens to a message whose event type no handler of
@@ -293,8 +327,11 @@ func DeadLettering(c DeadLetterConfig) ListenerOption {
 		if c.Producer != nil {
 			l.dlProducer = c.Producer
 		}
-		if c.Attempts > 0 {
+		switch {
+		case c.Attempts > 0:
 			l.dlAttempts = c.Attempts
+		case c.Attempts < 0:
+			l.problems = append(l.problems, fmt.Sprintf("DeadLetterConfig.Attempts %d: negative", c.Attempts))
 		}
 		l.dlFallback = c.Fallback
 	})
