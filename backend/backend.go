@@ -98,6 +98,11 @@ const HeaderContentType = "content-type"
 type Message struct {
 	// Topic is the concrete topic (placeholders already filled).
 	Topic string
+	// Template is the topic as the event's Topic method returned it, its
+	// placeholders ({id}) unfilled: a label of bounded cardinality for
+	// observers (span names, metrics). Empty for messages not built by an
+	// Emitter (dead letters, redriven messages).
+	Template string
 	// Key is the message key: Kafka's partition key, the memory broker's
 	// ordering key. May be nil.
 	Key []byte
