@@ -28,6 +28,7 @@ type Emitter struct {
 	log      *slog.Logger
 	obs      []EmitObserver
 	now      func() time.Time
+	health   emitterHealth
 
 	templates sync.Map // template string -> *topic.Template
 	fields    sync.Map // reflect.Type -> map[string][]int
