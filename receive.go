@@ -37,8 +37,8 @@ type runState struct {
 
 func (r *runState) Ready() {
 	r.readyOnce.Do(func() {
-		close(r.readyCh)
 		r.l.health.ready(r)
+		close(r.readyCh)
 	})
 }
 

@@ -142,6 +142,14 @@ func (c *Client) Reconnects() (publish, consume int64) {
 	return max(c.pubConn.connects.Load()-1, 0), max(c.consConn.connects.Load()-1, 0)
 }
 
+// ConnStatus implements backend.ConnReporter for emitters: the state of
+// the publishing connection (connecting until the first one opened,
+// reconnecting with the cause after a loss or a refusal, closed after
+// Close). The first call opens it, as the first publish would, so that a
+// readiness probe learns whether the broker can be reached. Listeners learn
+// about the consuming connection from Consume.
+func (c *Client) ConnStatus() backend.ConnStatus { return c.pubConn.status() }
+
 // Close closes the connections. Pending publishes fail with an error
 // wrapping dispytch.ErrClosed, and running Consume calls return one. Stop the
 // listeners first, so that they settle their messages.
@@ -165,6 +173,7 @@ func (c *Client) isClosed() bool {
 
 var _ interface {
 	backend.AsyncProducer
+	backend.ConnReporter
 	backend.Consumer
 	backend.Named
 	backend.DeadLetterStore
