@@ -105,7 +105,7 @@ type Producer struct {
 	// producing, without AllowIdempotentProduceCancellation).
 	safeAbort    bool
 	closeTimeout time.Duration
-	aborting     atomic.Bool // refused is aborting the buffered records
+	aborting     atomic.Bool  // refused is aborting the buffered records
 	lastPing     atomic.Int64 // unix nanos of ConnStatus's last ping
 	pinging      atomic.Bool
 }
