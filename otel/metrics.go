@@ -73,9 +73,17 @@ type labelKey struct {
 	outcome, reason, errType      string
 }
 
-func (i *Instrumentation) set(k labelKey) attribute.Set {
+// labels is a cached label set with the options that record with it,
+// made once so that recording allocates nothing.
+type labels struct {
+	set attribute.Set
+	add []metric.AddOption
+	rec []metric.RecordOption
+}
+
+func (i *Instrumentation) set(k labelKey) *labels {
 	if v, ok := i.sets.Load(k); ok {
-		return v.(attribute.Set)
+		return v.(*labels)
 	}
 	kvs := make([]attribute.KeyValue, 0, 7)
 	kvs = append(kvs, semconv.MessagingSystemKey.String(k.system))
@@ -107,7 +115,9 @@ func (i *Instrumentation) set(k labelKey) attribute.Set {
 	case kindRetry:
 		kvs = append(kvs, KeyHandler.String(k.handler))
 	}
-	s := attribute.NewSet(kvs...)
-	v, _ := i.sets.LoadOrStore(k, s)
-	return v.(attribute.Set)
+	set := attribute.NewSet(kvs...)
+	opt := metric.WithAttributeSet(set)
+	l := &labels{set: set, add: []metric.AddOption{opt}, rec: []metric.RecordOption{opt}}
+	v, _ := i.sets.LoadOrStore(k, l)
+	return v.(*labels)
 }

@@ -203,37 +203,69 @@ func (i *Instrumentation) ObserveEmit(ctx context.Context, m *backend.Message) (
 	if tmpl == "" {
 		tmpl = m.Topic
 	}
-	attrs := []attribute.KeyValue{
-		semconv.MessagingSystemKey.String(i.system),
-		semconv.MessagingOperationName("send"),
-		semconv.MessagingOperationTypeSend,
-		semconv.MessagingDestinationName(m.Topic),
-		semconv.MessagingDestinationTemplate(tmpl),
-		semconv.MessagingMessageBodySize(len(m.Value)),
+	ctx, span := i.tracer.Start(ctx, "send "+tmpl, producerSpan...)
+	if span.IsRecording() {
+		// Built only for a span that records: a sampled-out or no-op span
+		// costs no attributes.
+		attrs := make([]attribute.KeyValue, 0, 8)
+		attrs = append(attrs,
+			semconv.MessagingSystemKey.String(i.system),
+			semconv.MessagingOperationName("send"),
+			semconv.MessagingOperationTypeSend,
+			semconv.MessagingDestinationName(m.Topic),
+			semconv.MessagingDestinationTemplate(tmpl),
+			semconv.MessagingMessageBodySize(len(m.Value)),
+		)
+		if m.ID != "" {
+			attrs = append(attrs, semconv.MessagingMessageID(m.ID))
+		}
+		if m.Type != "" {
+			attrs = append(attrs, KeyEventType.String(m.Type))
+		}
+		span.SetAttributes(attrs...)
 	}
-	if m.ID != "" {
-		attrs = append(attrs, semconv.MessagingMessageID(m.ID))
-	}
-	if m.Type != "" {
-		attrs = append(attrs, KeyEventType.String(m.Type))
-	}
-	ctx, span := i.tracer.Start(ctx, "send "+tmpl, trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...))
-	if m.Headers == nil {
-		m.Headers = map[string]string{}
-	}
-	i.prop.Inject(ctx, propagation.MapCarrier(m.Headers))
+	i.prop.Inject(ctx, headerCarrier{&m.Headers})
 	return ctx, func(err error) {
-		set := i.set(labelKey{kind: kindEmit, system: i.system, topic: tmpl, errType: emitErrorType(err)})
+		et := emitErrorType(err)
 		if err != nil {
 			span.RecordError(err)
 			span.SetStatus(codes.Error, err.Error())
-			span.SetAttributes(semconv.ErrorTypeKey.String(emitErrorType(err)))
+			span.SetAttributes(semconv.ErrorTypeKey.String(et))
 		}
 		span.End()
-		opt := metric.WithAttributeSet(set)
-		i.m.sent.Add(context.Background(), 1, opt)
-		i.m.emitDur.Record(context.Background(), time.Since(start).Seconds(), opt)
+		ls := i.set(labelKey{kind: kindEmit, system: i.system, topic: tmpl, errType: et})
+		ctx := context.Background()
+		i.m.sent.Add(ctx, 1, ls.add...)
+		i.m.emitDur.Record(ctx, time.Since(start).Seconds(), ls.rec...)
 	}
+}
+
+// The span start options, made once.
+var (
+	producerSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer)}
+	consumerSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
+	internalSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal)}
+)
+
+// headerCarrier is a message's headers as a propagation carrier; it makes
+// the map only when something is injected.
+type headerCarrier struct{ h *map[string]string }
+
+func (c headerCarrier) Get(key string) string { return (*c.h)[key] }
+
+func (c headerCarrier) Set(key, value string) {
+	if *c.h == nil {
+		*c.h = make(map[string]string, 3)
+	}
+	(*c.h)[key] = value
+}
+
+func (c headerCarrier) Keys() []string {
+	keys := make([]string, 0, len(*c.h))
+	for k := range *c.h {
+		keys = append(keys, k)
+	}
+	return keys
 }
 
 // emitErrorType classifies an emit error for error.type: a small, fixed
@@ -283,8 +315,42 @@ func (i *Instrumentation) ObserveMessage(ctx context.Context, info *dispytch.Mes
 		msg.system = i.system
 	}
 	msg.pattern = patternOf(info.Patterns)
-	carrier := propagation.MapCarrier(info.Headers)
-	parent := i.prop.Extract(ctx, carrier)
+	parent := ctx
+	if len(info.Headers) > 0 {
+		parent = i.prop.Extract(ctx, propagation.MapCarrier(info.Headers))
+	}
+	opts := consumerSpan
+	redriven := isRedriven(info.Headers)
+	if redriven {
+		// A new trace, linked to the original's: the redrive is an
+		// operator's act, maybe days later.
+		opts = append(opts[:len(opts):len(opts)], trace.WithNewRoot())
+		if sc := trace.SpanContextFromContext(parent); sc.IsValid() {
+			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc, Attributes: []attribute.KeyValue{KeyRedriven.Bool(true)}}))
+		}
+		parent = baggage.ContextWithBaggage(ctx, baggage.FromContext(parent))
+	}
+	name := "process"
+	if msg.pattern != "" {
+		name += " " + msg.pattern
+	}
+	ctx, msg.span = i.tracer.Start(parent, name, opts...)
+	if msg.span.IsRecording() {
+		i.messageAttributes(msg, info, redriven)
+	}
+	if info.Err != nil {
+		msg.span.RecordError(info.Err)
+	}
+	base := i.set(labelKey{kind: kindMessage, system: msg.system, group: msg.group, topic: msg.pattern})
+	bctx := context.Background()
+	i.m.consumed.Add(bctx, 1, base.add...)
+	i.m.inflight.Add(bctx, 1, base.add...)
+	ctx = context.WithValue(ctx, msgKey{}, msg)
+	return ctx, func(s dispytch.Settlement) { i.settled(msg, base, s) }
+}
+
+// messageAttributes sets the attributes of a message's span.
+func (i *Instrumentation) messageAttributes(msg *message, info *dispytch.MessageInfo, redriven bool) {
 	attrs := make([]attribute.KeyValue, 0, 14)
 	attrs = append(attrs,
 		semconv.MessagingSystemKey.String(msg.system),
@@ -314,42 +380,24 @@ func (i *Instrumentation) ObserveMessage(ctx context.Context, info *dispytch.Mes
 	if n := info.Delivery.DeliveryCount; n > 0 {
 		attrs = append(attrs, KeyDeliveryCount.Int(n))
 	}
-	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
-	if isRedriven(info.Headers) {
-		// A new trace, linked to the original's: the redrive is an
-		// operator's act, maybe days later.
+	if redriven {
 		attrs = append(attrs, KeyRedriven.Bool(true))
-		if sc := trace.SpanContextFromContext(parent); sc.IsValid() {
-			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc, Attributes: []attribute.KeyValue{KeyRedriven.Bool(true)}}))
-		}
-		opts = append(opts, trace.WithNewRoot())
-		parent = baggage.ContextWithBaggage(ctx, baggage.FromContext(parent))
 	}
-	name := "process"
-	if msg.pattern != "" {
-		name += " " + msg.pattern
-	}
-	ctx, msg.span = i.tracer.Start(parent, name, append(opts, trace.WithAttributes(attrs...))...)
-	if info.Err != nil {
-		msg.span.RecordError(info.Err)
-	}
-	base := i.set(labelKey{kind: kindMessage, system: msg.system, group: msg.group, topic: msg.pattern})
-	i.m.consumed.Add(context.Background(), 1, metric.WithAttributeSet(base))
-	i.m.inflight.Add(context.Background(), 1, metric.WithAttributeSet(base))
-	ctx = context.WithValue(ctx, msgKey{}, msg)
-	return ctx, func(s dispytch.Settlement) { i.settled(msg, base, s) }
+	msg.span.SetAttributes(attrs...)
 }
 
 // settled ends a message's span and counts its settlement.
-func (i *Instrumentation) settled(msg *message, base attribute.Set, s dispytch.Settlement) {
+func (i *Instrumentation) settled(msg *message, base *labels, s dispytch.Settlement) {
 	reason := ""
 	if len(s.Failures) > 0 {
 		reason = string(s.Failures[0].Reason)
 	}
 	span := msg.span
-	span.SetAttributes(KeyOutcome.String(s.Outcome.String()))
-	if reason != "" {
-		span.SetAttributes(KeyReason.String(reason))
+	if span.IsRecording() {
+		span.SetAttributes(KeyOutcome.String(s.Outcome.String()))
+		if reason != "" {
+			span.SetAttributes(KeyReason.String(reason))
+		}
 	}
 	switch {
 	case s.Err != nil:
@@ -365,12 +413,12 @@ func (i *Instrumentation) settled(msg *message, base attribute.Set, s dispytch.S
 	}
 	span.End()
 	ctx := context.Background()
-	i.m.inflight.Add(ctx, -1, metric.WithAttributeSet(base))
-	set := i.set(labelKey{kind: kindSettle, system: msg.system, group: msg.group, topic: msg.pattern, outcome: s.Outcome.String(), reason: reason})
-	i.m.settled.Add(ctx, 1, metric.WithAttributeSet(set))
-	i.m.processDur.Record(ctx, time.Since(msg.start).Seconds(), metric.WithAttributeSet(set))
+	i.m.inflight.Add(ctx, -1, base.add...)
+	ls := i.set(labelKey{kind: kindSettle, system: msg.system, group: msg.group, topic: msg.pattern, outcome: s.Outcome.String(), reason: reason})
+	i.m.settled.Add(ctx, 1, ls.add...)
+	i.m.processDur.Record(ctx, time.Since(msg.start).Seconds(), ls.rec...)
 	if s.Outcome == dispytch.OutcomeDeadLettered {
-		i.m.deadLettered.Add(ctx, 1, metric.WithAttributeSet(set))
+		i.m.deadLettered.Add(ctx, 1, ls.add...)
 	}
 }
 
@@ -420,13 +468,15 @@ func (i *Instrumentation) Middleware() dispytch.Middleware {
 				group, system = msg.group, msg.system
 			}
 			attempt := c.Meta.Delivery.Attempt
-			ctx, span := i.tracer.Start(ctx, "handle "+c.Handler.Name, trace.WithSpanKind(trace.SpanKindInternal),
-				trace.WithAttributes(
+			ctx, span := i.tracer.Start(ctx, "handle "+c.Handler.Name, internalSpan...)
+			if span.IsRecording() {
+				span.SetAttributes(
 					KeyHandler.String(c.Handler.Name),
 					KeyAttempt.Int(attempt),
 					KeyEventType.String(c.Handler.EventType),
 					semconv.MessagingDestinationTemplate(c.Handler.Topic),
-				))
+				)
+			}
 			err := next(ctx, c)
 			reason := ""
 			if err != nil {
@@ -437,11 +487,11 @@ func (i *Instrumentation) Middleware() dispytch.Middleware {
 			}
 			span.End()
 			bctx := context.Background()
-			set := i.set(labelKey{kind: kindAttempt, system: system, group: group, topic: c.Handler.Topic, handler: c.Handler.Name, reason: reason})
-			i.m.attemptDur.Record(bctx, time.Since(start).Seconds(), metric.WithAttributeSet(set))
+			ls := i.set(labelKey{kind: kindAttempt, system: system, group: group, topic: c.Handler.Topic, handler: c.Handler.Name, reason: reason})
+			i.m.attemptDur.Record(bctx, time.Since(start).Seconds(), ls.rec...)
 			if attempt > 1 {
-				rset := i.set(labelKey{kind: kindRetry, system: system, group: group, topic: c.Handler.Topic, handler: c.Handler.Name})
-				i.m.retries.Add(bctx, 1, metric.WithAttributeSet(rset))
+				rs := i.set(labelKey{kind: kindRetry, system: system, group: group, topic: c.Handler.Topic, handler: c.Handler.Name})
+				i.m.retries.Add(bctx, 1, rs.add...)
 			}
 			return err
 		}

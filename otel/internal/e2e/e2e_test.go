@@ -660,3 +660,87 @@ func (f flat) dump(name string) string {
 	}
 	return b.String()
 }
+
+// On Kafka, WatchLag's gauge reports the records each owned partition
+// holds uncommitted while a handler holds them back, and 0 once they are
+// handled; Watch's gauges report the listener ready.
+func TestKafkaLagGauge(t *testing.T) {
+	k := kafkaKit(t)
+	tm := newTelemetry(t, k.system)
+	em := dispytch.NewEmitter(k.prod, dispytch.Observe(tm.inst))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const n = 10
+	for i := range n {
+		if err := em.Emit(ctx, Order{Region: "eu", N: i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release := make(chan struct{})
+	var once sync.Once
+	let := func() { once.Do(func() { close(release) }) }
+	defer let()
+	l := dispytch.NewListener(k.cons, dispytch.ConsumerGroup(k.group), dispytch.WithLogger(quiet()), dispytch.ShutdownTimeout(time.Second),
+		dispytch.Observe(tm.inst), dispytch.Use(tm.inst.Middleware()))
+	l.Handle("orders.{region}", "order_placed", func(ctx context.Context) error {
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	run(t, l)
+	if _, err := tm.inst.WatchLag(k.cons.(backend.LagReporter)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tm.inst.Watch("orders", l); err != nil {
+		t.Fatal(err)
+	}
+	lagTotal := func() (float64, int) {
+		var rm metricdata.ResourceMetrics
+		if err := tm.reader.Collect(ctx, &rm); err != nil {
+			t.Logf("collect: %v", err)
+		}
+		total, parts := 0.0, 0
+		for _, p := range flatten(rm).points {
+			if p.name == "dispytch.consumer.lag" && p.labels["messaging.destination.name"] == "orders.eu" {
+				if p.labels["messaging.consumer.group.name"] != k.group || p.labels["messaging.system"] != "kafka" || p.labels["messaging.destination.partition.id"] == "" {
+					t.Errorf("lag labels: %v", p.labels)
+				}
+				total += p.value
+				parts++
+			}
+		}
+		return total, parts
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		total, parts := lagTotal()
+		if total == n && parts == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lag %v over %d partitions, want %d over 2", total, parts, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var rm metricdata.ResourceMetrics
+	if err := tm.reader.Collect(ctx, &rm); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := flatten(rm).value("dispytch.connection.state", map[string]string{"dispytch.component": "orders", "dispytch.component.kind": "listener", "dispytch.state": "ready"}); !ok || v != 1 {
+		t.Errorf("connection state ready = %v (%v)", v, ok)
+	}
+	let()
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		if total, parts := lagTotal(); total == 0 && parts == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the lag did not drain")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
