@@ -262,7 +262,7 @@ func (e *lineExporter) ExportSpans(_ context.Context, spans []sdktrace.ReadOnlyS
 		for _, kv := range s.Attributes() {
 			switch kv.Key {
 			case "messaging.destination.name", "dispytch.attempt", "dispytch.outcome", "dispytch.reason", "error.type":
-				extra = append(extra, fmt.Sprintf("%s=%s", kv.Key, kv.Value.Emit()))
+				extra = append(extra, fmt.Sprintf("%s=%s", kv.Key, kv.Value.String()))
 			}
 		}
 		parent := "-"

@@ -596,7 +596,7 @@ func flatten(rm metricdata.ResourceMetrics) flat {
 	labels := func(s attribute.Set) map[string]string {
 		out := map[string]string{}
 		for _, kv := range s.ToSlice() {
-			out[string(kv.Key)] = kv.Value.Emit()
+			out[string(kv.Key)] = kv.Value.String()
 		}
 		return out
 	}
