@@ -5,8 +5,9 @@
 // AsyncProducer (batching), StaleChecker (deliveries that die with their
 // session), DelayedNacker (redelivery after a delay), DeadLetterer (the
 // broker's own dead-lettering), DeadLetterStore and DeadLetterCounter
-// (operating dead letters). Package backendtest is the conformance suite a
-// backend runs.
+// (operating dead letters), ConnReporter, ConnObserver and LagReporter
+// (health and lag, for probes and metrics). Package backendtest is the
+// conformance suite a backend runs.
 package backend
 
 import (
