@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime/debug"
 	"time"
 
@@ -45,16 +46,16 @@ func (r *runState) runHandler(ms *msgState, h *handler, meta *Metadata) outcome 
 			// The shutdown timeout passed while the handler ran: its
 			// failure is most likely the cancellation. Leave the message
 			// for redelivery.
-			l.log.Info("dispytch: attempt cut off by the shutdown timeout; message left for redelivery",
-				"handler", h.info.Name, "topic", meta.Topic, "type", meta.Type, "id", meta.ID, "attempt", attempt, "err", err)
+			r.logMeta(ms.ctx, slog.LevelInfo, h, meta, "dispytch: attempt cut off by the shutdown timeout; message left for redelivery",
+				"attempt", attempt, "err", err)
 			return outcome{abandoned: true}
 		}
 		if stale(d) {
 			// The delivery's session ended while it ran (its context was
 			// cancelled, say): the broker redelivers it elsewhere; neither
 			// retry nor dead-letter it here.
-			l.log.Info("dispytch: handler failed after its delivery went stale; left to the broker's redelivery",
-				"handler", h.info.Name, "topic", meta.Topic, "type", meta.Type, "id", meta.ID, "attempt", attempt, "err", err)
+			r.logMeta(ms.ctx, slog.LevelInfo, h, meta, "dispytch: handler failed after its delivery went stale; left to the broker's redelivery",
+				"attempt", attempt, "err", err)
 			return outcome{abandoned: true}
 		}
 		reason := reasonOf(err)
@@ -63,15 +64,15 @@ func (r *runState) runHandler(ms *msgState, h *handler, meta *Metadata) outcome 
 		}
 		if attempt > h.cfg.retries || !h.retryable(err) {
 			l.stats.failed.Add(1)
-			l.log.Error("dispytch: handler failed", "handler", h.info.Name, "topic", meta.Topic, "type", meta.Type,
-				"id", meta.ID, "attempts", attempt, "reason", string(reason), "err", err, "policy", h.cfg.policy.String())
+			r.logMeta(ms.ctx, slog.LevelError, h, meta, "dispytch: handler failed",
+				"attempts", attempt, "reason", string(reason), "err", err, "policy", h.cfg.policy.String())
 			return outcome{policy: h.cfg.policy, failed: r.failure(d, h.info.Name, reason, err, attempt, first)}
 		}
 		if r.stop.Err() != nil || stale(d) {
 			// Shutting down, or the delivery's session is gone: no retry
 			// here; the broker redelivers the message.
-			l.log.Info("dispytch: handler failed; not retrying during shutdown, message left for redelivery",
-				"handler", h.info.Name, "topic", meta.Topic, "type", meta.Type, "id", meta.ID, "attempt", attempt, "err", err)
+			r.logMeta(ms.ctx, slog.LevelInfo, h, meta, "dispytch: handler failed; not retrying during shutdown, message left for redelivery",
+				"attempt", attempt, "err", err)
 			return outcome{abandoned: true}
 		}
 		delay := h.cfg.backoff.Delay(attempt)
@@ -79,21 +80,21 @@ func (r *runState) runHandler(ms *msgState, h *handler, meta *Metadata) outcome 
 		if delay > 0 && ms.one && !r.ordered(d) {
 			if dn, ok := d.Acker.(backend.DelayedNacker); ok && dn.CanNackAfter(delay) {
 				// The broker waits, not a worker.
-				l.log.Warn("dispytch: handler failed, retrying through the broker", "handler", h.info.Name, "topic", meta.Topic,
-					"type", meta.Type, "id", meta.ID, "attempt", attempt, "retry_in", delay.String(), "err", err)
+				r.logMeta(ms.ctx, slog.LevelWarn, h, meta, "dispytch: handler failed, retrying through the broker",
+					"attempt", attempt, "retry_in", delay.String(), "err", err)
 				return outcome{retryAfter: delay, attempts: attempt, failed: r.failure(d, h.info.Name, reason, err, attempt, first), policy: h.cfg.policy}
 			}
 		}
-		l.log.Warn("dispytch: handler failed, retrying", "handler", h.info.Name, "topic", meta.Topic, "type", meta.Type,
-			"id", meta.ID, "attempt", attempt, "retry_in", delay.String(), "err", err)
+		r.logMeta(ms.ctx, slog.LevelWarn, h, meta, "dispytch: handler failed, retrying",
+			"attempt", attempt, "retry_in", delay.String(), "err", err)
 		if delay > 0 {
 			t := time.NewTimer(delay)
 			select {
 			case <-t.C:
 			case <-r.stop.Done():
 				t.Stop()
-				l.log.Info("dispytch: retry wait cut off by shutdown; message left for redelivery",
-					"handler", h.info.Name, "topic", meta.Topic, "id", meta.ID)
+				r.logMeta(ms.ctx, slog.LevelInfo, h, meta, "dispytch: retry wait cut off by shutdown; message left for redelivery",
+					"attempt", attempt)
 				return outcome{abandoned: true}
 			}
 		}
@@ -155,19 +156,19 @@ func (r *runState) attempt(base context.Context, h *handler, meta *Metadata, bod
 	r.l.stats.timeouts.Add(1)
 	go func() {
 		err := <-done
-		r.l.log.Warn("dispytch: a timed-out attempt returned late; its result is ignored", "handler", h.info.Name,
-			"topic", own.Topic, "id", own.ID, "attempt", own.Delivery.Attempt, "err", err)
+		r.logMeta(base, slog.LevelWarn, h, own, "dispytch: a timed-out attempt returned late; its result is ignored",
+			"attempt", own.Delivery.Attempt, "err", err)
 	}()
 	return fmt.Errorf("%w: %s after %s (attempt %d)", ErrAttemptTimeout, h.info.Name, h.cfg.timeout, meta.Delivery.Attempt)
 }
 
 // call runs one attempt through the middleware, recovering panics.
 func (r *runState) call(ctx context.Context, h *handler, meta *Metadata, body []byte) (err error) {
-	a := attempt{meta: meta, body: body, codec: meta.codec, strict: h.cfg.strict, v: r.l.validator}
+	a := attempt{meta: meta, body: body, codec: meta.codec, strict: h.cfg.strict, v: r.l.validator, log: h.log}
 	defer func() {
 		if p := recover(); p != nil {
-			r.l.log.Error("dispytch: handler panicked", "handler", h.info.Name, "topic", meta.Topic,
-				"id", meta.ID, "panic", p, "stack", string(debug.Stack()))
+			r.logMeta(ctx, slog.LevelError, h, meta, "dispytch: handler panicked",
+				"attempt", meta.Delivery.Attempt, "panic", p, "stack", string(debug.Stack()))
 			err = fmt.Errorf("%w: %s: %v", ErrPanic, h.info.Name, p)
 		}
 	}()

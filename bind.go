@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"strconv"
 	"strings"
@@ -48,6 +49,14 @@ type attempt struct {
 	codec  codec.Codec
 	strict bool
 	v      structValidator
+	log    *slog.Logger // the handler's: its group and name
+}
+
+// logger is the logger a handler takes (a *slog.Logger parameter without
+// a provider for it): the listener's, with the message's id, type and
+// topic and the handler's group and name.
+func (a *attempt) logger() *slog.Logger {
+	return a.log.With("id", a.meta.ID, "type", a.meta.Type, "topic", a.meta.Topic)
 }
 
 // Segments binds the topic's wildcard segments into a struct S, converting

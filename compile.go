@@ -74,6 +74,7 @@ func (l *Listener) compile() (*compiled, error) {
 			info: HandlerInfo{Name: cfg.name, Topic: s.topic, EventType: s.eventType, Location: s.loc, Retries: cfg.retries, Policy: cfg.policy},
 			cfg:  cfg,
 			run:  run,
+			log:  l.log.With("group", l.group, "handler", cfg.name),
 		}
 		h.call = chain(h, mws)
 		r.byType[s.eventType] = append(r.byType[s.eventType], h)
@@ -180,7 +181,8 @@ type handler struct {
 	info HandlerInfo
 	cfg  handlerConfig
 	run  runner
-	call HandlerFunc // run inside the middleware; nil without middleware
+	call HandlerFunc  // run inside the middleware; nil without middleware
+	log  *slog.Logger // the listener's, with the group and the handler's name
 }
 
 func (h *handler) retryable(err error) bool {

@@ -28,6 +28,7 @@ type Emitter struct {
 	log      *slog.Logger
 	obs      []EmitObserver
 	now      func() time.Time
+	health   emitterHealth
 
 	templates sync.Map // template string -> *topic.Template
 	fields    sync.Map // reflect.Type -> map[string][]int
@@ -286,7 +287,8 @@ func (e *Emitter) Message(ev Eventer, opts ...EmitOption) (*backend.Message, err
 			return nil, fmt.Errorf("%w: %s option %T given to a %q producer", ErrForeignOption, o.Backend(), o, e.backendName())
 		}
 	}
-	topic, err := e.topic(ev)
+	tmpl := ev.Topic()
+	topic, err := e.topic(ev, tmpl)
 	if err != nil {
 		return nil, err
 	}
@@ -304,7 +306,7 @@ func (e *Emitter) Message(ev Eventer, opts ...EmitOption) (*backend.Message, err
 	if err != nil {
 		return nil, err
 	}
-	m := &backend.Message{Topic: topic, Value: value, ID: id, Type: typ, Headers: s.headers, ContentType: e.codec.ContentType(), Options: s.backend}
+	m := &backend.Message{Topic: topic, Template: tmpl, Value: value, ID: id, Type: typ, Headers: s.headers, ContentType: e.codec.ContentType(), Options: s.backend}
 	if s.keySet {
 		m.Key = s.key
 	} else if k, ok := ev.(EventKeyer); ok {
@@ -353,9 +355,9 @@ func (e *Emitter) backendName() string {
 	return e.backend
 }
 
-// topic returns the event's topic with its placeholders filled.
-func (e *Emitter) topic(ev Eventer) (string, error) {
-	raw := ev.Topic()
+// topic returns the event's topic, raw as its Topic method returned it,
+// with its placeholders filled.
+func (e *Emitter) topic(ev Eventer, raw string) (string, error) {
 	if raw == "" {
 		return "", fmt.Errorf("%w: %s has an empty topic", ErrTopicField, ev.EventType())
 	}

@@ -31,7 +31,9 @@ func NewHandlerGroup(topic, eventType string, opts ...HandlerOption) *HandlerGro
 // takes the group's default. topic may be a pattern ("user.{id}.events").
 //
 // fn takes, in any order, a context.Context, one Event[T], Metadata,
-// Segments[S] and types supplied by providers, and returns error or nothing.
+// Segments[S], a *slog.Logger (the listener's, with the message's id, type,
+// topic, group and handler, unless a provider supplies *slog.Logger) and
+// types supplied by providers, and returns error or nothing.
 // Its dependencies are checked when the listener runs.
 //
 // Handle panics when fn is not a function, or when the topic is not a valid

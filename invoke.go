@@ -3,6 +3,7 @@ package dispytch
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"strings"
 	"sync"
@@ -36,6 +37,7 @@ type typedHandler interface {
 }
 
 var (
+	logType  = reflect.TypeFor[*slog.Logger]()
 	metaType = reflect.TypeFor[Metadata]()
 	errType  = reflect.TypeFor[error]()
 	eventMkT = reflect.TypeFor[eventMaker]()
@@ -83,10 +85,15 @@ func (b *binder) event(t reflect.Type) *eventNode {
 }
 
 // specials supplies the framework's types to plans: the event's Metadata,
-// Event[T] and Segments[S] (pat nil: compiling a singleton).
+// Event[T] and Segments[S] (pat nil: compiling a singleton), and the
+// message's *slog.Logger unless a provider supplies one.
 func (b *binder) specials(pat *topic.Pattern) di.Specials {
 	return func(t reflect.Type) (*di.Special, []string, bool) {
 		switch {
+		case t == logType && !b.g.Provides(t):
+			return &di.Special{Get: func(s *di.Scope) (reflect.Value, any, error) {
+				return reflect.ValueOf(s.Data.(*attempt).logger()), nil, nil
+			}, Attempt: true, Desc: "the message's *slog.Logger"}, nil, true
 		case t == metaType:
 			return &di.Special{Get: func(s *di.Scope) (reflect.Value, any, error) {
 				return reflect.ValueOf(s.Data.(*attempt).meta).Elem(), nil, nil
@@ -221,6 +228,11 @@ func typedEvent[T any](n *eventNode, a *attempt) (*Event[T], error) {
 // D, and records the singleton it reads; ok is false when D needs a plan.
 func fast[D any](b *binder, seen map[reflect.Type]bool, deps *[]*di.Provider) (di.Getter[D], bool) {
 	t := reflect.TypeFor[D]()
+	if t == logType && !b.g.Provides(t) {
+		return func(s *di.Scope) (D, error) {
+			return any(s.Data.(*attempt).logger()).(D), nil
+		}, true
+	}
 	if seen[t] {
 		// The same type twice: one provider call must serve both, as
 		// the plan's per-attempt cache does.

@@ -50,6 +50,7 @@ type Listener struct {
 	readyOK bool          // the current (or last) Run subscribed
 	runErr  error         // why the last Run ended
 	stats   counters
+	health  listenerHealth
 }
 
 // NewListener returns a listener consuming from c. Register handlers with
@@ -231,6 +232,7 @@ func (l *Listener) Run(ctx context.Context) (err error) {
 	ready := l.ready
 	l.mu.Unlock()
 	defer func() {
+		l.health.stopped(err)
 		l.mu.Lock()
 		l.running, l.runErr = false, err
 		select {
@@ -259,6 +261,7 @@ func (l *Listener) Run(ctx context.Context) (err error) {
 		readyCh: make(chan struct{}),
 	}
 	r.msgs.New = func() any { return new(msgState) }
+	l.health.starting(r)
 	r.hard, r.hardCancel = context.WithCancel(context.WithoutCancel(ctx))
 	defer r.hardCancel()
 	r.sched = sched.New(l.concurrency, max(l.concurrency, readyQueue), perKeyQueue, r.process)

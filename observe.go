@@ -38,7 +38,10 @@ type MessageInfo struct {
 	ID, Type string
 	Err      error
 	// Group is the listener's consumer group.
-	Group   string
+	Group string
+	// Backend names the consumer's backend ("kafka"), when it is a
+	// backend.Named.
+	Backend string
 	Key     []byte
 	Headers map[string]string
 	// Size is the message's size in bytes.
@@ -84,6 +87,9 @@ func (r *runState) observe(ms *msgState, decodeErr error, one handlerMatch, many
 	info := &MessageInfo{
 		Topic: d.Topic, Group: r.l.group, Key: d.Key, Headers: d.Headers, Size: len(d.Value),
 		Delivery: d.Info, Err: decodeErr,
+	}
+	if n, ok := r.l.consumer.(backend.Named); ok {
+		info.Backend = n.Backend()
 	}
 	if ms.decoded {
 		info.ID, info.Type = ms.env.ID, ms.env.Type

@@ -7,6 +7,7 @@ package dispytch
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -57,6 +58,7 @@ type msgState struct {
 	ends  []func(Settlement) // the message observers' ends
 	start time.Time          // set when observers need the duration
 	one   bool               // the message has exactly one handler
+	hname string             // its handlers' names, for logs
 }
 
 // handlerMatch is a handler of a message and the route that matched it.
@@ -173,12 +175,12 @@ func (r *runState) process(d *backend.Delivery) {
 	switch do {
 	case doPoison:
 		l.stats.poison.Add(1)
-		l.log.Warn("dispytch: undecodable message", "topic", d.Topic, "err", err, "policy", l.poison.String())
+		r.logMsg(ms, slog.LevelWarn, "", "dispytch: undecodable message", "err", err, "policy", l.poison.String())
 		r.settle(ms, []outcome{{policy: l.poison, failed: r.failure(d, "", ReasonDecode, fmt.Errorf("%w: envelope: %w", ErrDecode, err), 1, time.Now())}})
 		return
 	case doSkip:
 		l.stats.skippedDeadLetters.Add(1)
-		l.log.Debug("dispytch: skipping a dead letter, or a message redriven for another group", "topic", d.Topic)
+		r.logMsg(ms, slog.LevelDebug, "", "dispytch: skipping a dead letter, or a message redriven for another group")
 		r.ack(ms, OutcomeSkipped)
 		return
 	case doNoHandler:
@@ -190,9 +192,9 @@ func (r *runState) process(d *backend.Delivery) {
 			// it quietly.
 			reason = fmt.Errorf("%w: redriven to handler %q, which is not registered for %q on %q", ErrNoHandler, target, env.Type, d.Topic)
 			policy = PolicyDeadLetter
-			l.log.Warn("dispytch: redriven message for an unknown handler", "topic", d.Topic, "type", env.Type, "handler", target)
+			r.logMsg(ms, slog.LevelWarn, target, "dispytch: redriven message for an unknown handler")
 		} else if policy == PolicyDrop {
-			l.log.Debug("dispytch: no handler", "topic", d.Topic, "type", env.Type, "id", env.ID)
+			r.logMsg(ms, slog.LevelDebug, "", "dispytch: no handler")
 			r.ack(ms, OutcomeUnhandled)
 			return
 		}
@@ -212,7 +214,7 @@ func (r *runState) process(d *backend.Delivery) {
 	meta.Delivery.Key = d.Key
 	meta.codec = cd
 	if n == 1 {
-		ms.one = true
+		ms.one, ms.hname = true, one.h.info.Name
 		meta.seg = one.m.seg
 		o := r.runHandler(ms, one.h, meta)
 		if o.failed == nil && !o.abandoned && o.retryAfter == 0 {
@@ -233,6 +235,11 @@ func (r *runState) runMany(ms *msgState, many []handlerMatch) {
 	n := len(many)
 	outs := make([]outcome, n)
 	metas := make([]Metadata, n)
+	names := make([]string, n)
+	for i, m := range many {
+		names[i] = m.h.info.Name
+	}
+	ms.hname = strings.Join(names, ",")
 	var wg sync.WaitGroup
 	for i := 1; i < n; i++ {
 		metas[i] = ms.meta

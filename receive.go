@@ -36,7 +36,10 @@ type runState struct {
 }
 
 func (r *runState) Ready() {
-	r.readyOnce.Do(func() { close(r.readyCh) })
+	r.readyOnce.Do(func() {
+		r.l.health.ready(r)
+		close(r.readyCh)
+	})
 }
 
 func (r *runState) Done() <-chan struct{} { return r.done }

@@ -45,7 +45,7 @@ func (r *runState) settle(ms *msgState, outs []outcome) {
 		case PolicyDrop:
 			dropped = true
 			r.l.stats.dropped.Add(1)
-			r.l.log.Error("dispytch: dropping failed message", "topic", d.Topic, "handler", o.failed.Handler,
+			r.logMsg(ms, slog.LevelError, o.failed.Handler, "dispytch: dropping failed message",
 				"reason", string(o.failed.Reason), "err", o.failed.Err)
 		}
 	}
@@ -159,7 +159,7 @@ func (r *runState) settleWith(ms *msgState, o Outcome, fails []*FailedMessage, f
 			// channel): the broker redelivers it, as at-least-once expects.
 			level = slog.LevelInfo
 		}
-		r.l.log.Log(r.hard, level, "dispytch: settling failed; the broker will redeliver", "topic", ms.d.Topic, "outcome", o.String(), "err", err)
+		r.logMsg(ms, level, ms.hname, "dispytch: settling failed; the broker will redeliver", "outcome", o.String(), "err", err)
 		r.report(ms, OutcomeSettleFailed, fails, err)
 		return
 	}
@@ -186,8 +186,7 @@ func (r *runState) nackAfter(ms *msgState, o outcome) {
 			r.l.stats.retriesLater.Add(1)
 			return nil
 		}
-		r.l.log.Warn("dispytch: the broker did not take the delayed retry; redelivering now", "topic", ms.d.Topic,
-			"handler", o.failed.Handler, "err", err)
+		r.logMsg(ms, slog.LevelWarn, o.failed.Handler, "dispytch: the broker did not take the delayed retry; redelivering now", "err", err)
 		r.l.stats.redelivered.Add(1)
 		return ms.d.Acker.Nack(ctx)
 	})
@@ -208,14 +207,14 @@ func (r *runState) deadLetter(ms *msgState, dls, fails []*FailedMessage) {
 	// goes back for redelivery instead of holding a worker forever.
 	ctx, cancel := context.WithTimeout(r.hard, deadLetterTimeout)
 	defer cancel()
-	err := r.publishDeadLetters(ctx, d, dls, false)
+	err := r.publishDeadLetters(ctx, ms, dls, false)
 	if errors.Is(err, ErrTooLarge) {
 		// The broker took the original but not the dead letter, which
 		// adds headers: send it without the original's value and headers,
 		// keeping its coordinates, so that it can be found at its source.
-		r.l.log.Warn("dispytch: dead letter too large; sending it truncated", "topic", d.Topic,
+		r.logMsg(ms, slog.LevelWarn, ms.hname, "dispytch: dead letter too large; sending it truncated",
 			"partition", d.Info.Partition, "offset", d.Info.Offset, "bytes", len(d.Value), "err", err)
-		err = r.publishDeadLetters(ctx, d, dls, true)
+		err = r.publishDeadLetters(ctx, ms, dls, true)
 	}
 	if err == nil {
 		r.l.stats.deadLettered.Add(int64(len(dls)))
@@ -229,17 +228,18 @@ func (r *runState) deadLetter(ms *msgState, dls, fails []*FailedMessage) {
 		r.deadLetterFailed(ms, fails, err)
 		return
 	}
-	r.l.log.Error("dispytch: dead-lettering failed; message left for redelivery", "topic", d.Topic,
+	r.logMsg(ms, slog.LevelError, ms.hname, "dispytch: dead-lettering failed; message left for redelivery",
 		"delivery_count", d.Info.DeliveryCount, "err", err)
 	if nerr := d.Acker.Nack(r.hard); nerr != nil {
-		r.l.log.Error("dispytch: nack failed", "topic", d.Topic, "err", nerr)
+		r.logMsg(ms, slog.LevelError, ms.hname, "dispytch: nack failed", "err", nerr)
 	}
 	r.report(ms, OutcomeSettleFailed, fails, err)
 }
 
 // publishDeadLetters stores the dead letters of d, and acks d when the
 // listener published them itself.
-func (r *runState) publishDeadLetters(ctx context.Context, d *backend.Delivery, dls []*FailedMessage, truncated bool) error {
+func (r *runState) publishDeadLetters(ctx context.Context, ms *msgState, dls []*FailedMessage, truncated bool) error {
+	d := ms.d
 	msgs := make([]*backend.Message, len(dls))
 	for i, f := range dls {
 		if truncated {
@@ -258,7 +258,7 @@ func (r *runState) publishDeadLetters(ctx context.Context, d *backend.Delivery, 
 		// The dead letter is safe; the original may come back and be
 		// dead-lettered twice, which at-least-once allows.
 		r.l.stats.ackErrors.Add(1)
-		r.l.log.Error("dispytch: ack after dead-lettering failed", "topic", d.Topic, "err", aerr)
+		r.logMsg(ms, slog.LevelError, ms.hname, "dispytch: ack after dead-lettering failed", "err", aerr)
 	}
 	return nil
 }
@@ -267,13 +267,9 @@ func (r *runState) publishDeadLetters(ctx context.Context, d *backend.Delivery, 
 // dead-lettered (DeadLetterFallback).
 func (r *runState) deadLetterFailed(ms *msgState, fails []*FailedMessage, err error) {
 	l, d := r.l, ms.d
-	attrs := []any{"topic", d.Topic, "partition", d.Info.Partition, "offset", d.Info.Offset,
-		"delivery_count", d.Info.DeliveryCount, "err", err}
-	if ms.decoded {
-		attrs = append(attrs, "id", ms.env.ID, "type", ms.env.Type)
-	}
+	attrs := []any{"partition", d.Info.Partition, "offset", d.Info.Offset, "delivery_count", d.Info.DeliveryCount, "err", err}
 	if l.dlFallback == PolicyRedeliver {
-		l.log.Error("dispytch: dead-lettering failed for good; redelivering (DeadLetterFallback(PolicyRedeliver))", attrs...)
+		r.logMsg(ms, slog.LevelError, ms.hname, "dispytch: dead-lettering failed for good; redelivering (DeadLetterFallback(PolicyRedeliver))", attrs...)
 		r.l.stats.redelivered.Add(1)
 		// settleMu is held: call the acker directly.
 		if nerr := d.Acker.Nack(r.hard); nerr != nil {
@@ -284,7 +280,7 @@ func (r *runState) deadLetterFailed(ms *msgState, fails []*FailedMessage, err er
 	}
 	l.stats.deadLetterDropped.Add(1)
 	l.stats.dropped.Add(1)
-	l.log.Error("dispytch: dead-lettering failed for good; message dropped (DeadLetterFallback(PolicyDrop))", attrs...)
+	r.logMsg(ms, slog.LevelError, ms.hname, "dispytch: dead-lettering failed for good; message dropped (DeadLetterFallback(PolicyDrop))", attrs...)
 	if aerr := d.Acker.Ack(r.hard); aerr != nil {
 		r.l.stats.ackErrors.Add(1)
 		r.report(ms, OutcomeSettleFailed, fails, aerr)

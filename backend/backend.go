@@ -5,8 +5,9 @@
 // AsyncProducer (batching), StaleChecker (deliveries that die with their
 // session), DelayedNacker (redelivery after a delay), DeadLetterer (the
 // broker's own dead-lettering), DeadLetterStore and DeadLetterCounter
-// (operating dead letters). Package backendtest is the conformance suite a
-// backend runs.
+// (operating dead letters), ConnReporter, ConnObserver and LagReporter
+// (health and lag, for probes and metrics). Package backendtest is the
+// conformance suite a backend runs.
 package backend
 
 import (
@@ -98,6 +99,11 @@ const HeaderContentType = "content-type"
 type Message struct {
 	// Topic is the concrete topic (placeholders already filled).
 	Topic string
+	// Template is the topic as the event's Topic method returned it, its
+	// placeholders ({id}) unfilled: a label of bounded cardinality for
+	// observers (span names, metrics). Empty for messages not built by an
+	// Emitter (dead letters, redriven messages).
+	Template string
 	// Key is the message key: Kafka's partition key, the memory broker's
 	// ordering key. May be nil.
 	Key []byte

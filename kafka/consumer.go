@@ -39,6 +39,9 @@ type Consumer struct {
 	stats   counters
 	closed  atomic.Bool
 	limits  *topicLimits // the own producer's batch limits, nil with DeadLetterWith
+
+	smu      sync.Mutex
+	sessions map[*session]struct{} // the running Consume calls, for Lag
 }
 
 type counters struct {
@@ -263,6 +266,8 @@ type session struct {
 	// clSet is closed once cl is set: franz-go may call back before
 	// kgo.NewClient returned.
 	clSet chan struct{}
+	// conn follows the session's connections, for the listener's health.
+	conn connTrack
 
 	mu    sync.Mutex
 	parts map[tp]*partition
@@ -311,6 +316,17 @@ func (c *Consumer) Consume(ctx context.Context, sub backend.Subscription, inbox 
 	s.cl = cl
 	close(s.clSet)
 	s.log.Debug("kafka: consuming", "subscription", sub.String())
+	c.smu.Lock()
+	if c.sessions == nil {
+		c.sessions = map[*session]struct{}{}
+	}
+	c.sessions[s] = struct{}{}
+	c.smu.Unlock()
+	defer func() {
+		c.smu.Lock()
+		delete(c.sessions, s)
+		c.smu.Unlock()
+	}()
 
 	perr := s.poll(ctx)
 
@@ -467,12 +483,17 @@ func (s *session) poll(ctx context.Context) error {
 				s.log.Warn("kafka: fetch error", "topic", topic, "partition", part, "err", err)
 			}
 		})
+		fetched := false
 		fs.EachPartition(func(f kgo.FetchTopicPartition) {
 			if len(f.Records) > 0 {
 				s.partition(f.Topic, f.Partition).push(f.Records)
 				s.markReady()
+				fetched = true
 			}
 		})
+		if fetched {
+			s.connOK()
+		}
 		if time.Since(lastCommit) >= interval {
 			s.commit("periodic", s.snapshot())
 			lastCommit = time.Now()
@@ -547,14 +568,20 @@ var (
 // OnBrokerConnect records a failed connection.
 func (h sessionHooks) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
 	if err != nil {
-		h.s.noteErr(fmt.Errorf("kafka: consume (group %q): broker %s: %w", h.s.group, net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port))), err))
+		err = fmt.Errorf("kafka: consume (group %q): broker %s: %w", h.s.group, net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port))), err)
+		h.s.noteErr(err)
+		h.s.connFailed(err)
+		return
 	}
+	h.s.connOK()
 }
 
 // OnGroupManageError records why the group session failed.
 func (h sessionHooks) OnGroupManageError(err error) {
 	if !errors.Is(err, context.Canceled) {
-		h.s.noteErr(fmt.Errorf("kafka: consume: group %q: %w", h.s.group, err))
+		err = fmt.Errorf("kafka: consume: group %q: %w", h.s.group, err)
+		h.s.noteErr(err)
+		h.s.connFailed(err)
 	}
 }
 
@@ -598,6 +625,7 @@ func (s *session) onAssigned(_ context.Context, _ *kgo.Client, assigned map[stri
 	}
 	owned := len(s.parts)
 	s.mu.Unlock()
+	s.connOK()
 	s.log.Debug("kafka: partitions assigned", "assigned", assigned)
 	// A member the group gave no partitions is subscribed: it gets its
 	// share at the next rebalance. One with partitions is ready once their

@@ -118,4 +118,15 @@
 // a watermark in the consumer group "dispytch-dlq" (DeadLetterGroup); see
 // Consumer.ScanDeadLetters for what that means for kept records and
 // concurrent operators.
+//
+// # Health and lag
+//
+// A Producer reports its connection (backend.ConnReporter, read by
+// dispytch.Emitter.Health): connecting, ready, or reconnecting from a
+// failed broker connection until one succeeds; it pings the brokers in the
+// background, at most every 2s, so that an idle producer notices an
+// outage. A Consume call tells its listener when its broker connections or
+// its group session fail and recover (dispytch.Listener.Health). The
+// Consumer reports the lag of the partitions its running Consume calls own
+// (backend.LagReporter; otel.WatchLag makes it a gauge).
 package kafka

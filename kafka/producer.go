@@ -105,7 +105,9 @@ type Producer struct {
 	// producing, without AllowIdempotentProduceCancellation).
 	safeAbort    bool
 	closeTimeout time.Duration
-	aborting     atomic.Bool // refused is aborting the buffered records
+	aborting     atomic.Bool  // refused is aborting the buffered records
+	lastPing     atomic.Int64 // unix nanos of ConnStatus's last ping
+	pinging      atomic.Bool
 }
 
 // DefaultCloseTimeout bounds Close's flush when its context has no deadline.
@@ -715,6 +717,7 @@ func (p *Producer) notWritten(x *produced, err error) bool {
 // that cannot have been written, and errors can name the last broker
 // error.
 type observer struct {
+	conn      connTrack    // for ConnStatus
 	connected atomic.Bool  // some broker connection succeeded
 	writes    atomic.Int64 // produce requests written to a broker
 	mu        sync.Mutex
@@ -744,6 +747,7 @@ var (
 // OnBrokerConnect records the connection, or its error.
 func (o *observer) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
 	if err == nil {
+		o.conn.ok()
 		o.connected.Store(true)
 		o.mu.Lock()
 		o.auth = nil
@@ -752,6 +756,7 @@ func (o *observer) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ n
 	}
 	err = fmt.Errorf("broker %s: %w", net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port))), err)
 	refused := isAuthRefusal(err)
+	o.conn.failed(err)
 	o.mu.Lock()
 	o.last = err
 	if refused {

@@ -296,6 +296,17 @@ func (b *Broker) Close(context.Context) error {
 	return nil
 }
 
+// ConnStatus implements backend.ConnReporter: the broker is in the
+// process, so it is ready until Close.
+func (b *Broker) ConnStatus() backend.ConnStatus {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return backend.ConnStatus{State: backend.ConnClosed, Err: fmt.Errorf("memory: %w", dispytch.ErrClosed)}
+	}
+	return backend.ConnStatus{State: backend.ConnReady}
+}
+
 // GroupStats describes one consumer group's queue.
 type GroupStats struct {
 	// Ready counts messages waiting for delivery (including those held back

@@ -147,6 +147,14 @@ func (c *Client) Reconnects() (publish, consume int64) {
 	return max(c.pubConn.connects.Load()-1, 0), max(c.consConn.connects.Load()-1, 0)
 }
 
+// ConnStatus implements backend.ConnReporter for emitters: the state of
+// the publishing connection (connecting until the first one opened,
+// reconnecting with the cause after a loss or a refusal, closed after
+// Close). The first call opens it, as the first publish would, so that a
+// readiness probe learns whether the broker can be reached. Listeners learn
+// about the consuming connection from Consume.
+func (c *Client) ConnStatus() backend.ConnStatus { return c.pubConn.status() }
+
 // Close waits, until ctx is done, for the publishes in flight to be
 // confirmed, then closes the connections. Publishes still pending then fail
 // with an error wrapping dispytch.ErrClosed (and ErrUnconfirmed or
@@ -202,6 +210,7 @@ func (c *Client) isClosed() bool {
 
 var _ interface {
 	backend.AsyncProducer
+	backend.ConnReporter
 	backend.Consumer
 	backend.Named
 	backend.DeadLetterStore

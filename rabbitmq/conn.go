@@ -246,6 +246,31 @@ func jitter(d time.Duration) time.Duration {
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
+// status reports the connection's state; it starts connecting.
+func (m *connMgr) status() backend.ConnStatus {
+	m.startOnce.Do(func() { go m.run() })
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := m.connects.Load()
+	switch {
+	case m.closed:
+		return backend.ConnStatus{State: backend.ConnClosed, Err: fmt.Errorf("rabbitmq: %s connection: %w", m.role, dispytch.ErrClosed), Reconnects: max(n-1, 0)}
+	case m.conn != nil && !m.conn.IsClosed():
+		return backend.ConnStatus{State: backend.ConnReady, Reconnects: n - 1}
+	case n == 0:
+		var err error
+		if m.lastErr != nil {
+			err = fmt.Errorf("rabbitmq: %s connection to %s: %w", m.role, m.target, m.lastErr)
+		}
+		return backend.ConnStatus{State: backend.ConnConnecting, Err: err}
+	}
+	err := errors.New("connection lost")
+	if m.lastErr != nil {
+		err = m.lastErr
+	}
+	return backend.ConnStatus{State: backend.ConnReconnecting, Err: fmt.Errorf("rabbitmq: %s connection to %s: %w", m.role, m.target, err), Reconnects: n - 1}
+}
+
 // close stops redialing and closes the connection.
 func (m *connMgr) close() {
 	m.mu.Lock()

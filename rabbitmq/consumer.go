@@ -48,6 +48,7 @@ func (c *Client) Consume(ctx context.Context, sub backend.Subscription, inbox ba
 		return err
 	}
 	log := c.cfg.log.With("group", sub.Group)
+	conn, _ := inbox.(backend.ConnObserver) // the listener's health
 	ready := false
 	delay := c.cfg.backoffMin
 	var last error // the last transient failure
@@ -70,6 +71,9 @@ func (c *Client) Consume(ctx context.Context, sub backend.Subscription, inbox ba
 				}
 			default:
 				last = err
+				if conn != nil {
+					conn.Disconnected(err)
+				}
 				log.Warn("rabbitmq: consumer setup failed, retrying", "err", err, "retry_in", delay)
 				select {
 				case <-time.After(jitter(delay)):
@@ -85,6 +89,9 @@ func (c *Client) Consume(ctx context.Context, sub backend.Subscription, inbox ba
 			ready = true
 		} else {
 			log.Info("rabbitmq: consumer resumed", "queues", s.queues)
+			if conn != nil {
+				conn.Reconnected()
+			}
 		}
 		lost, why := s.serve(ctx, inbox)
 		if !lost {
@@ -99,6 +106,9 @@ func (c *Client) Consume(ctx context.Context, sub backend.Subscription, inbox ba
 			return nil
 		}
 		log.Warn("rabbitmq: consumer lost its channel, resuming", "reason", why)
+		if conn != nil {
+			conn.Disconnected(fmt.Errorf("rabbitmq: consume: %s", why))
+		}
 		s.close()
 		if c.isClosed() {
 			return fmt.Errorf("rabbitmq: consume: %w", dispytch.ErrClosed)

@@ -208,6 +208,9 @@ func (g *Graph) Slot(p *Provider) *Slot {
 
 // Singletons returns the graph's singleton providers, in registration
 // order of their locations.
+// Provides reports whether a provider supplies t.
+func (g *Graph) Provides(t reflect.Type) bool { return g.provs[t] != nil }
+
 func (g *Graph) Singletons() []*Provider {
 	var out []*Provider
 	for _, p := range g.provs {
