@@ -31,10 +31,6 @@ type EventIDer interface{ EventID() string }
 // overrides it.
 type EventKeyer interface{ EventKey() string }
 
-// DeliveryInfo describes how a message reached the handler: its attempt,
-// redelivery, position in a log and the backend's raw message.
-type DeliveryInfo = backend.DeliveryInfo
-
 // Metadata is everything about an event except its body. Handlers and
 // providers can take it as a parameter.
 type Metadata struct {
@@ -50,7 +46,7 @@ type Metadata struct {
 	// as read-only.
 	Headers map[string]string
 	// Delivery describes the delivery and the handler attempt.
-	Delivery DeliveryInfo
+	Delivery backend.DeliveryInfo
 
 	seg   *segmentMatch
 	codec codec.Codec // the codec the message was written with

@@ -47,7 +47,7 @@ type MessageInfo struct {
 	// Size is the message's size in bytes.
 	Size int
 	// Delivery holds Redelivered, DeliveryCount, Partition, Offset, Raw.
-	Delivery DeliveryInfo
+	Delivery backend.DeliveryInfo
 }
 
 // Observe registers an observer, the seam that tracing, metrics and logs
@@ -57,8 +57,11 @@ type MessageInfo struct {
 // handling the message or the emit, and must be fast; a listener or
 // emitter without observers pays nothing for them. Several observers nest
 // in the order given: the first one's context is the outermost.
-func Observe(o any) ObserveOption {
-	return ObserveOption{
+func Observe(o any) interface {
+	ListenerOption
+	EmitterOption
+} {
+	return observeOption{
 		l: func(l *Listener) {
 			if mo, ok := o.(MessageObserver); ok {
 				l.msgObs = append(l.msgObs, mo)
@@ -72,14 +75,14 @@ func Observe(o any) ObserveOption {
 	}
 }
 
-// ObserveOption is a ListenerOption and an EmitterOption; see Observe.
-type ObserveOption struct {
+// observeOption is a ListenerOption and an EmitterOption; see Observe.
+type observeOption struct {
 	l func(*Listener)
 	e func(*Emitter)
 }
 
-func (o ObserveOption) applyListener(l *Listener) { o.l(l) }
-func (o ObserveOption) applyEmitter(e *Emitter)   { o.e(e) }
+func (o observeOption) applyListener(l *Listener) { o.l(l) }
+func (o observeOption) applyEmitter(e *Emitter)   { o.e(e) }
 
 // observe tells the message observers about a message about to be run.
 func (r *runState) observe(ms *msgState, decodeErr error, one handlerMatch, many []handlerMatch, n int) {

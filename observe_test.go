@@ -21,11 +21,13 @@ type traceKey struct{}
 // recorder is an observer of every kind: it carries a "trace" from the
 // emit's context through a header into the handler's context.
 type recorder struct {
-	mu       sync.Mutex
-	events   []string
-	settled  []dispytch.Settlement
-	infos    []dispytch.MessageInfo
-	attempts []error
+	mu      sync.Mutex
+	events  []string
+	settled []dispytch.Settlement
+	infos   []dispytch.MessageInfo
+	// settledCh, when set, gets a value after every settlement recorded.
+	settledCh chan struct{}
+	attempts  []error
 }
 
 func (r *recorder) add(s string) { r.mu.Lock(); r.events = append(r.events, s); r.mu.Unlock() }
@@ -49,6 +51,9 @@ func (r *recorder) ObserveMessage(ctx context.Context, m *dispytch.MessageInfo) 
 		r.mu.Lock()
 		r.settled = append(r.settled, s)
 		r.mu.Unlock()
+		if r.settledCh != nil {
+			r.settledCh <- struct{}{}
+		}
 	}
 }
 
@@ -68,7 +73,7 @@ func (r *recorder) middleware(next dispytch.HandlerFunc) dispytch.HandlerFunc {
 // the settlement; the handler's context carries what the message observer
 // made of it.
 func TestObservers(t *testing.T) {
-	rec := &recorder{}
+	rec := &recorder{settledCh: make(chan struct{}, 10)}
 	kit := dispytchtest.New(t, dispytch.Observe(rec), dispytch.Use(rec.middleware))
 	kit.Emitter = dispytch.NewEmitter(kit.Broker, dispytch.Observe(rec))
 	var calls atomic.Int32
@@ -89,6 +94,7 @@ func TestObservers(t *testing.T) {
 	if s.Outcome != dispytch.OutcomeAcked || seen.Load() != "t-1" {
 		t.Fatalf("%+v, trace %v", s, seen.Load())
 	}
+	<-rec.settledCh // the kit's observer may see the settlement first
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	if len(rec.infos) != 1 || len(rec.settled) != 1 {
@@ -151,7 +157,7 @@ func (c *delayConsumer) Consume(ctx context.Context, _ backend.Subscription, in 
 	in.Ready()
 	deliver := func(attempts int) {
 		_ = in.Deliver(ctx, &backend.Delivery{Topic: "user_events", Key: c.key, Value: c.value, Attempts: attempts,
-			Info: dispytch.DeliveryInfo{Redelivered: attempts > 0, DeliveryCount: attempts + 1, Partition: -1, Offset: -1}, Acker: c.acker})
+			Info: backend.DeliveryInfo{Redelivered: attempts > 0, DeliveryCount: attempts + 1, Partition: -1, Offset: -1}, Acker: c.acker})
 	}
 	deliver(0)
 	for {

@@ -87,9 +87,9 @@ func (p FailurePolicy) String() string {
 	return "unknown"
 }
 
-// Backoff computes the wait before a retry; retry is 1 before the first
+// backoff computes the wait before a retry; retry is 1 before the first
 // retry, 2 before the second, and so on.
-type Backoff interface {
+type backoff interface {
 	Delay(retry int) time.Duration
 }
 
@@ -134,7 +134,7 @@ type handlerConfig struct {
 	problems []string // invalid option values, reported by Check and Run
 	name     string
 	retries  int
-	backoff  Backoff
+	backoff  backoff
 	retryIf  []func(error) bool
 	policy   FailurePolicy
 	strict   bool
@@ -163,8 +163,10 @@ func RetryInterval(d time.Duration) HandlerOption {
 	return setting(func(c *handlerConfig) { c.backoff = fixedBackoff(d) })
 }
 
-// RetryBackoff sets the wait between retries, e.g. an ExponentialBackoff.
-func RetryBackoff(b Backoff) HandlerOption {
+// RetryBackoff sets the wait between retries: an ExponentialBackoff, or
+// anything whose Delay(retry) returns the wait before the given retry (1
+// before the first).
+func RetryBackoff(b interface{ Delay(retry int) time.Duration }) HandlerOption {
 	return setting(func(c *handlerConfig) { c.backoff = b })
 }
 

@@ -12,7 +12,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/dispytch/dispytch-go"
 	"github.com/dispytch/dispytch-go/backend"
 )
 
@@ -232,7 +231,7 @@ func (c *Consumer) scanPartition(ctx context.Context, ts *dlqState, part int32, 
 			hdrs, ct := deliveryHeaders(r.Headers)
 			d := &backend.Delivery{
 				Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: hdrs, ContentType: ct,
-				Info: dispytch.DeliveryInfo{DeliveryCount: 1, Partition: r.Partition, Offset: r.Offset, Raw: r},
+				Info: backend.DeliveryInfo{DeliveryCount: 1, Partition: r.Partition, Offset: r.Offset, Raw: r},
 			}
 			action, ferr := f(d)
 			if ferr != nil {

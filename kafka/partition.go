@@ -210,7 +210,7 @@ func (p *partition) newDelivery(r *kgo.Record, seq uint64) *delivery {
 		Headers:     hdrs,
 		ContentType: ct,
 		OrderingKey: okey,
-		Info: dispytch.DeliveryInfo{
+		Info: backend.DeliveryInfo{
 			DeliveryCount: 1,
 			Partition:     r.Partition,
 			Offset:        r.Offset,

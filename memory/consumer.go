@@ -61,7 +61,7 @@ loop:
 				Value:       e.s.value,
 				Headers:     e.s.headers,
 				ContentType: e.s.contentType,
-				Info: dispytch.DeliveryInfo{
+				Info: backend.DeliveryInfo{
 					Redelivered:   e.deliveries > 1,
 					DeliveryCount: e.deliveries,
 					Partition:     -1,

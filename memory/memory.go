@@ -379,7 +379,7 @@ func (b *Broker) ScanDeadLetters(ctx context.Context, dest string, f func(*backe
 		}
 		d := &backend.Delivery{
 			Topic: e.s.topic, Key: e.s.key, Value: e.s.value, Headers: e.s.headers, ContentType: e.s.contentType,
-			Info: dispytch.DeliveryInfo{Partition: -1, Offset: -1},
+			Info: backend.DeliveryInfo{Partition: -1, Offset: -1},
 		}
 		act, err := f(d)
 		if err != nil || act != backend.ActionRemove {

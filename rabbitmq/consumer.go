@@ -329,7 +329,7 @@ func (s *session) delivery(d amqp.Delivery) *delivery {
 		Headers:     h,
 		ContentType: d.ContentType,
 		OrderingKey: p.orderingKey,
-		Info: dispytch.DeliveryInfo{
+		Info: backend.DeliveryInfo{
 			Redelivered:   d.Redelivered,
 			DeliveryCount: count,
 			Partition:     -1,

@@ -8,7 +8,6 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/dispytch/dispytch-go"
 	"github.com/dispytch/dispytch-go/backend"
 )
 
@@ -186,7 +185,7 @@ func scanDelivery(dest string, d amqp.Delivery) *backend.Delivery {
 		Value:       d.Body,
 		Headers:     h,
 		ContentType: d.ContentType,
-		Info: dispytch.DeliveryInfo{
+		Info: backend.DeliveryInfo{
 			Redelivered: d.Redelivered,
 			Partition:   -1,
 			Offset:      -1,

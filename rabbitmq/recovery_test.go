@@ -21,6 +21,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/dispytchtest"
 	"github.com/dispytch/dispytch-go/internal/testenv"
 	"github.com/dispytch/dispytch-go/rabbitmq"
@@ -610,7 +611,7 @@ func TestStaleAckAfterReconnect(t *testing.T) {
 	e := setup(t)
 	c := e.client()
 	group := e.group("stale")
-	got := make(chan dispytch.DeliveryInfo, 4)
+	got := make(chan backend.DeliveryInfo, 4)
 	release := make(chan struct{})
 	var settled sync.Map
 	l := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLog()),
@@ -635,7 +636,7 @@ func TestStaleAckAfterReconnect(t *testing.T) {
 	}
 	rabbitmqctl(t, "close_all_connections", "stale ack test")
 	eventually(t, 20*time.Second, "the consumer to reconnect", func() bool { _, cons := c.Reconnects(); return cons >= 1 })
-	var second dispytch.DeliveryInfo
+	var second backend.DeliveryInfo
 	select {
 	case second = <-got: // the broker redelivered it on the new channel
 	case <-time.After(20 * time.Second):
