@@ -212,7 +212,11 @@ func Build(info Info, opts ...Option) (*Document, error) {
 	if err := errors.Join(b.errs...); err != nil {
 		return nil, err
 	}
-	return &Document{root: b.document(servers)}, nil
+	root := b.document(servers)
+	if err := errors.Join(b.errs...); err != nil {
+		return nil, err
+	}
+	return &Document{root: root}, nil
 }
 
 func (b *builder) fail(format string, args ...any) {

@@ -82,12 +82,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // view is what the page template shows, read from any document.
 type view struct {
 	Title, Version, Description, ID, DefaultContentType, AsyncAPI string
-	Servers                                                      []serverView
-	Channels                                                     []channelView
-	Operations                                                   []operationView
-	Messages                                                     []messageView
-	Schemas                                                      []schemaView
-	root                                                         *object
+	Servers                                                       []serverView
+	Channels                                                      []channelView
+	Operations                                                    []operationView
+	Messages                                                      []messageView
+	Schemas                                                       []schemaView
+	root                                                          *object
 }
 
 type serverView struct{ ID, Host, Protocol, Pathname, Description string }

@@ -483,7 +483,7 @@ func (g *schemas) apply(s *object, kind string, r rule) bool {
 		}
 		return true
 	case "oneof":
-		vals := strings.Fields(r.param)
+		vals := oneofValues.FindAllString(r.param, -1)
 		enum := make([]any, 0, len(vals))
 		for _, v := range vals {
 			if kind == "number" {
@@ -606,6 +606,9 @@ func pkgName(t reflect.Type) string {
 	}
 	return p
 }
+
+// oneofValues splits a oneof rule's values: words, or 'quoted words'.
+var oneofValues = regexp.MustCompile(`'[^']*'|\S+`)
 
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 

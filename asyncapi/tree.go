@@ -191,12 +191,19 @@ func writeJSONString(b *bytes.Buffer, s string) {
 	b.Truncate(b.Len() - 1)
 }
 
-// maxNodes bounds the values a parsed document may hold, so that a small
-// YAML file with nested aliases cannot make Parse allocate without limit.
-const maxNodes = 1 << 20
+// maxNodes bounds the values a parsed document may hold, and maxAliased
+// those reached through YAML aliases, so that a small file with nested
+// aliases cannot make Parse allocate without limit.
+const (
+	maxNodes   = 1 << 18
+	maxAliased = 1 << 14
+)
 
 // errTooLarge reports a document past maxNodes.
-var errTooLarge = errors.New("asyncapi: the document has more than a million values")
+var errTooLarge = errors.New("asyncapi: the document has more than 262144 values")
+
+// errAliases reports YAML aliases that expand past maxAliased values.
+var errAliases = errors.New("asyncapi: the document's YAML aliases expand to more than 16384 values")
 
 // parseJSON decodes a JSON document into the ordered tree, rejecting
 // duplicate keys and trailing data.
@@ -287,13 +294,25 @@ func parseYAML(data []byte) (any, error) {
 	if root.Kind == 0 {
 		return nil, errors.New("asyncapi: the document is empty")
 	}
-	n := 0
-	return fromYAML(&root, &n, 0)
+	c := &yamlCount{}
+	return fromYAML(&root, c, 0)
 }
 
-func fromYAML(nd *yaml.Node, n *int, depth int) (any, error) {
-	if *n++; *n > maxNodes {
+// yamlCount counts the values converted, and those reached through an
+// alias.
+type yamlCount struct {
+	nodes, aliased int
+	inAlias        int
+}
+
+func fromYAML(nd *yaml.Node, n *yamlCount, depth int) (any, error) {
+	if n.nodes++; n.nodes > maxNodes {
 		return nil, errTooLarge
+	}
+	if n.inAlias > 0 {
+		if n.aliased++; n.aliased > maxAliased {
+			return nil, errAliases
+		}
 	}
 	if depth > maxDepth {
 		return nil, errors.New("asyncapi: the document nests deeper than 1000 levels")
@@ -305,6 +324,8 @@ func fromYAML(nd *yaml.Node, n *int, depth int) (any, error) {
 		}
 		return fromYAML(nd.Content[0], n, depth+1)
 	case yaml.AliasNode:
+		n.inAlias++
+		defer func() { n.inAlias-- }()
 		return fromYAML(nd.Alias, n, depth+1)
 	case yaml.MappingNode:
 		o := newObject()
