@@ -381,7 +381,7 @@ func writeSchema(b *strings.Builder, x any, depth int) {
 		for _, name := range props.keys {
 			b.WriteString(`<li><span class="prop">` + e(name) + `</span>`)
 			if required[name] {
-				b.WriteString(`<span class="req">required</span>`)
+				b.WriteString(` <span class="req">required</span>`)
 			}
 			b.WriteString(` `)
 			writeSchema(b, props.vals[name], depth+1)
