@@ -447,12 +447,11 @@ func (p *countingProducer) Produce(ctx context.Context, msgs ...*backend.Message
 // progressBar draws "[=====>    ] 120/300 redriving" on one terminal line,
 // at most ten times a second.
 type progressBar struct {
-	mu          sync.Mutex
-	w           io.Writer
-	total, n    int
-	what        string
-	last        time.Time
-	drawnFinish bool
+	mu       sync.Mutex
+	w        io.Writer
+	total, n int
+	what     string
+	last     time.Time
 }
 
 func newProgressBar(w io.Writer, total int, what string) *progressBar {

@@ -182,7 +182,7 @@ func buildMessage(cd codec.Codec, envelope, topicName, typ, id string, body json
 		id = backend.NewUUID()
 	}
 	m := &backend.Message{Topic: topicName, ID: id, Type: typ, ContentType: cd.ContentType()}
-	encBody := []byte(body)
+	var encBody []byte
 	if cd != codec.JSON {
 		v, err := decodeJSONValue(body)
 		if err != nil {

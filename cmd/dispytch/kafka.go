@@ -19,10 +19,10 @@ import (
 )
 
 type kafkaBroker struct {
-	seeds    []string
-	kgoOpts  []kgo.Opt // connection: seeds, TLS, SASL
-	cons     *kafka.Consumer
-	prod     *kafka.Producer
+	seeds   []string
+	kgoOpts []kgo.Opt // connection: seeds, TLS, SASL
+	cons    *kafka.Consumer
+	prod    *kafka.Producer
 }
 
 func openKafka(ctx context.Context, u *url.URL, b *brokerConfig) (broker, error) {
