@@ -186,7 +186,10 @@ func (b *brokerConfig) open(ctx context.Context) (broker, error) {
 // parseBrokerURL parses a broker URL; a Kafka URL may list several hosts
 // (kafka://a:9092,b:9092), which net/url does not take.
 func parseBrokerURL(s string) (*url.URL, error) {
-	scheme, rest, _ := strings.Cut(s, "://")
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok || scheme == "" {
+		return nil, errors.New("not a URL such as kafka://host:9092")
+	}
 	hostEnd := strings.IndexAny(rest, "/?#")
 	if hostEnd < 0 {
 		hostEnd = len(rest)
@@ -195,6 +198,9 @@ func parseBrokerURL(s string) (*url.URL, error) {
 	userinfo, hosts := "", authority
 	if i := strings.LastIndexByte(authority, '@'); i >= 0 {
 		userinfo, hosts = authority[:i+1], authority[i+1:]
+	}
+	if hosts == "" || strings.Contains(hosts, ",,") || strings.HasPrefix(hosts, ",") || strings.HasSuffix(hosts, ",") {
+		return nil, errors.New("no host")
 	}
 	first, _, _ := strings.Cut(hosts, ",")
 	u, err := url.Parse(scheme + "://" + userinfo + first + rest[hostEnd:])
