@@ -113,6 +113,7 @@ func TestOfficialParserAcceptsDocuments(t *testing.T) {
 				"send.order_paid", "send.stock_changed"},
 			[]string{"audit_entry", "dispytch.DeadLetter", "order_cancelled", "order_created", "order_paid", "stock_changed"}},
 		{"shop-nats-redis-msgpack", shopNATS, nil, nil, nil},
+		{"example", noteDocument(), []string{"user.user_id.notification"}, []string{"receive.mailer"}, []string{"user_notification"}},
 		{"serverless", serverless,
 			[]string{"user.user_id.notification", "user_events"},
 			[]string{"receive.welcome", "send.user_notification"},
