@@ -62,11 +62,9 @@ func officialParser(t *testing.T, files ...string) map[string]parserResult {
 	return results
 }
 
-// requireValid checks with the official parser that doc, as JSON and as
-// YAML, has no error and no warning, and returns the parser's view of it.
-func requireValid(t *testing.T, name string, doc *asyncapi.Document) parserResult {
+// writeDoc writes doc as name.json and name.yaml into dir.
+func writeDoc(t *testing.T, dir, name string, doc *asyncapi.Document) (jsonFile, yamlFile string) {
 	t.Helper()
-	dir := t.TempDir()
 	j, err := doc.JSON()
 	if err != nil {
 		t.Fatal(err)
@@ -75,14 +73,20 @@ func requireValid(t *testing.T, name string, doc *asyncapi.Document) parserResul
 	if err != nil {
 		t.Fatal(err)
 	}
-	jf, yf := filepath.Join(dir, name+".json"), filepath.Join(dir, name+".yaml")
-	if err := os.WriteFile(jf, j, 0o644); err != nil {
+	jsonFile, yamlFile = filepath.Join(dir, name+".json"), filepath.Join(dir, name+".yaml")
+	if err := os.WriteFile(jsonFile, j, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(yf, y, 0o644); err != nil {
+	if err := os.WriteFile(yamlFile, y, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	res := officialParser(t, jf, yf)
+	return jsonFile, yamlFile
+}
+
+// checkVerdicts fails t for any error or warning of the parser on the JSON
+// and YAML forms of one document, and returns the parser's view of it.
+func checkVerdicts(t *testing.T, res map[string]parserResult, jf, yf string) parserResult {
+	t.Helper()
 	for _, f := range []string{jf, yf} {
 		r := res[f]
 		for _, d := range r.Diagnostics {
@@ -99,4 +103,12 @@ func requireValid(t *testing.T, name string, doc *asyncapi.Document) parserResul
 		t.Errorf("JSON and YAML read differently: %+v vs %+v", res[jf].Summary, res[yf].Summary)
 	}
 	return res[jf]
+}
+
+// requireValid checks with the official parser that doc, as JSON and as
+// YAML, has no error and no warning, and returns the parser's view of it.
+func requireValid(t *testing.T, name string, doc *asyncapi.Document) parserResult {
+	t.Helper()
+	jf, yf := writeDoc(t, t.TempDir(), name, doc)
+	return checkVerdicts(t, officialParser(t, jf, yf), jf, yf)
 }
