@@ -103,6 +103,25 @@ func TestKafka(t *testing.T) {
 		}
 	})
 
+	t.Run("tail text", func(t *testing.T) {
+		// From the beginning of the topic "records" wrote, as text.
+		tail := start(t, "dispytch: tailing", e.args("tail", e.prefix+"raw", "--from-beginning", "--count", "2", "--headers")...)
+		tail.waitReady(t)
+		tail.wait(t, 60*time.Second)
+		lines := strings.Split(strings.TrimSpace(tail.stdout.String()), "\n")
+		if tail.exitCode != 0 || len(lines) != 2 {
+			t.Fatalf("tail: exit %d, %q, %s", tail.exitCode, tail.stdout.String(), tail.stderr.String())
+		}
+		for _, want := range []string{e.prefix + "raw[", " thing_happened id=", ` key="k"`, ` x-trace="1"`, ` {"a":[1,2]}`} {
+			if !strings.Contains(lines[0]+lines[1], want) {
+				t.Errorf("tail text lacks %q:\n%s", want, tail.stdout.String())
+			}
+		}
+		if out := tail.stdout.String(); !strings.Contains(out, " (no envelope) ") || !strings.Contains(out, `{"plain":true} (envelope is missing`) {
+			t.Errorf("tail does not show the bare body as no envelope:\n%s", tail.stdout.String())
+		}
+	})
+
 	t.Run("unknown topic", func(t *testing.T) {
 		r := runBin(t, "", nil, e.args("emit", e.prefix+"missing", "x", "{}", "--timeout", "5s")...)
 		if r.code != 1 || !strings.Contains(r.stderr, "0 of 1 events sent") {
