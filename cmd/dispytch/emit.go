@@ -146,7 +146,7 @@ func runEmit(ctx context.Context, c *cli, args []string) error {
 			if errors.As(err, &be) && len(be.Errs) == end-start {
 				for i, e := range be.Errs {
 					if e == nil {
-						fmt.Fprintln(c.stdout, msgs[start+i].ID)
+						printID(c, msgs[start+i])
 						sent++
 					} else {
 						fmt.Fprintf(c.stderr, "dispytch: emit: event %d (%s): %v\n", start+i+1, msgs[start+i].ID, e)
@@ -158,11 +158,22 @@ func runEmit(ctx context.Context, c *cli, args []string) error {
 			return fmt.Errorf("emit: %d of %d events sent (%s)", sent, len(msgs), retryAdvice(err))
 		}
 		for _, m := range msgs[start:end] {
-			fmt.Fprintln(c.stdout, m.ID)
+			printID(c, m)
 		}
 		sent += end - start
 	}
+	if *envelope == "none" {
+		fmt.Fprintf(c.stderr, "dispytch: sent %d bodies without an envelope (they have no event id)\n", sent)
+	}
 	return nil
+}
+
+// printID prints the event id of a message the broker accepted; a body
+// sent without an envelope has none.
+func printID(c *cli, m *backend.Message) {
+	if m.ID != "" {
+		fmt.Fprintln(c.stdout, m.ID)
+	}
 }
 
 // retryAdvice says whether sending again can duplicate.

@@ -67,6 +67,9 @@ func TestKafka(t *testing.T) {
 		r := mustRun(t, "", e.args("emit", topicName, "thing_happened", `{"a": [1, 2]}`, "--key", "k", "--header", "x-trace=1")...)
 		id := strings.TrimSpace(r.stdout)
 		r = mustRun(t, "", e.args("emit", topicName, "raw", `{"plain": true}`, "--envelope", "none")...)
+		if r.stdout != "" || !strings.Contains(r.stderr, "sent 1 bodies without an envelope") {
+			t.Errorf("--envelope none: stdout %q, stderr %q", r.stdout, r.stderr)
+		}
 		cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumeTopics(topicName), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 		if err != nil {
 			t.Fatal(err)

@@ -84,11 +84,9 @@ func runTail(ctx context.Context, c *cli, args []string) error {
 		if dec.envelope {
 			line.Timestamp = time.UnixMilli(dec.timestamp).UTC().Format("2006-01-02T15:04:05.000Z")
 		}
-		if d.Info.Offset >= 0 && d.Info.Raw != nil && d.Info.Partition >= 0 {
+		if d.Info.Partition >= 0 && d.Info.Offset >= 0 { // a position in a log (Kafka)
 			p, o := d.Info.Partition, d.Info.Offset
-			if _, isKafka := br.(*kafkaBroker); isKafka {
-				line.Partition, line.Offset = &p, &o
-			}
+			line.Partition, line.Offset = &p, &o
 		}
 		if *asJSON {
 			if err := enc.Encode(line); err != nil {
