@@ -32,6 +32,9 @@ type Emitter struct {
 
 	templates sync.Map // template string -> *topic.Template
 	fields    sync.Map // reflect.Type -> map[string][]int
+
+	declMu   sync.Mutex
+	declared []Eventer // Declare
 }
 
 // EmitterOption configures an Emitter.
@@ -64,6 +67,22 @@ func NewEmitter(p backend.Producer, opts ...EmitterOption) *Emitter {
 	}
 	e.appender, _ = e.codec.(codec.EventAppender)
 	return e
+}
+
+// Declare records event types the emitter sends, for tools that describe
+// the service (package asyncapi builds send operations from them). It sends
+// nothing; the values only give their types, topics and event types.
+func (e *Emitter) Declare(events ...Eventer) {
+	e.declMu.Lock()
+	e.declared = append(e.declared, events...)
+	e.declMu.Unlock()
+}
+
+// Declared returns the event types given to Declare, in order.
+func (e *Emitter) Declared() []Eventer {
+	e.declMu.Lock()
+	defer e.declMu.Unlock()
+	return append([]Eventer(nil), e.declared...)
 }
 
 // EmitOption sets a per-emit option.
