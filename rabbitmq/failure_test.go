@@ -170,6 +170,8 @@ func TestDelayedRetriesDeadLetterRedrive(t *testing.T) {
 		t.Errorf("attempts %v, want %v", attempts, want)
 	}
 	mu.Unlock()
+	// The letter is in its queue a moment before the listener counts it.
+	eventually(t, 10*time.Second, "the dead letter counted", func() bool { return l.Stats().DeadLettered == 1 })
 	if st := l.Stats(); st.BrokerRetries != 2 || st.Retries != 2 || st.DeadLettered != 1 {
 		t.Errorf("stats %+v", st)
 	}
