@@ -25,7 +25,7 @@ type Listener struct {
 	codec           codec.Codec
 	codecs          map[string]codec.Codec // by content type
 	lookup          codec.Lookup           // codecByType
-	formats         []codec.EnvelopeFormat         // read besides Dispytch's envelope
+	formats         []codec.EnvelopeFormat // read besides Dispytch's envelope
 	log             *slog.Logger
 	settings        []HandlerOption
 	providers       []*di.Provider

@@ -35,7 +35,9 @@ func FuzzUnmarshal(f *testing.F) {
 		func() ([]byte, error) {
 			return pb.EncodeBody(ctx, "orders", &testpb.Order{Id: "o", Lines: []*testpb.Order_Line{{Sku: "s", Quantity: 1}}})
 		},
-		func() ([]byte, error) { return pb.EncodeBody(ctx, "user_events", &testpb.UserRegistered{User: &testpb.User{Id: "u"}}) },
+		func() ([]byte, error) {
+			return pb.EncodeBody(ctx, "user_events", &testpb.UserRegistered{User: &testpb.User{Id: "u"}})
+		},
 		func() ([]byte, error) { return js.EncodeBody(ctx, "jusers", JUser{ID: "u", Email: "a@b.c"}) },
 	} {
 		b, err := seed()

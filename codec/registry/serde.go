@@ -150,7 +150,9 @@ func Protobuf(c *Client, opts ...Option) *Serde {
 // JSONSchema returns the JSON Schema serde: bodies are JSON, their schemas
 // given with Schema or generated from the types (as codec/jsonschema
 // generates them), and every event is checked against its schema.
-func JSONSchema(c *Client, opts ...Option) *Serde { return newSerde(c, sr.TypeJSON, ContentTypeJSON, opts) }
+func JSONSchema(c *Client, opts ...Option) *Serde {
+	return newSerde(c, sr.TypeJSON, ContentTypeJSON, opts)
+}
 
 func deref(t reflect.Type) reflect.Type {
 	for t.Kind() == reflect.Pointer {
