@@ -87,6 +87,17 @@ func TestFramingAllocs(t *testing.T) {
 	bareAvro := testing.AllocsPerRun(200, func() { _, _ = plainAvro.Marshal(u) })
 	framedPB := testing.AllocsPerRun(200, func() { _, _ = pb.EncodeBody(ctx, "user_events", m) })
 	barePB := testing.AllocsPerRun(200, func() { _, _ = proto.Marshal(m) })
+	fa, _ := av.EncodeBody(ctx, "users", u)
+	ba, _ := plainAvro.Marshal(u)
+	fp, _ := pb.EncodeBody(ctx, "user_events", m)
+	bp, _ := proto.Marshal(m)
+	decFramedAvro := testing.AllocsPerRun(200, func() { var v UserV1; _ = av.Unmarshal(fa, &v, false) })
+	decBareAvro := testing.AllocsPerRun(200, func() { var v UserV1; _ = plainAvro.Unmarshal(ba, &v, false) })
+	decFramedPB := testing.AllocsPerRun(200, func() { _ = pb.Unmarshal(fp, new(testpb.UserRegistered), false) })
+	decBarePB := testing.AllocsPerRun(200, func() { _ = proto.Unmarshal(bp, new(testpb.UserRegistered)) })
+	if decFramedAvro > decBareAvro || decFramedPB > decBarePB {
+		t.Fatalf("allocations per decode: avro framed %.0f vs codec %.0f, protobuf framed %.0f vs proto.Unmarshal %.0f", decFramedAvro, decBareAvro, decFramedPB, decBarePB)
+	}
 	if framedAvro > bareAvro || framedPB > barePB {
 		t.Fatalf("allocations per event: avro framed %.0f vs codec %.0f, protobuf framed %.0f vs proto.Marshal %.0f", framedAvro, bareAvro, framedPB, barePB)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -97,6 +98,7 @@ type Serde struct {
 	mu      sync.RWMutex
 	writers map[writerKey]*writer
 	own     map[reflect.Type]*ownSchema
+	checked map[pbKey]error // Protobuf indexes checked
 
 	resolver *avroutil.Resolver
 	bufs     sync.Pool // *jsonBuf
@@ -128,7 +130,7 @@ type ownSchema struct {
 
 func newSerde(c *Client, typ sr.SchemaType, ct string, opts []Option) *Serde {
 	d := &Serde{c: c, typ: typ, ct: ct, given: map[reflect.Type]string{}, writers: map[writerKey]*writer{},
-		own: map[reflect.Type]*ownSchema{}, resolver: avroutil.NewResolver()}
+		own: map[reflect.Type]*ownSchema{}, checked: map[pbKey]error{}, resolver: avroutil.NewResolver()}
 	for _, o := range opts {
 		o(d)
 	}
@@ -455,23 +457,16 @@ func (d *Serde) Unmarshal(data []byte, v any, strict bool) error {
 		}
 		return own.coder.Decode(s, rest, v)
 	case sr.TypeProtobuf:
-		idx, body, err := h.DecodeIndex(rest, 64)
-		if err != nil {
-			return fmt.Errorf("%w: the message index: %w", ErrFraming, err)
-		}
-		name, err := messageAt(ws.pb, idx)
-		if err != nil {
-			return err
-		}
 		m, err := pbutil.Target(v)
 		if err != nil {
 			return err
 		}
-		if got := m.ProtoReflect().Descriptor().Name(); !strings.HasSuffix("."+name, "."+string(got)) {
-			return fmt.Errorf("registry: schema id %d, index %v is message %s; the handler takes %s", id, idx, name, m.ProtoReflect().Descriptor().FullName())
+		body, err := d.checkIndex(id, ws, rest, m)
+		if err != nil {
+			return err
 		}
 		if err := proto.Unmarshal(body, m); err != nil {
-			return fmt.Errorf("registry: %s: %w", name, err)
+			return fmt.Errorf("registry: %s: %w", m.ProtoReflect().Descriptor().FullName(), err)
 		}
 		if strict {
 			return pbutil.CheckUnknown(m.ProtoReflect())
@@ -483,6 +478,76 @@ func (d *Serde) Unmarshal(data []byte, v any, strict bool) error {
 		}
 		return codec.JSON.Unmarshal(rest, v, strict)
 	}
+}
+
+// pbKey identifies a checked (schema id, message index, reader type): an
+// index of up to two levels, which is every index in practice.
+type pbKey struct {
+	id     int
+	n      int8
+	i0, i1 int32
+	t      protoreflect.FullName
+}
+
+// checkIndex reads the message index at the start of rest and checks that
+// it names, in the writer's schema, a message of the reader's name; it
+// returns the message's bytes. Checked indexes are cached.
+func (d *Serde) checkIndex(id int, ws *writerSchema, rest []byte, m proto.Message) ([]byte, error) {
+	want := m.ProtoReflect().Descriptor().FullName()
+	var key pbKey
+	var idx [2]int64
+	n, body, ok := readIndex(rest, idx[:])
+	if ok && n <= 2 {
+		key = pbKey{id: id, n: int8(n), i0: int32(idx[0]), i1: int32(idx[1]), t: want}
+		d.mu.RLock()
+		err, hit := d.checked[key]
+		d.mu.RUnlock()
+		if hit {
+			return body, err
+		}
+	}
+	var h sr.ConfluentHeader
+	full, body, err := h.DecodeIndex(rest, 64)
+	if err != nil {
+		return nil, fmt.Errorf("%w: the message index: %w", ErrFraming, err)
+	}
+	name, err := messageAt(ws.pb, full)
+	if err == nil && name != string(want) && !strings.HasSuffix(name, "."+string(want.Name())) {
+		err = fmt.Errorf("registry: schema id %d, index %v is message %s; the handler takes %s", id, full, name, want)
+	}
+	if ok && n <= 2 {
+		d.mu.Lock()
+		d.checked[key] = err
+		d.mu.Unlock()
+	}
+	return body, err
+}
+
+// readIndex reads a message index (zigzag varints: a count, then the
+// indexes; a lone 0 is [0]) into idx without allocating, returning how many
+// there are and the rest; ok is false when it does not fit in idx or does
+// not parse (DecodeIndex then says why).
+func readIndex(b []byte, idx []int64) (n int, rest []byte, ok bool) {
+	count, k := binary.Varint(b)
+	if k <= 0 || count < 0 {
+		return 0, nil, false
+	}
+	b = b[k:]
+	if count == 0 {
+		idx[0] = 0
+		return 1, b, true
+	}
+	if count > int64(len(idx)) {
+		return 0, nil, false
+	}
+	for i := range int(count) {
+		v, k := binary.Varint(b)
+		if k <= 0 {
+			return 0, nil, false
+		}
+		idx[i], b = v, b[k:]
+	}
+	return int(count), b, true
 }
 
 // AppendEnvelope returns ErrEnvelope.
