@@ -52,7 +52,7 @@ func (protoCodec) Marshal(v any) ([]byte, error) {
 	}
 	b, err := proto.Marshal(m)
 	if err != nil {
-		return nil, &codec.SchemaError{Schema: string(m.ProtoReflect().Descriptor().FullName()), Err: err}
+		return nil, &codec.SchemaError{Schema: string(m.ProtoReflect().Descriptor().FullName()), Field: pbutil.Offending(m.ProtoReflect()), Err: err}
 	}
 	return b, nil
 }

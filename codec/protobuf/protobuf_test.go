@@ -88,7 +88,7 @@ func TestNotConforming(t *testing.T) {
 	bad.User.Name = "\xff\xfe"
 	err := e.Emit(context.Background(), bad)
 	var se *codec.SchemaError
-	if !errors.Is(err, dispytch.ErrNotSent) || !errors.Is(err, codec.ErrSchema) || !errors.As(err, &se) || se.Schema != "dispytch.test.v1.UserRegistered" {
+	if !errors.Is(err, dispytch.ErrNotSent) || !errors.Is(err, codec.ErrSchema) || !errors.As(err, &se) || se.Schema != "dispytch.test.v1.UserRegistered" || se.Field != "user.name" {
 		t.Fatalf("%v", err)
 	}
 	if err := e.Emit(context.Background(), user("u1")); err != nil {

@@ -280,7 +280,7 @@ func (d *Serde) EncodeBody(ctx context.Context, topic string, v any) ([]byte, er
 		copy(out, w.header)
 		out, err = proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(out, m)
 		if err != nil {
-			return nil, &codec.SchemaError{Schema: string(m.ProtoReflect().Descriptor().FullName()), Err: err}
+			return nil, &codec.SchemaError{Schema: string(m.ProtoReflect().Descriptor().FullName()), Field: pbutil.Offending(m.ProtoReflect()), Err: err}
 		}
 		return out, nil
 	default:

@@ -6,6 +6,7 @@ package pbutil
 import (
 	"fmt"
 	"reflect"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -78,4 +79,64 @@ func CheckUnknown(m protoreflect.Message) error {
 		return err == nil
 	})
 	return err
+}
+
+// Offending returns the path of the field that makes m fail to encode
+// (protobuf-go's errors do not name it): the first string that is not
+// UTF-8 ("user.name", "lines[2].sku"), or a proto2 required field that is
+// not set; "" when there is none.
+func Offending(m protoreflect.Message) string {
+	fields := m.Descriptor().Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		name := string(fd.Name())
+		if !m.Has(fd) {
+			if fd.Cardinality() == protoreflect.Required {
+				return name
+			}
+			continue
+		}
+		v := m.Get(fd)
+		switch {
+		case fd.IsList():
+			l := v.List()
+			for j := 0; j < l.Len(); j++ {
+				if p, bad := offendingValue(fd, l.Get(j)); bad {
+					return fmt.Sprintf("%s[%d]%s", name, j, p)
+				}
+			}
+		case fd.IsMap():
+			var found string
+			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				if fd.MapKey().Kind() == protoreflect.StringKind && !utf8.ValidString(k.String()) {
+					found = name + "{key}"
+				} else if p, bad := offendingValue(fd.MapValue(), mv); bad {
+					found = fmt.Sprintf("%s[%v]%s", name, k.Interface(), p)
+				}
+				return found == ""
+			})
+			if found != "" {
+				return found
+			}
+		default:
+			if p, bad := offendingValue(fd, v); bad {
+				return name + p
+			}
+		}
+	}
+	return ""
+}
+
+// offendingValue reports whether v does not encode, and the path inside it
+// that does not ("" for a string, ".field" inside a message).
+func offendingValue(fd protoreflect.FieldDescriptor, v protoreflect.Value) (string, bool) {
+	switch fd.Kind() {
+	case protoreflect.StringKind:
+		return "", !utf8.ValidString(v.String())
+	case protoreflect.MessageKind, protoreflect.GroupKind:
+		if p := Offending(v.Message()); p != "" {
+			return "." + p, true
+		}
+	}
+	return "", false
 }
