@@ -91,6 +91,7 @@ func run() error {
 		handled <- ev.Body
 	})
 	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- listener.Run(runCtx) }()
 	if err := listener.WaitReady(ctx); err != nil {
