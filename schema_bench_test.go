@@ -107,8 +107,8 @@ type schemaFeeder struct {
 }
 
 func (f *schemaFeeder) Consume(ctx context.Context, sub backend.Subscription, in backend.Inbox) error {
+	f.acks.Add(f.n) // before Ready, after which the runner waits for the acks
 	in.Ready()
-	f.acks.Add(f.n)
 	ack := nopAcker{&f.acks}
 	for range f.n {
 		d := &backend.Delivery{Topic: f.m.Topic, Value: f.m.Value, Headers: f.m.Headers, ContentType: f.m.ContentType, Acker: ack}
