@@ -126,6 +126,7 @@ type SchemaError struct {
 	Err error
 }
 
+// Error says which schema and field, and why.
 func (e *SchemaError) Error() string {
 	if e.Field == "" {
 		return fmt.Sprintf("schema %s: %v", e.Schema, e.Err)
