@@ -23,7 +23,11 @@ type Emitter struct {
 	p        backend.Producer
 	ap       backend.AsyncProducer // p, when it batches
 	codec    codec.Codec
-	appender codec.EventAppender // codec, when it has the fast path
+	appender codec.EventAppender      // codec, when it has the fast path
+	def      bodyEncoding             // the default encoding (codec, format)
+	framed   bool                     // def is not the fast path
+	types    map[string]*bodyEncoding // per event type (ForEventType); nil without
+	pending  []forType
 	backend  string
 	log      *slog.Logger
 	obs      []EmitObserver
@@ -44,20 +48,27 @@ type emitterOptionFunc func(*Emitter)
 
 func (f emitterOptionFunc) applyEmitter(e *Emitter) { f(e) }
 
-// WithCodec sets the codec the emitter encodes with. Default: codec.JSON.
-// Listeners read JSON and msgpack whatever their own codecs.
-func WithCodec(c codec.Codec) EmitterOption {
-	return emitterOptionFunc(func(e *Emitter) {
-		if c != nil {
-			e.codec = c
-		}
-	})
+// WithCodec sets the codec the emitter encodes with: the envelope's and
+// the body's in the Dispytch envelope (JSON or msgpack), the body's in the
+// other formats (see Envelopes); with ForEventType, for one event type.
+// Default: codec.JSON. Listeners read JSON and msgpack whatever their own
+// codecs.
+func WithCodec(c codec.Codec) EmitterOption { return codecOption{c} }
+
+type codecOption struct{ c codec.Codec }
+
+func (o codecOption) applyEmitter(e *Emitter) { o.applyEncoding(&e.def) }
+
+func (o codecOption) applyEncoding(enc *bodyEncoding) {
+	if o.c != nil {
+		enc.codec = o.c
+	}
 }
 
 // NewEmitter returns an emitter that sends through p, encoding with JSON
 // unless WithCodec says otherwise.
 func NewEmitter(p backend.Producer, opts ...EmitterOption) *Emitter {
-	e := &Emitter{p: p, codec: codec.JSON, log: slog.Default(), now: time.Now}
+	e := &Emitter{p: p, def: bodyEncoding{codec: codec.JSON}, log: slog.Default(), now: time.Now}
 	e.ap, _ = p.(backend.AsyncProducer)
 	if bn, ok := p.(backend.Named); ok {
 		e.backend = bn.Backend()
@@ -65,7 +76,7 @@ func NewEmitter(p backend.Producer, opts ...EmitterOption) *Emitter {
 	for _, o := range opts {
 		o.applyEmitter(e)
 	}
-	e.appender, _ = e.codec.(codec.EventAppender)
+	e.setupEncodings()
 	return e
 }
 
@@ -177,7 +188,7 @@ func (e *Emitter) message(ctx context.Context, ev Eventer, opts []EmitOption) (*
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("dispytch: emit: %w: %w", ErrNotSent, ctxErr(err))
 	}
-	m, err := e.Message(ev, opts...)
+	m, err := e.build(ctx, ev, opts)
 	if err != nil {
 		return nil, fmt.Errorf("%w (%w)", err, ErrNotSent)
 	}
@@ -290,7 +301,14 @@ func wrapDeadline(ctx context.Context, err error) error {
 }
 
 // Message encodes ev into the message Emit would send, without sending it.
+// A codec that looks schemas up (codec.TopicEncoder) does so without a
+// deadline.
 func (e *Emitter) Message(ev Eventer, opts ...EmitOption) (*backend.Message, error) {
+	return e.build(context.Background(), ev, opts)
+}
+
+// build is Message with the context of the emit.
+func (e *Emitter) build(ctx context.Context, ev Eventer, opts []EmitOption) (*backend.Message, error) {
 	if ev == nil {
 		return nil, fmt.Errorf("%w: nil event", ErrEncode)
 	}
@@ -321,11 +339,19 @@ func (e *Emitter) Message(ev Eventer, opts ...EmitOption) (*backend.Message, err
 		}
 	}
 	typ := ev.EventType()
-	value, err := e.encode(id, typ, ev)
-	if err != nil {
-		return nil, err
+	var m *backend.Message
+	if enc := e.encodingFor(typ); enc == nil {
+		value, err := e.encode(id, typ, ev)
+		if err != nil {
+			return nil, err
+		}
+		m = &backend.Message{Topic: topic, Template: tmpl, Value: value, ID: id, Type: typ, Headers: s.headers, ContentType: e.codec.ContentType(), Options: s.backend}
+	} else {
+		m = &backend.Message{Topic: topic, Template: tmpl, ID: id, Type: typ, Headers: s.headers, Options: s.backend}
+		if err := e.encodeWith(ctx, enc, m, ev); err != nil {
+			return nil, err
+		}
 	}
-	m := &backend.Message{Topic: topic, Template: tmpl, Value: value, ID: id, Type: typ, Headers: s.headers, ContentType: e.codec.ContentType(), Options: s.backend}
 	if s.keySet {
 		m.Key = s.key
 	} else if k, ok := ev.(EventKeyer); ok {

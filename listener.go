@@ -24,6 +24,8 @@ type Listener struct {
 	consumer        backend.Consumer
 	codec           codec.Codec
 	codecs          map[string]codec.Codec // by content type
+	lookup          codec.Lookup           // codecByType
+	formats         []codec.EnvelopeFormat // read besides Dispytch's envelope
 	log             *slog.Logger
 	settings        []HandlerOption
 	providers       []*di.Provider
@@ -93,6 +95,7 @@ func NewListener(c backend.Consumer, opts ...ListenerOption) *Listener {
 	for _, c := range append([]codec.Codec{codec.JSON, msgpack.Codec}, l.extraCodecs...) {
 		l.codecs[c.ContentType()] = c
 	}
+	l.lookup = l.codecByType
 	return l
 }
 
@@ -198,9 +201,17 @@ func (l *Listener) Handlers() []HandlerInfo {
 
 // Check builds the handlers and their dependency graph as Run would, and
 // returns the same error Run would, without consuming anything.
+//
+// Codecs that keep schemas in a registry (codec.SchemaChecker) check the
+// handlers' body types against it too: Check fails with the registry's
+// reason when a schema is incompatible with its subject.
 func (l *Listener) Check() error {
-	_, err := l.compile()
-	return err
+	if _, err := l.compile(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), schemaCheckTimeout)
+	defer cancel()
+	return l.checkSchemas(ctx)
 }
 
 // Stats returns the listener's counters.
@@ -245,6 +256,9 @@ func (l *Listener) Run(ctx context.Context) (err error) {
 
 	c, err := l.compile()
 	if err != nil {
+		return err
+	}
+	if err := l.checkSchemas(ctx); err != nil {
 		return err
 	}
 	cleanup, err := c.resolveSingletons(ctx, l.log)

@@ -50,6 +50,7 @@ func (l *Listener) codecFor(d *backend.Delivery) codec.Codec {
 type msgState struct {
 	d       *backend.Delivery
 	env     codec.Envelope
+	frame   codec.Frame // d, for envelope formats other than Dispytch's
 	decoded bool
 	meta    Metadata
 	// ctx is the handlers' base context: the run's, or what the message
@@ -116,12 +117,18 @@ func (r *runState) process(d *backend.Delivery) {
 	}
 	l := r.l
 	env := &ms.env
-	cd := l.codecFor(d)
+	var cd codec.Codec
 	var err error
-	if ic, ok := cd.(codec.InterningDecoder); ok {
-		err = ic.DecodeEnvelopeInterned(d.Value, env, r.c.types)
+	if f := l.formatOf(ms, d); f != nil {
+		// Header mode, CloudEvents: the format finds the body's codec.
+		cd, err = f.Decode(&ms.frame, env, l.lookup)
 	} else {
-		err = cd.DecodeEnvelope(d.Value, env)
+		cd = l.codecFor(d)
+		if ic, ok := cd.(codec.InterningDecoder); ok {
+			err = ic.DecodeEnvelopeInterned(d.Value, env, r.c.types)
+		} else {
+			err = cd.DecodeEnvelope(d.Value, env)
+		}
 	}
 
 	// Decide.

@@ -1,7 +1,12 @@
 // Package codec defines how Dispytch events travel as bytes: the Codec
 // interface, the Envelope every codec encodes ({"id","type","body",
 // "timestamp"}, Python Dispytch's wire format), and the JSON codec, the
-// default. The msgpack codec is in package codec/msgpack.
+// default; the envelope formats that put id, type and timestamp elsewhere
+// (EnvelopeFormat: Headers, CloudEvents), and the seams schema codecs use
+// (TopicEncoder, SchemaChecker, SchemaError). The msgpack codec is in
+// package codec/msgpack; Protobuf, Avro, JSON Schema and the Confluent
+// Schema Registry in codec/protobuf, codec/avro, codec/jsonschema and
+// codec/registry.
 //
 // A listener decodes every message with the codec the message says it was
 // written with (its content type), or, without one, the codec its first
