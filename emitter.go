@@ -331,7 +331,7 @@ func (e *Emitter) build(ctx context.Context, ev Eventer, opts []EmitOption) (*ba
 	}
 	id := s.id
 	if id == "" {
-		if ider, ok := ev.(EventIDer); ok {
+		if ider, ok := ev.(eventIDer); ok {
 			id = ider.EventID()
 		}
 		if id == "" {
@@ -354,7 +354,7 @@ func (e *Emitter) build(ctx context.Context, ev Eventer, opts []EmitOption) (*ba
 	}
 	if s.keySet {
 		m.Key = s.key
-	} else if k, ok := ev.(EventKeyer); ok {
+	} else if k, ok := ev.(eventKeyer); ok {
 		if key := k.EventKey(); key != "" {
 			m.Key = []byte(key)
 		}

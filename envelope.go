@@ -23,22 +23,25 @@ import (
 // type (header mode by a dispytch-timestamp header, CloudEvents binary by a
 // ce_ or cloudEvents_ specversion header, structured by the content type
 // application/cloudevents+json).
-func Envelopes(formats ...codec.EnvelopeFormat) EnvelopesOption {
-	return EnvelopesOption{formats: formats}
+func Envelopes(formats ...codec.EnvelopeFormat) interface {
+	ListenerOption
+	EmitterOption
+} {
+	return envelopesOption{formats: formats}
 }
 
-// EnvelopesOption is a ListenerOption and an EmitterOption; see Envelopes.
-type EnvelopesOption struct{ formats []codec.EnvelopeFormat }
+// envelopesOption is a ListenerOption and an EmitterOption; see Envelopes.
+type envelopesOption struct{ formats []codec.EnvelopeFormat }
 
-func (o EnvelopesOption) applyEmitter(e *Emitter) { o.applyEncoding(&e.def) }
+func (o envelopesOption) applyEmitter(e *Emitter) { o.applyEncoding(&e.def) }
 
-func (o EnvelopesOption) applyEncoding(enc *bodyEncoding) {
+func (o envelopesOption) applyEncoding(enc *bodyEncoding) {
 	if len(o.formats) > 0 && o.formats[0] != nil {
 		enc.format = o.formats[0]
 	}
 }
 
-func (o EnvelopesOption) applyListener(l *Listener) {
+func (o envelopesOption) applyListener(l *Listener) {
 	for _, f := range o.formats {
 		if f != nil && f != codec.Dispytch {
 			l.formats = append(l.formats, f)

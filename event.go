@@ -11,6 +11,12 @@ import (
 // hold {field} placeholders filled from the event's own fields at emit time;
 // EventType returns the event type written into the envelope.
 //
+// An event may also have two optional methods, which the emitter looks for:
+// EventID() string supplies the event's own ID (without it, or when it
+// returns "", the event gets a random UUID v4), and EventKey() string the
+// message key (Kafka's partition key, the memory broker's ordering key),
+// which the Key emit option overrides.
+//
 //	type UserRegistered struct {
 //		User      User  `json:"user" validate:"required"`
 //		Timestamp int64 `json:"timestamp"`
@@ -22,14 +28,11 @@ type Eventer interface {
 	EventType() string
 }
 
-// EventIDer is implemented by events that supply their own ID. An event
-// without it, or returning "", gets a random UUID v4.
-type EventIDer interface{ EventID() string }
-
-// EventKeyer is implemented by events that carry a message key (Kafka's
-// partition key, the memory broker's ordering key). The Key emit option
-// overrides it.
-type EventKeyer interface{ EventKey() string }
+// eventIDer and eventKeyer are the optional methods of an Eventer.
+type (
+	eventIDer  interface{ EventID() string }
+	eventKeyer interface{ EventKey() string }
+)
 
 // Metadata is everything about an event except its body. Handlers and
 // providers can take it as a parameter.
