@@ -339,7 +339,20 @@ func (s *session) read(ctx context.Context) error {
 	cfg := &s.c.cfg
 	nextReclaim := time.Now() // at once: what others left behind
 	fails := 0
+	history := false
 	for ctx.Err() == nil {
+		if history {
+			// A read failed: its reply, and the entries it gave this
+			// consumer, may be lost. Read them again from the consumer's
+			// own pending entries.
+			stop, err := s.readHistory(ctx)
+			if stop {
+				return nil
+			}
+			if err == nil {
+				history = false
+			}
+		}
 		select {
 		case <-s.wake:
 			nextReclaim = time.Now()
@@ -403,6 +416,7 @@ func (s *session) read(ctx context.Context) error {
 					return fmt.Errorf("redis: consume: XREADGROUP: %w: %w", backend.ErrPermanent, err)
 				}
 				s.disconnected(fmt.Errorf("redis: consume: XREADGROUP: %w", err))
+				history = true
 				fails++
 				backoff(ctx, fails)
 				break
@@ -424,6 +438,46 @@ func (s *session) read(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// readHistory delivers again the entries pending on this consumer that
+// it does not hold (XREADGROUP from 0).
+func (s *session) readHistory(ctx context.Context) (stop bool, err error) {
+	for _, st := range s.snapshot() {
+		from := "0"
+		for {
+			res, err := s.c.rc.XReadGroup(ctx, &goredis.XReadGroupArgs{
+				Group: s.group, Consumer: s.c.consumer, Streams: []string{st, from}, Count: int64(s.c.cfg.batch), Block: -1,
+			}).Result()
+			if err != nil && !errors.Is(err, goredis.Nil) {
+				return false, err
+			}
+			if len(res) == 0 || len(res[0].Messages) == 0 {
+				break
+			}
+			msgs := res[0].Messages
+			counts, err := s.counts(ctx, st, msgs)
+			if err != nil {
+				return false, err
+			}
+			for i, m := range msgs {
+				s.mu.Lock()
+				_, mine := s.inflight[st][m.ID]
+				s.mu.Unlock()
+				if mine || len(m.Values) == 0 { // held here, or deleted from the stream
+					continue
+				}
+				e := s.newEntry(st, m, max(counts[m.ID], 2))
+				if err := s.inbox.Deliver(ctx, &e.d); err != nil {
+					s.unsettle(e)
+					s.releaseMsgs(st, msgs[i:])
+					return true, nil
+				}
+			}
+			from = msgs[len(msgs)-1].ID
+		}
+	}
+	return false, nil
 }
 
 func bySlot(streams []string) [][]string {
@@ -811,4 +865,3 @@ func (s *session) finish() {
 		}
 	}
 }
-

@@ -145,9 +145,13 @@ func (s *server) kill() {
 	}
 }
 
-// restart kills the server (SIGKILL) and starts it again on the same
-// port and data directory.
-func (s *server) restart() {
-	s.kill()
-	s.start()
+type quietLog struct{}
+
+func (quietLog) Printf(context.Context, string, ...interface{}) {}
+
+func TestMain(m *testing.M) {
+	if os.Getenv("DISPYTCH_TEST_LOG") != "1" {
+		goredis.SetLogger(quietLog{}) // go-redis's dial-failure lines during the outage tests
+	}
+	os.Exit(m.Run())
 }
