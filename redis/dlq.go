@@ -112,3 +112,20 @@ func toDelivery(stream string, m goredis.XMessage) *backend.Delivery {
 	}
 	return d
 }
+
+// EntryDelivery is the Delivery of a stream entry as the consumer builds
+// it (the envelope, key, headers and content type from the entry's
+// fields), without an Acker: for tools that read streams themselves.
+func EntryDelivery(stream string, m goredis.XMessage) *backend.Delivery { return toDelivery(stream, m) }
+
+// MessageDelivery is the Delivery of a pub/sub message (the bare envelope,
+// or the PubSubHeaders frame), without an Acker.
+func MessageDelivery(m *goredis.Message) *backend.Delivery {
+	if vals, framed, err := decodeFrame([]byte(m.Payload)); framed && err == nil {
+		d := toDelivery(m.Channel, goredis.XMessage{Values: vals})
+		d.Info.Raw = m
+		return d
+	}
+	return &backend.Delivery{Topic: m.Channel, Value: []byte(m.Payload),
+		Info: backend.DeliveryInfo{DeliveryCount: 1, Partition: -1, Offset: -1, Raw: m}}
+}

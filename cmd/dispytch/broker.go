@@ -21,7 +21,9 @@ const brokersHelp = `Brokers are given as a URL with -b (--broker), or in DISPYT
 	kafka://host:9092[,host2:9092]        Kafka (kafkas:// for TLS)
 	amqp://user:pass@host:5672/vhost      RabbitMQ (amqps:// for TLS); the exchange is
 	                                      --exchange (DISPYTCH_EXCHANGE, default "dispytch")
-	redis://, nats://                     arrive with the Redis and NATS backends
+	redis://user:pass@host:6379/0         Redis Streams (rediss:// for TLS); add ?mode=pubsub for
+	                                      pub/sub, Python Dispytch's wire (tail: PSUBSCRIBE)
+	nats://                               arrives with the NATS backend
 
 Authentication and TLS, as flags or environment variables:
 
@@ -59,7 +61,7 @@ func (c *cli) addBrokerFlags(fs *flag.FlagSet) *brokerConfig {
 		return def
 	}
 	envBool := func(k string) bool { v := c.getenv(k); return v == "1" || v == "true" }
-	fs.StringVar(&b.url, "b", env("DISPYTCH_BROKER", ""), "broker `URL` (kafka://host:9092, amqp://user:pass@host:5672/vhost); env DISPYTCH_BROKER")
+	fs.StringVar(&b.url, "b", env("DISPYTCH_BROKER", ""), "broker `URL` (kafka://host:9092, amqp://user:pass@host:5672/vhost, redis://host:6379); env DISPYTCH_BROKER")
 	fs.StringVar(&b.url, "broker", env("DISPYTCH_BROKER", ""), "broker `URL`; same as -b")
 	fs.StringVar(&b.user, "user", env("DISPYTCH_USER", ""), "user name (Kafka SASL; AMQP: replaces the URL's); env DISPYTCH_USER")
 	fs.StringVar(&b.password, "password", env("DISPYTCH_PASSWORD", ""), "password; prefer env DISPYTCH_PASSWORD")
@@ -137,21 +139,23 @@ func (s *tailSub) matches(t string) bool {
 // opener connects to one kind of broker.
 type opener func(ctx context.Context, u *url.URL, b *brokerConfig) (broker, error)
 
-// openers maps URL schemes to backends. The Redis and NATS backends are
-// wired with one line each once their packages are in the module:
+// openers maps URL schemes to backends. The NATS backend is wired with one
+// line once its package is in the module:
 //
-//	"redis": openRedis, "rediss": openRedis, "nats": openNATS, "tls": openNATS,
+//	"nats": openNATS, "tls": openNATS,
 func openers() map[string]opener {
 	return map[string]opener{
 		"kafka":  openKafka,
 		"kafkas": openKafka,
 		"amqp":   openAMQP,
 		"amqps":  openAMQP,
+		"redis":  openRedis,
+		"rediss": openRedis,
 	}
 }
 
 // pending names schemes whose backends are not in this build yet.
-var pending = map[string]string{"redis": "Redis", "rediss": "Redis", "nats": "NATS", "tls": "NATS"}
+var pending = map[string]string{"nats": "NATS", "tls": "NATS"}
 
 // open connects to the broker the configuration names.
 func (b *brokerConfig) open(ctx context.Context) (broker, error) {
@@ -168,7 +172,7 @@ func (b *brokerConfig) open(ctx context.Context) (broker, error) {
 		if name, soon := pending[scheme]; soon {
 			return nil, fmt.Errorf("%s:// needs the %s backend, which this build of dispytch does not have yet", scheme, name)
 		}
-		return nil, usagef("unknown broker scheme %q (kafka, kafkas, amqp, amqps)", scheme)
+		return nil, usagef("unknown broker scheme %q (kafka, kafkas, amqp, amqps, redis, rediss)", scheme)
 	}
 	u, err := parseBrokerURL(b.url)
 	if err != nil {

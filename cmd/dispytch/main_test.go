@@ -211,9 +211,9 @@ func TestHelpAndExitCodes(t *testing.T) {
 		}
 	}
 	// Failures exit 1 with the reason on standard error.
-	r = runBin(t, "", nil, "emit", "-b", "redis://127.0.0.1:6379", "t", "e", "{}")
-	if r.code != 1 || !strings.Contains(r.stderr, "Redis backend") {
-		t.Errorf("redis://: %d %q", r.code, r.stderr)
+	r = runBin(t, "", nil, "emit", "-b", "nats://127.0.0.1:4222", "t", "e", "{}")
+	if r.code != 1 || !strings.Contains(r.stderr, "NATS backend") {
+		t.Errorf("nats://: %d %q", r.code, r.stderr)
 	}
 	r = runBin(t, "", nil, "emit", "-b", "kafka://127.0.0.1:1", "--timeout", "1s", "t", "e", "not json")
 	if r.code != 1 || !strings.Contains(r.stderr, "BODY is not JSON") {
