@@ -18,6 +18,7 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	goredis "github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/attribute"
@@ -37,6 +38,7 @@ import (
 	"github.com/dispytch/dispytch-go/memory"
 	dotel "github.com/dispytch/dispytch-go/otel"
 	"github.com/dispytch/dispytch-go/rabbitmq"
+	"github.com/dispytch/dispytch-go/redis"
 )
 
 // Order is emitted on a templated topic and handled on the same pattern.
@@ -78,6 +80,7 @@ var backends = []struct {
 	{"memory", memoryKit},
 	{"kafka", kafkaKit},
 	{"rabbitmq", rabbitKit},
+	{"redis", redisKit},
 }
 
 func memoryKit(t *testing.T) kit {
@@ -157,6 +160,28 @@ func rabbitKit(t *testing.T) kit {
 		}
 	})
 	return kit{system: "rabbitmq", group: group, prod: c, cons: c, store: c}
+}
+
+// redisKit runs on database 11 of the local Redis, whose fixed topics
+// ("orders.eu", "shipments") it deletes afterwards.
+func redisKit(t *testing.T) kit {
+	addr := testenv.Getenv("DISPYTCH_REDIS_ADDR", "127.0.0.1:6379")
+	testenv.RequireTCP(t, "Redis", addr)
+	group := "otel-" + backend.NewUUID()[:8] + "-svc"
+	c, err := redis.New("redis://"+addr+"/11", redis.WithLogger(quiet()), redis.BlockTime(100*time.Millisecond),
+		redis.StreamRefresh(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = c.Close(ctx)
+		rc := goredis.NewClient(&goredis.Options{Addr: addr, DB: 11})
+		defer rc.Close()
+		rc.Del(ctx, append([]string{group + ".dlq"}, topics...)...)
+	})
+	return kit{system: "redis", group: group, prod: c, cons: c, store: c}
 }
 
 // telemetry is an SDK set up with in-memory exporters.
