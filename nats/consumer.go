@@ -67,7 +67,6 @@ type run struct {
 	mu       sync.Mutex
 	inflight map[*delivery]struct{}
 	attempts map[uint64]int // stream sequence -> attempts made, of a NakWithDelay'd message
-	resume   uint64         // the first stream sequence not known settled
 	lastSeq  uint64
 
 	down    atomic.Bool

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/dispytch/dispytch-go"
 	"github.com/dispytch/dispytch-go/internal/testenv"
 	dnats "github.com/dispytch/dispytch-go/nats"
 )
@@ -172,3 +174,53 @@ func (p *inProcess) cut(prefix string) int {
 	}
 	return n
 }
+
+// run runs l until the test ends or the returned stop is called, and
+// waits until it subscribed.
+func run(t testing.TB, l *dispytch.Listener) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- l.Run(ctx) }()
+	wctx, wcancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer wcancel()
+	if err := l.WaitReady(wctx); err != nil {
+		cancel()
+		t.Fatalf("listener not ready: %v", err)
+	}
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() { cancel(); err = <-errc })
+		return err
+	}
+	t.Cleanup(func() { _ = stop() })
+	return stop
+}
+
+// eventually polls cond until it holds or timeout passes.
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func ctxT(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// rawEvent is an event on a topic of its own.
+type rawEvent struct {
+	To string `json:"to"`
+	N  int    `json:"n"`
+}
+
+func (rawEvent) Topic() string     { return "{to}" }
+func (rawEvent) EventType() string { return "raw_event" }
