@@ -21,7 +21,9 @@ const brokersHelp = `Brokers are given as a URL with -b (--broker), or in DISPYT
 	kafka://host:9092[,host2:9092]        Kafka (kafkas:// for TLS)
 	amqp://user:pass@host:5672/vhost      RabbitMQ (amqps:// for TLS); the exchange is
 	                                      --exchange (DISPYTCH_EXCHANGE, default "dispytch")
-	redis://, nats://                     arrive with the Redis and NATS backends
+	nats://host:4222[,host2:4222]         NATS JetStream (tls:// for TLS); nats://token@host for a
+	                                      token; the streams are the services' (found by subject)
+	redis://                              arrives with the Redis backend
 
 Authentication and TLS, as flags or environment variables:
 
@@ -137,21 +139,23 @@ func (s *tailSub) matches(t string) bool {
 // opener connects to one kind of broker.
 type opener func(ctx context.Context, u *url.URL, b *brokerConfig) (broker, error)
 
-// openers maps URL schemes to backends. The Redis and NATS backends are
-// wired with one line each once their packages are in the module:
+// openers maps URL schemes to backends. The Redis backend is wired with
+// one line once its package is in the module:
 //
-//	"redis": openRedis, "rediss": openRedis, "nats": openNATS, "tls": openNATS,
+//	"redis": openRedis, "rediss": openRedis,
 func openers() map[string]opener {
 	return map[string]opener{
 		"kafka":  openKafka,
 		"kafkas": openKafka,
 		"amqp":   openAMQP,
 		"amqps":  openAMQP,
+		"nats":   openNATS,
+		"tls":    openNATS,
 	}
 }
 
 // pending names schemes whose backends are not in this build yet.
-var pending = map[string]string{"redis": "Redis", "rediss": "Redis", "nats": "NATS", "tls": "NATS"}
+var pending = map[string]string{"redis": "Redis", "rediss": "Redis"}
 
 // open connects to the broker the configuration names.
 func (b *brokerConfig) open(ctx context.Context) (broker, error) {
@@ -168,7 +172,7 @@ func (b *brokerConfig) open(ctx context.Context) (broker, error) {
 		if name, soon := pending[scheme]; soon {
 			return nil, fmt.Errorf("%s:// needs the %s backend, which this build of dispytch does not have yet", scheme, name)
 		}
-		return nil, usagef("unknown broker scheme %q (kafka, kafkas, amqp, amqps)", scheme)
+		return nil, usagef("unknown broker scheme %q (kafka, kafkas, amqp, amqps, nats, tls)", scheme)
 	}
 	u, err := parseBrokerURL(b.url)
 	if err != nil {
