@@ -23,7 +23,8 @@ const brokersHelp = `Brokers are given as a URL with -b (--broker), or in DISPYT
 	                                      --exchange (DISPYTCH_EXCHANGE, default "dispytch")
 	redis://user:pass@host:6379/0         Redis Streams (rediss:// for TLS); add ?mode=pubsub for
 	                                      pub/sub, Python Dispytch's wire (tail: PSUBSCRIBE)
-	nats://                               arrives with the NATS backend
+	nats://host:4222[,host2:4222]         NATS JetStream (tls:// for TLS); nats://token@host for a
+	                                      token; the streams are the services' (found by subject)
 
 Authentication and TLS, as flags or environment variables:
 
@@ -139,10 +140,7 @@ func (s *tailSub) matches(t string) bool {
 // opener connects to one kind of broker.
 type opener func(ctx context.Context, u *url.URL, b *brokerConfig) (broker, error)
 
-// openers maps URL schemes to backends. The NATS backend is wired with one
-// line once its package is in the module:
-//
-//	"nats": openNATS, "tls": openNATS,
+// openers maps URL schemes to backends.
 func openers() map[string]opener {
 	return map[string]opener{
 		"kafka":  openKafka,
@@ -151,11 +149,10 @@ func openers() map[string]opener {
 		"amqps":  openAMQP,
 		"redis":  openRedis,
 		"rediss": openRedis,
+		"nats":   openNATS,
+		"tls":    openNATS,
 	}
 }
-
-// pending names schemes whose backends are not in this build yet.
-var pending = map[string]string{"nats": "NATS", "tls": "NATS"}
 
 // open connects to the broker the configuration names.
 func (b *brokerConfig) open(ctx context.Context) (broker, error) {
@@ -169,10 +166,7 @@ func (b *brokerConfig) open(ctx context.Context) (broker, error) {
 	scheme = strings.ToLower(scheme)
 	open, ok := openers()[scheme]
 	if !ok {
-		if name, soon := pending[scheme]; soon {
-			return nil, fmt.Errorf("%s:// needs the %s backend, which this build of dispytch does not have yet", scheme, name)
-		}
-		return nil, usagef("unknown broker scheme %q (kafka, kafkas, amqp, amqps, redis, rediss)", scheme)
+		return nil, usagef("unknown broker scheme %q (kafka, kafkas, amqp, amqps, redis, rediss, nats, tls)", scheme)
 	}
 	u, err := parseBrokerURL(b.url)
 	if err != nil {

@@ -1,0 +1,246 @@
+package nats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dispytch/dispytch-go/backend"
+)
+
+// Headers the client writes next to the envelope, and reads back.
+const (
+	// HeaderEventID carries the envelope's event id.
+	HeaderEventID = "dispytch-event-id"
+	// HeaderEventType carries the envelope's event type.
+	HeaderEventType = "dispytch-event-type"
+	// HeaderKey carries the message key (NATS messages have none). The
+	// consumer moves it into Delivery.Key.
+	HeaderKey = "dispytch-key"
+	// HeaderMsgID is JetStream's deduplication header: the client sets it
+	// to the event id, so that the stream stores an event emitted twice
+	// within its duplicate window once (see DuplicateWindow). Dead letters
+	// and redriven messages, which have no event id of their own, carry
+	// none.
+	HeaderMsgID = jetstream.MsgIDHeader
+)
+
+// Produce implements backend.Producer: it publishes the messages and waits
+// for the stream's acks. One message is published synchronously; more go
+// out asynchronously within the publish window, and a failure of some
+// is a *backend.BatchError. An error wraps backend.ErrNotSent when the
+// message was not stored (the context was done first, the connection is
+// down, no stream holds the subject, the server refused it), and
+// backend.ErrUnconfirmed when it was sent but its ack did not arrive.
+func (c *Client) Produce(ctx context.Context, msgs ...*backend.Message) error {
+	if ctx == nil {
+		return fmt.Errorf("nats: produce: nil context: %w", backend.ErrNotSent)
+	}
+	for i, m := range msgs {
+		if m == nil {
+			return fmt.Errorf("nats: produce: message %d is nil: %w", i, backend.ErrNotSent)
+		}
+	}
+	switch len(msgs) {
+	case 0:
+		return nil
+	case 1:
+		return c.publish(ctx, msgs[0], true)
+	}
+	errs := make([]error, len(msgs))
+	var wg sync.WaitGroup
+	wg.Add(len(msgs))
+	for i, m := range msgs {
+		c.ProduceAsync(ctx, m, func(err error) {
+			errs[i] = err
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	for _, e := range errs {
+		if e != nil {
+			return &backend.BatchError{Errs: errs}
+		}
+	}
+	return nil
+}
+
+// publish publishes m and waits for its ack; a subject no stream holds is
+// added to the events stream (with DeclareTopology) and m published again
+// once, when retry is set.
+func (c *Client) publish(ctx context.Context, m *backend.Message, retry bool) error {
+	if err := ctx.Err(); err != nil {
+		return notSent(m, backend.ContextError(err))
+	}
+	if c.closed.Load() {
+		return notSent(m, backend.ErrClosed)
+	}
+	msg, err := toMsg(m)
+	if err != nil {
+		return err
+	}
+	_, err = c.js.PublishMsg(ctx, msg, jetstream.WithRetryAttempts(0))
+	if err == nil {
+		return nil
+	}
+	if retry && noStream(err) && c.cfg.declare && ctx.Err() == nil {
+		c.forget(m.Topic)
+		stream := c.streamFor(m.Topic)
+		if aerr := c.ensureSubjects(ctx, stream, []string{m.Topic}); aerr != nil {
+			return notSent(m, fmt.Errorf("no stream holds the subject, and adding it to stream %s failed: %w", stream, aerr))
+		}
+		return c.publish(ctx, m, false)
+	}
+	return publishError(ctx, m, err)
+}
+
+// ProduceAsync implements backend.AsyncProducer: it publishes m without
+// waiting, within the publish window (it blocks while the window is full,
+// until ctx ends), and calls done with the stream's answer. done is called
+// once, from the client's ack goroutine or, for a message not sent, from
+// the caller's.
+func (c *Client) ProduceAsync(ctx context.Context, m *backend.Message, done func(error)) {
+	if done == nil {
+		done = func(error) {}
+	}
+	switch {
+	case ctx == nil:
+		done(fmt.Errorf("nats: produce: nil context: %w", backend.ErrNotSent))
+		return
+	case m == nil:
+		done(fmt.Errorf("nats: produce: nil message: %w", backend.ErrNotSent))
+		return
+	}
+	if err := ctx.Err(); err != nil {
+		done(notSent(m, backend.ContextError(err)))
+		return
+	}
+	if c.closed.Load() {
+		done(notSent(m, backend.ErrClosed))
+		return
+	}
+	msg, err := toMsg(m)
+	if err != nil {
+		done(err)
+		return
+	}
+	select {
+	case c.window <- struct{}{}:
+	case <-ctx.Done():
+		done(notSent(m, backend.ContextError(ctx.Err())))
+		return
+	}
+	paf, err := c.js.PublishMsgAsync(msg, jetstream.WithRetryAttempts(0))
+	if err != nil {
+		<-c.window
+		done(notSent(m, err))
+		return
+	}
+	go c.await(ctx, m, paf, done)
+}
+
+// await waits for one asynchronous publish's ack.
+func (c *Client) await(ctx context.Context, m *backend.Message, paf jetstream.PubAckFuture, done func(error)) {
+	var err error
+	select {
+	case <-paf.Ok():
+	case err = <-paf.Err():
+	case <-ctx.Done():
+		err = fmt.Errorf("nats: publish to %s: %w: %w", m.Topic, backend.ErrUnconfirmed, backend.ContextError(ctx.Err()))
+		<-c.window
+		done(err)
+		return
+	}
+	<-c.window
+	if err != nil && noStream(err) && c.cfg.declare && ctx.Err() == nil {
+		c.forget(m.Topic)
+		stream := c.streamFor(m.Topic)
+		if aerr := c.ensureSubjects(ctx, stream, []string{m.Topic}); aerr != nil {
+			done(notSent(m, fmt.Errorf("no stream holds the subject, and adding it to stream %s failed: %w", stream, aerr)))
+			return
+		}
+		done(c.publish(ctx, m, false))
+		return
+	}
+	if err != nil {
+		err = publishError(ctx, m, err)
+	}
+	done(err)
+}
+
+func noStream(err error) bool {
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)
+}
+
+func notSent(m *backend.Message, err error) error {
+	return fmt.Errorf("nats: publish to %s: %w: %w", m.Topic, backend.ErrNotSent, err)
+}
+
+// publishError classifies a failed publish.
+func publishError(ctx context.Context, m *backend.Message, err error) error {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.Is(err, nats.ErrMaxPayload), errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum):
+		return fmt.Errorf("nats: publish to %s: %w: %w: %w", m.Topic, backend.ErrTooLarge, backend.ErrNotSent, err)
+	case noStream(err):
+		return notSent(m, fmt.Errorf("no stream holds the subject: %w", err))
+	case errors.As(err, &apiErr):
+		// The stream answered: it did not store the message.
+		return notSent(m, err)
+	case errors.Is(err, nats.ErrReconnectBufExceeded), errors.Is(err, nats.ErrConnectionClosed),
+		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrInvalidConnection),
+		errors.Is(err, nats.ErrConnectionDraining), errors.Is(err, nats.ErrBadSubject), errors.Is(err, jetstream.ErrJetStreamPublisherClosed):
+		return notSent(m, err)
+	}
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		err = fmt.Errorf("%w: %w", err, cerr)
+	}
+	return fmt.Errorf("nats: publish to %s: %w: %w", m.Topic, backend.ErrUnconfirmed, backend.ContextError(err))
+}
+
+// toMsg builds the NATS message of m.
+func toMsg(m *backend.Message) (*nats.Msg, error) {
+	if err := checkSubject(m.Topic, false); err != nil {
+		return nil, fmt.Errorf("nats: publish: %w: %w: %w", err, backend.ErrPermanent, backend.ErrNotSent)
+	}
+	for _, o := range m.Options {
+		if o != nil && o.Backend() != BackendName {
+			return nil, fmt.Errorf("nats: publish to %s: %w: %s", m.Topic, backend.ErrForeignOption, o.Backend())
+		}
+	}
+	h := make(nats.Header, len(m.Headers)+5)
+	for k, v := range m.Headers {
+		if k == "" || strings.HasPrefix(k, "Nats-") {
+			continue // the server's own headers are not the event's
+		}
+		h[k] = []string{headerValue(v)}
+	}
+	if m.ID != "" {
+		h[HeaderEventID] = []string{headerValue(m.ID)}
+		h[HeaderMsgID] = []string{headerValue(m.ID)}
+	}
+	if m.Type != "" {
+		h[HeaderEventType] = []string{headerValue(m.Type)}
+	}
+	if m.ContentType != "" {
+		h[backend.HeaderContentType] = []string{headerValue(m.ContentType)}
+	}
+	if m.Key != nil {
+		h[HeaderKey] = []string{headerValue(string(m.Key))}
+	}
+	return &nats.Msg{Subject: m.Topic, Data: m.Value, Header: h}, nil
+}
+
+// headerValue makes v safe for a NATS header line: line breaks become
+// spaces.
+func headerValue(v string) string {
+	if !strings.ContainsAny(v, "\r\n") {
+		return v
+	}
+	return strings.NewReplacer("\r\n", " ", "\r", " ", "\n", " ").Replace(v)
+}
