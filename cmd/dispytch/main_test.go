@@ -211,8 +211,8 @@ func TestHelpAndExitCodes(t *testing.T) {
 		}
 	}
 	// Failures exit 1 with the reason on standard error.
-	r = runBin(t, "", nil, "emit", "-b", "nats://127.0.0.1:4222", "t", "e", "{}")
-	if r.code != 1 || !strings.Contains(r.stderr, "NATS backend") {
+	r = runBin(t, "", nil, "emit", "-b", "nats://127.0.0.1:4222", "dispytch-no-stream-has-this", "e", "{}")
+	if r.code != 1 || !strings.Contains(r.stderr, "no stream holds the subject") {
 		t.Errorf("nats://: %d %q", r.code, r.stderr)
 	}
 	r = runBin(t, "", nil, "emit", "-b", "kafka://127.0.0.1:1", "--timeout", "1s", "t", "e", "not json")
