@@ -492,7 +492,9 @@ func fromHeader(h nats.Header) (map[string]string, []byte, string) {
 			key = []byte(vs[0])
 		case k == backend.HeaderContentType:
 			ct = vs[0]
-		case k == HeaderEventID, k == HeaderEventType, strings.HasPrefix(k, "Nats-"):
+		case strings.HasPrefix(k, "Nats-"):
+			// The server's own (Nats-Msg-Id, ...). The event id and type
+			// headers stay: the header envelope format reads them.
 		default:
 			out[k] = vs[0]
 		}

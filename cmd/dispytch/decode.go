@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/dispytch/dispytch-go/codec"
@@ -19,8 +20,72 @@ type decoded struct {
 	id, typ   string
 	timestamp int64
 	codec     string          // json, msgpack, or "" when not an envelope
+	format    string          // the envelope format when it is not Dispytch's: headers, cloudevents-binary, ...
 	body      json.RawMessage // the body as JSON
 	problem   string          // why the value is not an envelope
+}
+
+// otherFormats are the envelope formats tail and dlq recognise besides
+// Dispytch's, in the order a listener given all of them asks them.
+var otherFormats = []codec.EnvelopeFormat{
+	codec.CloudEvents(codec.CloudEventsStructured, ""),
+	codec.CloudEvents(codec.CloudEventsBinary, ""),
+	codec.Headers,
+}
+
+// lookupCodec finds the codecs the command reads by content type.
+func lookupCodec(contentType string) codec.Codec {
+	ct, _, _ := strings.Cut(contentType, ";")
+	switch strings.TrimSpace(strings.ToLower(ct)) {
+	case codec.JSON.ContentType():
+		return codec.JSON
+	case msgpack.Codec.ContentType():
+		return msgpack.Codec
+	}
+	return nil
+}
+
+// decodeMessage decodes a message: in the envelope format its headers or
+// content type name (header mode, CloudEvents), else as a Dispytch envelope
+// (decodeValue).
+func decodeMessage(value []byte, contentType string, headers map[string]string) decoded {
+	f := &codec.Frame{Value: value, ContentType: contentType, Headers: headers}
+	for _, format := range otherFormats {
+		if !format.Match(f) {
+			continue
+		}
+		var env codec.Envelope
+		c, err := format.Decode(f, &env, lookupCodec)
+		if err != nil {
+			return decoded{body: asJSON(value), format: format.Name(), problem: err.Error()}
+		}
+		d := decoded{envelope: true, id: env.ID, typ: env.Type, timestamp: env.Timestamp, format: format.Name()}
+		d.codec, d.body, d.problem = bodyJSON(c, env.Body)
+		return d
+	}
+	return decodeValue(value, contentType)
+}
+
+// bodyJSON shows a body encoded by c as JSON.
+func bodyJSON(c codec.Codec, body []byte) (name string, js json.RawMessage, problem string) {
+	switch c {
+	case codec.JSON:
+		if !json.Valid(body) {
+			return "json", asJSON(body), "the body is not valid JSON"
+		}
+		return "json", json.RawMessage(bytes.Clone(body)), ""
+	case msgpack.Codec:
+		var v any
+		if err := msgpack.Codec.Unmarshal(body, &v, false); err != nil {
+			return "msgpack", asJSON(body), "msgpack body: " + err.Error()
+		}
+		b, err := json.Marshal(jsonable(v))
+		if err != nil {
+			return "msgpack", asJSON(body), "msgpack body has no JSON form: " + err.Error()
+		}
+		return "msgpack", b, ""
+	}
+	return c.ContentType(), asJSON(body), "a " + c.ContentType() + " body: the command shows JSON and msgpack bodies only"
 }
 
 // decodeValue decodes a message value: by its content type, or, without
@@ -47,29 +112,10 @@ func decodeValue(value []byte, contentType string) decoded {
 	if err := c.DecodeEnvelope(value, &env); err != nil {
 		return decoded{body: asJSON(value), problem: err.Error()}
 	}
-	d := decoded{envelope: true, id: env.ID, typ: env.Type, timestamp: env.Timestamp, codec: "json"}
-	if c == codec.JSON {
-		// The envelope scanner checks the envelope, not the body's
-		// every byte: a handler's decode does that.
-		if !json.Valid(env.Body) {
-			d.body, d.problem = asJSON(env.Body), "the body is not valid JSON"
-			return d
-		}
-		d.body = json.RawMessage(bytes.Clone(env.Body))
-		return d
-	}
-	d.codec = "msgpack"
-	var v any
-	if err := msgpack.Codec.Unmarshal(env.Body, &v, false); err != nil {
-		d.body, d.problem = asJSON(env.Body), "msgpack body: "+err.Error()
-		return d
-	}
-	b, err := json.Marshal(jsonable(v))
-	if err != nil {
-		d.body, d.problem = asJSON(env.Body), "msgpack body has no JSON form: "+err.Error()
-		return d
-	}
-	d.body = b
+	d := decoded{envelope: true, id: env.ID, typ: env.Type, timestamp: env.Timestamp}
+	// The envelope scanner checks the envelope, not the body's every
+	// byte: a handler's decode does that.
+	d.codec, d.body, d.problem = bodyJSON(c, env.Body)
 	return d
 }
 

@@ -9,6 +9,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/dispytch/dispytch-go/codec"
+	"github.com/dispytch/dispytch-go/codec/msgpack"
 )
 
 // TestDecodePythonWireVectors: tail and dlq show read what Python
@@ -131,4 +134,39 @@ func FuzzParseBrokerURL(f *testing.F) {
 			t.Fatalf("redact(%q) shows the password: %s", s, redact(u))
 		}
 	})
+}
+
+// TestDecodeMessageFormats reads what each envelope format writes, as tail
+// and dlq show it.
+func TestDecodeMessageFormats(t *testing.T) {
+	formats := []codec.EnvelopeFormat{codec.Headers, codec.CloudEvents(codec.CloudEventsBinary, ""), codec.CloudEvents(codec.CloudEventsStructured, "urn:x")}
+	for _, f := range formats {
+		for _, backendName := range []string{"kafka", "rabbitmq", "nats", "redis"} {
+			for _, cd := range []codec.Codec{codec.JSON, msgpack.Codec} {
+				body, err := cd.Marshal(map[string]any{"n": 7})
+				if err != nil {
+					t.Fatal(err)
+				}
+				fr := &codec.Frame{Topic: "jobs", Backend: backendName}
+				if err := f.Encode(fr, &codec.Envelope{ID: "id-1", Type: "job", Body: body, Timestamp: 1700000000123}, cd); err != nil {
+					t.Fatal(err)
+				}
+				d := decodeMessage(fr.Value, fr.ContentType, fr.Headers)
+				if !d.envelope || d.problem != "" || d.id != "id-1" || d.typ != "job" || d.timestamp != 1700000000123 ||
+					d.format != f.Name() || string(d.body) != `{"n":7}` {
+					t.Errorf("%s on %s, %s body: %+v (body %s)", f.Name(), backendName, cd.ContentType(), d, d.body)
+				}
+			}
+		}
+	}
+	// A Dispytch envelope is still one, with no format named.
+	v, _ := codec.JSON.AppendEnvelope(nil, &codec.Envelope{ID: "a", Type: "b", Body: []byte(`{}`), Timestamp: 1})
+	if d := decodeMessage(v, "", map[string]string{"x": "y"}); !d.envelope || d.format != "" || d.id != "a" {
+		t.Errorf("dispytch envelope: %+v", d)
+	}
+	// A header-mode message missing its id says so.
+	d := decodeMessage([]byte(`{}`), "application/json", map[string]string{"dispytch-timestamp": "1", "dispytch-event-type": "b"})
+	if d.envelope || !strings.Contains(d.problem, "dispytch-event-id") || d.format != "headers" {
+		t.Errorf("header mode without an id: %+v", d)
+	}
 }

@@ -127,7 +127,7 @@ type letterJSON struct {
 }
 
 func letter(n int, f *dispytch.FailedMessage, full bool) letterJSON {
-	dec := decodeValue(f.Value, f.Headers["content-type"])
+	dec := decodeMessage(f.Value, f.Headers["content-type"], f.Headers)
 	l := letterJSON{N: n, ID: dec.id, Type: dec.typ, Topic: f.Topic, Group: f.Group, Reason: string(f.Reason), Handler: f.Handler,
 		Attempts: f.Attempts, Key: string(f.Key), Truncated: f.Truncated}
 	if l.ID == "" {

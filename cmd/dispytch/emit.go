@@ -31,9 +31,16 @@ is not JSON stops the command and nothing is sent.
 	dispytch emit -b amqp://localhost:5672/ user_events user_registered --file events.jsonl --key 42
 	producer | dispytch emit -b kafka://localhost:9092 --codec msgpack audit audit_entry
 
---envelope none sends each body alone, encoded by the codec, as a service
-that does not speak Dispytch's envelope would (the header and CloudEvents
-modes come with the schema work).
+--envelope chooses where the id, type and time go, as a listener's
+dispytch.Envelopes option reads them:
+
+	dispytch                 the Dispytch envelope (the default; Python Dispytch's wire)
+	headers                  the body alone; id, type and time in dispytch-* headers
+	cloudevents              CloudEvents 1.0, binary mode (ce_ headers; AMQP: cloudEvents_)
+	cloudevents-structured   CloudEvents 1.0, structured mode (application/cloudevents+json)
+	none                     the body alone, no id: what a service without Dispytch sends
+
+--source sets the CloudEvents source attribute (default /dispytch/TOPIC).
 `
 
 func runEmit(ctx context.Context, c *cli, args []string) error {
@@ -45,7 +52,8 @@ func runEmit(ctx context.Context, c *cli, args []string) error {
 	fs.Var(&headers, "header", "message header `name=value` (repeatable)")
 	id := fs.String("id", "", "event `id` (one event only; default: a new UUID v4)")
 	codecName := fs.String("codec", "json", "`codec` of the envelope and body: json or msgpack")
-	envelope := fs.String("envelope", "dispytch", "envelope `mode`: dispytch, or none (the body alone)")
+	envelope := fs.String("envelope", "dispytch", "envelope `mode`: dispytch, headers, cloudevents, cloudevents-structured, or none (the body alone)")
+	source := fs.String("source", "", "CloudEvents source `URI` (default /dispytch/TOPIC)")
 	batch := fs.Int("batch", 100, "send up to `n` events per broker call")
 	pos, err := c.parse(fs, args)
 	if err != nil {
@@ -67,8 +75,20 @@ func runEmit(ctx context.Context, c *cli, args []string) error {
 	default:
 		return usagef("emit: --codec %q: json or msgpack", *codecName)
 	}
-	if *envelope != "dispytch" && *envelope != "none" {
-		return usagef("emit: --envelope %q: dispytch or none", *envelope)
+	var format codec.EnvelopeFormat
+	switch *envelope {
+	case "dispytch", "none":
+	case "headers":
+		format = codec.Headers
+	case "cloudevents", "cloudevents-binary":
+		format = codec.CloudEvents(codec.CloudEventsBinary, *source)
+	case "cloudevents-structured":
+		format = codec.CloudEvents(codec.CloudEventsStructured, *source)
+	default:
+		return usagef("emit: --envelope %q: dispytch, headers, cloudevents, cloudevents-structured or none", *envelope)
+	}
+	if *source != "" && format == nil {
+		return usagef("emit: --source is the CloudEvents source: give it with --envelope cloudevents or cloudevents-structured")
 	}
 	hdr := map[string]string{}
 	for _, h := range headers {
@@ -113,18 +133,19 @@ func runEmit(ctx context.Context, c *cli, args []string) error {
 	msgs := make([]*backend.Message, len(bodies))
 	now := time.Now().UnixMilli()
 	for i, body := range bodies {
-		m, err := buildMessage(cd, *envelope, topicName, typ, *id, body, now)
+		var h map[string]string
+		if len(hdr) > 0 {
+			h = make(map[string]string, len(hdr))
+			for k, v := range hdr {
+				h[k] = v
+			}
+		}
+		m, err := buildMessage(cd, *envelope, format, schemeBackend(b.url), topicName, typ, *id, body, now, h)
 		if err != nil {
 			return fmt.Errorf("emit: event %d: %w", i+1, err)
 		}
 		if *key != "" {
 			m.Key = []byte(*key)
-		}
-		if len(hdr) > 0 {
-			m.Headers = make(map[string]string, len(hdr))
-			for k, v := range hdr {
-				m.Headers[k] = v
-			}
 		}
 		msgs[i] = m
 	}
@@ -188,11 +209,11 @@ func retryAdvice(err error) string {
 }
 
 // buildMessage encodes one event as the emitter would.
-func buildMessage(cd codec.Codec, envelope, topicName, typ, id string, body json.RawMessage, now int64) (*backend.Message, error) {
+func buildMessage(cd codec.Codec, envelope string, format codec.EnvelopeFormat, backendName, topicName, typ, id string, body json.RawMessage, now int64, headers map[string]string) (*backend.Message, error) {
 	if id == "" {
 		id = backend.NewUUID()
 	}
-	m := &backend.Message{Topic: topicName, ID: id, Type: typ, ContentType: cd.ContentType()}
+	m := &backend.Message{Topic: topicName, ID: id, Type: typ, ContentType: cd.ContentType(), Headers: headers}
 	var encBody []byte
 	if cd != codec.JSON {
 		v, err := decodeJSONValue(body)
@@ -212,6 +233,14 @@ func buildMessage(cd codec.Codec, envelope, topicName, typ, id string, body json
 	if envelope == "none" {
 		m.Value = encBody
 		m.ID, m.Type = "", ""
+		return m, nil
+	}
+	if format != nil {
+		f := &codec.Frame{Topic: topicName, Headers: m.Headers, Backend: backendName}
+		if err := format.Encode(f, &codec.Envelope{ID: id, Type: typ, Body: encBody, Timestamp: now}, cd); err != nil {
+			return nil, fmt.Errorf("encode the envelope (%s): %w", format.Name(), err)
+		}
+		m.Value, m.ContentType, m.Headers = f.Value, f.ContentType, f.Headers
 		return m, nil
 	}
 	v, err := cd.AppendEnvelope(nil, &codec.Envelope{ID: id, Type: typ, Body: encBody, Timestamp: now})
@@ -282,4 +311,22 @@ func jsonProblem(b []byte) string {
 		return err.Error()
 	}
 	return "invalid"
+}
+
+// schemeBackend names the backend a broker URL's scheme selects, as its
+// producer names itself, for envelope formats whose headers differ by
+// broker (CloudEvents on AMQP).
+func schemeBackend(url string) string {
+	scheme, _, _ := strings.Cut(url, "://")
+	switch strings.ToLower(scheme) {
+	case "kafka", "kafkas":
+		return "kafka"
+	case "amqp", "amqps":
+		return "rabbitmq"
+	case "redis", "rediss":
+		return "redis"
+	case "nats", "tls":
+		return "nats"
+	}
+	return ""
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/dispytch/dispytch-go"
 	"github.com/dispytch/dispytch-go/backend"
+	"github.com/dispytch/dispytch-go/codec"
 	"github.com/dispytch/dispytch-go/dlq"
 )
 
@@ -53,7 +54,8 @@ func startService(t *testing.T, e *brokerEnv) *service {
 	s := &service{handled: map[string]int{}}
 	s.failing.Store(true)
 	l := dispytch.NewListener(e.consumer, dispytch.ConsumerGroup(e.prefix+"svc"), dispytch.WithLogger(quietLogger()),
-		dispytch.StartTimeout(60*time.Second))
+		dispytch.StartTimeout(60*time.Second),
+		dispytch.Envelopes(codec.Headers, codec.CloudEvents(codec.CloudEventsBinary, ""), codec.CloudEvents(codec.CloudEventsStructured, "")))
 	l.Handle(e.prefix+"jobs", "job", func(ev dispytch.Event[Job]) error {
 		if ev.Body.Fail && s.failing.Load() {
 			return fmt.Errorf("boom: job %d", ev.Body.N)
@@ -161,6 +163,26 @@ func scenario(t *testing.T, e *brokerEnv) {
 		time.Sleep(200 * time.Millisecond)
 		if got := svc.listener.Stats().Received; got != before+1 {
 			t.Errorf("the service received %d messages after the bad input, want only the marker", got-before)
+		}
+	})
+
+	t.Run("envelope formats", func(t *testing.T) {
+		// Each mode of --envelope reaches a listener that reads it, with
+		// the id emit printed.
+		for _, mode := range []string{"headers", "cloudevents", "cloudevents-structured"} {
+			for _, cd := range []string{"json", "msgpack"} {
+				r := mustRun(t, "", e.args("emit", jobs, "job", `{"n": 7}`, "--envelope", mode, "--codec", cd, "--source", "urn:test:cli")...)
+				id := strings.TrimSpace(r.stdout)
+				if id == "" {
+					t.Fatalf("--envelope %s printed no id (stderr %q)", mode, r.stderr)
+				}
+				eventually(t, 30*time.Second, "the service handles the job sent with --envelope "+mode+" --codec "+cd,
+					func() bool { return svc.timesHandled(id) == 1 })
+			}
+		}
+		r := runBin(t, "", nil, e.args("emit", jobs, "job", `{}`, "--source", "urn:x")...)
+		if r.code != 2 || !strings.Contains(r.stderr, "--source is the CloudEvents source") {
+			t.Errorf("--source without CloudEvents: exit %d, %q", r.code, r.stderr)
 		}
 	})
 

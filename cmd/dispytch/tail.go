@@ -37,6 +37,7 @@ type tailLine struct {
 	Type      string            `json:"type,omitempty"`
 	Timestamp string            `json:"timestamp,omitempty"`
 	Codec     string            `json:"codec,omitempty"`
+	Format    string            `json:"format,omitempty"`
 	Headers   map[string]string `json:"headers,omitempty"`
 	Body      json.RawMessage   `json:"body"`
 	Problem   string            `json:"not_an_envelope,omitempty"`
@@ -76,11 +77,11 @@ func runTail(ctx context.Context, c *cli, args []string) error {
 	enc := json.NewEncoder(c.stdout)
 	enc.SetEscapeHTML(false)
 	deliver := func(d *backend.Delivery) error {
-		dec := decodeValue(d.Value, d.ContentType)
+		dec := decodeMessage(d.Value, d.ContentType, d.Headers)
 		if len(types) > 0 && !slices.Contains(types, dec.typ) {
 			return nil
 		}
-		line := tailLine{Topic: d.Topic, Key: string(d.Key), ID: dec.id, Type: dec.typ, Codec: dec.codec, Headers: d.Headers, Body: dec.body, Problem: dec.problem}
+		line := tailLine{Topic: d.Topic, Key: string(d.Key), ID: dec.id, Type: dec.typ, Codec: dec.codec, Format: dec.format, Headers: d.Headers, Body: dec.body, Problem: dec.problem}
 		if dec.envelope {
 			line.Timestamp = time.UnixMilli(dec.timestamp).UTC().Format("2006-01-02T15:04:05.000Z")
 		}
@@ -134,6 +135,9 @@ func textLine(l *tailLine, headers bool) string {
 	}
 	if l.Codec == "msgpack" {
 		b.WriteString(" msgpack")
+	}
+	if l.Format != "" {
+		fmt.Fprintf(&b, " (%s)", l.Format)
 	}
 	if headers && len(l.Headers) > 0 {
 		keys := make([]string, 0, len(l.Headers))
