@@ -549,8 +549,14 @@ func (d *delivery) Nack(context.Context) error {
 	return d.ackErr("nak", d.msg.Nak())
 }
 
-// CanNackAfter reports true: the server redelivers after any delay.
-func (d *delivery) CanNackAfter(time.Duration) bool { return true }
+// CanNackAfter reports whether a wait of delay goes to the server: any
+// wait of MinServerDelay or longer. A shorter one costs a worker less than
+// the round trip, and stays in it.
+func (d *delivery) CanNackAfter(delay time.Duration) bool { return delay >= MinServerDelay }
+
+// MinServerDelay is the shortest retry wait handed to the server with
+// NakWithDelay; shorter waits run in the listener's worker.
+const MinServerDelay = 20 * time.Millisecond
 
 // NackAfter returns the delivery with NakWithDelay; the attempts made are
 // kept by the listener's consumer, which numbers the redelivery's after
