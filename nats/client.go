@@ -31,6 +31,11 @@ type Client struct {
 	own bool // the client opened nc and closes it
 
 	window chan struct{} // the asynchronous publishes awaiting their ack
+	// pending maps the *nats.Msg of each asynchronous publish to its
+	// callback, for the JetStream context's ack and error handlers (on a
+	// context the client made; one of the caller's is awaited per message).
+	pending   sync.Map
+	callbacks bool
 	topo   topology
 
 	obsMu     sync.Mutex
@@ -86,12 +91,13 @@ func New(url string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nats: connect %s: %w", url, err)
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(c.cfg.window))
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(c.cfg.window),
+		jetstream.WithPublishAsyncAckHandler(c.onAck), jetstream.WithPublishAsyncErrHandler(c.onErr))
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("nats: jetstream: %w", err)
 	}
-	c.nc, c.js, c.own = nc, js, true
+	c.nc, c.js, c.own, c.callbacks = nc, js, true, true
 	return c, nil
 }
 
@@ -262,6 +268,11 @@ func (c *Client) Close(ctx context.Context) error {
 	if c.own {
 		c.nc.Close()
 	}
+	// Publishes still awaiting their ack will not get it.
+	c.pending.Range(func(k, _ any) bool {
+		c.onErr(c.js, k.(*nats.Msg), fmt.Errorf("the client closed: %w", backend.ErrClosed))
+		return true
+	})
 	return err
 }
 

@@ -52,22 +52,55 @@ func (c *Client) Produce(ctx context.Context, msgs ...*backend.Message) error {
 	case 1:
 		return c.publish(ctx, msgs[0], true)
 	}
-	errs := make([]error, len(msgs))
-	var wg sync.WaitGroup
-	wg.Add(len(msgs))
+	b := &batch{errs: make([]error, len(msgs)), reported: make([]bool, len(msgs)), left: len(msgs), done: make(chan struct{})}
 	for i, m := range msgs {
-		c.ProduceAsync(ctx, m, func(err error) {
-			errs[i] = err
-			wg.Done()
-		})
+		c.ProduceAsync(ctx, m, func(err error) { b.report(i, err) })
 	}
-	wg.Wait()
-	for _, e := range errs {
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+		b.expire(msgs, ctx.Err())
+	}
+	for _, e := range b.errs {
 		if e != nil {
-			return &backend.BatchError{Errs: errs}
+			return &backend.BatchError{Errs: b.errs}
 		}
 	}
 	return nil
+}
+
+// batch collects the answers of a Produce of several messages.
+type batch struct {
+	mu       sync.Mutex
+	errs     []error
+	reported []bool
+	left     int
+	closed   bool
+	done     chan struct{}
+}
+
+func (b *batch) report(i int, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || b.reported[i] {
+		return
+	}
+	b.reported[i], b.errs[i] = true, err
+	if b.left--; b.left == 0 {
+		close(b.done)
+	}
+}
+
+// expire reports the messages not answered when ctx ended unconfirmed.
+func (b *batch) expire(msgs []*backend.Message, cause error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	for i, ok := range b.reported {
+		if !ok {
+			b.errs[i] = fmt.Errorf("nats: publish to %s: %w: %w", msgs[i].Topic, backend.ErrUnconfirmed, backend.ContextError(cause))
+		}
+	}
 }
 
 // publish publishes m and waits for its ack; a subject no stream holds is
@@ -135,13 +168,69 @@ func (c *Client) ProduceAsync(ctx context.Context, m *backend.Message, done func
 		done(notSent(m, backend.ContextError(ctx.Err())))
 		return
 	}
+	if c.callbacks {
+		c.pending.Store(msg, &asyncPub{ctx: ctx, m: m, done: done})
+	}
 	paf, err := c.js.PublishMsgAsync(msg, jetstream.WithRetryAttempts(0))
 	if err != nil {
+		if c.callbacks {
+			if _, ok := c.pending.LoadAndDelete(msg); !ok {
+				return // a handler took it
+			}
+		}
 		<-c.window
 		done(notSent(m, err))
 		return
 	}
-	go c.await(ctx, m, paf, done)
+	if !c.callbacks {
+		go c.await(ctx, m, paf, done)
+	}
+}
+
+// asyncPub is an asynchronous publish awaiting its ack.
+type asyncPub struct {
+	ctx  context.Context
+	m    *backend.Message
+	done func(error)
+}
+
+// onAck is the JetStream context's ack handler.
+func (c *Client) onAck(_ jetstream.JetStream, msg *nats.Msg, _ *jetstream.PubAck) {
+	v, ok := c.pending.LoadAndDelete(msg)
+	if !ok {
+		return
+	}
+	<-c.window
+	v.(*asyncPub).done(nil)
+}
+
+// onErr is the JetStream context's error handler. It runs on the
+// connection's reply goroutine: a publish to add a missing subject goes
+// on another.
+func (c *Client) onErr(_ jetstream.JetStream, msg *nats.Msg, err error) {
+	v, ok := c.pending.LoadAndDelete(msg)
+	if !ok {
+		return
+	}
+	<-c.window
+	p := v.(*asyncPub)
+	if noStream(err) && c.cfg.declare && p.ctx.Err() == nil && !c.closed.Load() {
+		go c.retryNoStream(p.ctx, p.m, p.done)
+		return
+	}
+	p.done(publishError(p.ctx, p.m, err))
+}
+
+// retryNoStream adds the subject of a message no stream took to its
+// stream and publishes it again, once.
+func (c *Client) retryNoStream(ctx context.Context, m *backend.Message, done func(error)) {
+	c.forget(m.Topic)
+	stream := c.streamFor(m.Topic)
+	if aerr := c.ensureSubjects(ctx, stream, []string{m.Topic}); aerr != nil {
+		done(notSent(m, fmt.Errorf("no stream holds the subject, and adding it to stream %s failed: %w", stream, aerr)))
+		return
+	}
+	done(c.publish(ctx, m, false))
 }
 
 // await waits for one asynchronous publish's ack.
@@ -158,13 +247,7 @@ func (c *Client) await(ctx context.Context, m *backend.Message, paf jetstream.Pu
 	}
 	<-c.window
 	if err != nil && noStream(err) && c.cfg.declare && ctx.Err() == nil {
-		c.forget(m.Topic)
-		stream := c.streamFor(m.Topic)
-		if aerr := c.ensureSubjects(ctx, stream, []string{m.Topic}); aerr != nil {
-			done(notSent(m, fmt.Errorf("no stream holds the subject, and adding it to stream %s failed: %w", stream, aerr)))
-			return
-		}
-		done(c.publish(ctx, m, false))
+		c.retryNoStream(ctx, m, done)
 		return
 	}
 	if err != nil {

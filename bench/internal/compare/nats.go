@@ -42,12 +42,12 @@ func natsStream(runID string) string {
 
 // natsPrepare connects and deletes streams an interrupted run left on the
 // case's subject (streams may not share subjects).
-func natsPrepare(ctx context.Context) (*natsgo.Conn, jetstream.JetStream, error) {
+func natsPrepare(ctx context.Context, opts ...jetstream.JetStreamOpt) (*natsgo.Conn, jetstream.JetStream, error) {
 	nc, err := natsgo.Connect(natsURL(), natsgo.Timeout(3*time.Second))
 	if err != nil {
 		return nil, nil, err
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(NATSWindow))
+	js, err := jetstream.New(nc, append([]jetstream.JetStreamOpt{jetstream.WithPublishAsyncMaxPending(NATSWindow)}, opts...)...)
 	if err != nil {
 		nc.Close()
 		return nil, nil, err
@@ -109,7 +109,8 @@ func dispytchNATS(ctx context.Context, env *runEnv) (*system, error) {
 
 // rawNATSPublisher publishes the pre-encoded envelopes with PublishMsgAsync,
 // at most NATSWindow awaiting their ack (the JetStream context's limit),
-// with Dispytch's four headers when headers is set.
+// with Dispytch's four headers when headers is set; failures reach the
+// context's async error handler (no goroutine per message).
 type rawNATSPublisher struct {
 	js      jetstream.JetStream
 	msgs    *Messages
@@ -127,20 +128,15 @@ func (p *rawNATSPublisher) send(_ context.Context, seq int) error {
 			"dispytch-event-type": {EventType}, jetstream.MsgIDHeader: {id},
 		}
 	}
-	f, err := p.js.PublishMsgAsync(m)
-	if err != nil {
-		return err
-	}
-	go func() {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			p.mu.Lock()
-			p.errs = append(p.errs, err)
-			p.mu.Unlock()
-		}
-	}()
-	return nil
+	_, err := p.js.PublishMsgAsync(m)
+	return err
+}
+
+// failed is the JetStream context's async error handler.
+func (p *rawNATSPublisher) failed(_ jetstream.JetStream, _ *natsgo.Msg, err error) {
+	p.mu.Lock()
+	p.errs = append(p.errs, err)
+	p.mu.Unlock()
 }
 
 func (p *rawNATSPublisher) flush(ctx context.Context) error {
@@ -205,7 +201,8 @@ func (c *rawNATSConsumer) stop() error {
 // consumer (explicit acks, MaxAckPending 1024) read in batches of 256 by one
 // goroutine that decodes and acks.
 func rawNATS(ctx context.Context, env *runEnv) (*system, error) {
-	nc, js, err := natsPrepare(ctx)
+	pub := &rawNATSPublisher{msgs: env.msgs, headers: env.spec.Contender == "nats.go-headers"}
+	nc, js, err := natsPrepare(ctx, jetstream.WithPublishAsyncErrHandler(pub.failed))
 	if err != nil {
 		return nil, err
 	}
@@ -229,6 +226,7 @@ func rawNATS(ctx context.Context, env *runEnv) (*system, error) {
 		closeAll()
 		return nil, err
 	}
+	pub.js = js
 	cons, err := cjs.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: "bench-raw", AckPolicy: jetstream.AckExplicitPolicy,
 		MaxAckPending: NATSMaxAckPending, AckWait: 30 * time.Second})
 	if err != nil {
@@ -236,7 +234,7 @@ func rawNATS(ctx context.Context, env *runEnv) (*system, error) {
 		return nil, err
 	}
 	return &system{
-		pub:        &rawNATSPublisher{js: js, msgs: env.msgs, headers: env.spec.Contender == "nats.go-headers"},
+		pub:        pub,
 		cons:       &rawNATSConsumer{cons: cons},
 		publishers: 1,
 		close:      closeAll,
