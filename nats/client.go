@@ -34,7 +34,8 @@ type Client struct {
 	// pending maps the *nats.Msg of each asynchronous publish to its
 	// callback, for the JetStream context's ack and error handlers (on a
 	// context the client made; one of the caller's is awaited per message).
-	pending   sync.Map
+	pendMu    sync.Mutex
+	pending   map[*nats.Msg]asyncPub
 	callbacks bool
 	topo   topology
 
@@ -146,7 +147,7 @@ func NewFromJetStream(js jetstream.JetStream, opts ...Option) (*Client, error) {
 }
 
 func newClient(opts []Option) *Client {
-	c := &Client{cfg: defaultConfig(), observers: map[*run]struct{}{}}
+	c := &Client{cfg: defaultConfig(), observers: map[*run]struct{}{}, pending: map[*nats.Msg]asyncPub{}}
 	for _, o := range opts {
 		if o != nil {
 			o(&c.cfg)
@@ -269,10 +270,15 @@ func (c *Client) Close(ctx context.Context) error {
 		c.nc.Close()
 	}
 	// Publishes still awaiting their ack will not get it.
-	c.pending.Range(func(k, _ any) bool {
-		c.onErr(c.js, k.(*nats.Msg), fmt.Errorf("the client closed: %w", backend.ErrClosed))
-		return true
-	})
+	c.pendMu.Lock()
+	left := make([]*nats.Msg, 0, len(c.pending))
+	for m := range c.pending {
+		left = append(left, m)
+	}
+	c.pendMu.Unlock()
+	for _, m := range left {
+		c.onErr(c.js, m, fmt.Errorf("the client closed: %w", backend.ErrClosed))
+	}
 	return err
 }
 

@@ -310,8 +310,9 @@ func (r *run) consume(ctx context.Context, cons jetstream.Consumer) error {
 		case <-stopCtx.Done():
 		}
 	}()
+	next := jetstream.NextContext(stopCtx)
 	for {
-		msg, err := it.Next(jetstream.NextContext(stopCtx))
+		msg, err := it.Next(next)
 		if err != nil {
 			if stopCtx.Err() != nil {
 				r.release(it)

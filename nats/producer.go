@@ -117,7 +117,7 @@ func (c *Client) publish(ctx context.Context, m *backend.Message, retry bool) er
 	if err != nil {
 		return err
 	}
-	_, err = c.js.PublishMsg(ctx, msg, jetstream.WithRetryAttempts(0))
+	_, err = c.js.PublishMsg(ctx, msg, noRetry)
 	if err == nil {
 		return nil
 	}
@@ -169,12 +169,16 @@ func (c *Client) ProduceAsync(ctx context.Context, m *backend.Message, done func
 		return
 	}
 	if c.callbacks {
-		c.pending.Store(msg, &asyncPub{ctx: ctx, m: m, done: done})
+		c.pendMu.Lock()
+		c.pending[msg] = asyncPub{ctx: ctx, m: m, done: done}
+		c.pendMu.Unlock()
 	}
-	paf, err := c.js.PublishMsgAsync(msg, jetstream.WithRetryAttempts(0))
+	// Default retries: a subject no stream holds is tried again twice
+	// (250 ms apart) before onErr adds it.
+	paf, err := c.js.PublishMsgAsync(msg)
 	if err != nil {
 		if c.callbacks {
-			if _, ok := c.pending.LoadAndDelete(msg); !ok {
+			if _, ok := c.takePending(msg); !ok {
 				return // a handler took it
 			}
 		}
@@ -194,26 +198,35 @@ type asyncPub struct {
 	done func(error)
 }
 
+func (c *Client) takePending(msg *nats.Msg) (asyncPub, bool) {
+	c.pendMu.Lock()
+	p, ok := c.pending[msg]
+	if ok {
+		delete(c.pending, msg)
+	}
+	c.pendMu.Unlock()
+	return p, ok
+}
+
 // onAck is the JetStream context's ack handler.
 func (c *Client) onAck(_ jetstream.JetStream, msg *nats.Msg, _ *jetstream.PubAck) {
-	v, ok := c.pending.LoadAndDelete(msg)
+	p, ok := c.takePending(msg)
 	if !ok {
 		return
 	}
 	<-c.window
-	v.(*asyncPub).done(nil)
+	p.done(nil)
 }
 
 // onErr is the JetStream context's error handler. It runs on the
 // connection's reply goroutine: a publish to add a missing subject goes
 // on another.
 func (c *Client) onErr(_ jetstream.JetStream, msg *nats.Msg, err error) {
-	v, ok := c.pending.LoadAndDelete(msg)
+	p, ok := c.takePending(msg)
 	if !ok {
 		return
 	}
 	<-c.window
-	p := v.(*asyncPub)
 	if noStream(err) && c.cfg.declare && p.ctx.Err() == nil && !c.closed.Load() {
 		go c.retryNoStream(p.ctx, p.m, p.done)
 		return
@@ -256,6 +269,10 @@ func (c *Client) await(ctx context.Context, m *backend.Message, paf jetstream.Pu
 	done(err)
 }
 
+// noRetry makes a synchronous publish to a subject no stream holds fail at
+// once (publish then adds the subject).
+var noRetry = jetstream.WithRetryAttempts(0)
+
 func noStream(err error) bool {
 	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)
 }
@@ -296,25 +313,32 @@ func toMsg(m *backend.Message) (*nats.Msg, error) {
 			return nil, fmt.Errorf("nats: publish to %s: %w: %s", m.Topic, backend.ErrForeignOption, o.Backend())
 		}
 	}
-	h := make(nats.Header, len(m.Headers)+5)
+	n := len(m.Headers) + 5
+	h := make(nats.Header, n)
+	// One backing array for every header's value.
+	vals := make([]string, 0, n)
+	set := func(k, v string) {
+		vals = append(vals, headerValue(v))
+		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
 	for k, v := range m.Headers {
 		if k == "" || strings.HasPrefix(k, "Nats-") {
 			continue // the server's own headers are not the event's
 		}
-		h[k] = []string{headerValue(v)}
+		set(k, v)
 	}
 	if m.ID != "" {
-		h[HeaderEventID] = []string{headerValue(m.ID)}
-		h[HeaderMsgID] = []string{headerValue(m.ID)}
+		set(HeaderEventID, m.ID)
+		h[HeaderMsgID] = h[HeaderEventID]
 	}
 	if m.Type != "" {
-		h[HeaderEventType] = []string{headerValue(m.Type)}
+		set(HeaderEventType, m.Type)
 	}
 	if m.ContentType != "" {
-		h[backend.HeaderContentType] = []string{headerValue(m.ContentType)}
+		set(backend.HeaderContentType, m.ContentType)
 	}
 	if m.Key != nil {
-		h[HeaderKey] = []string{headerValue(string(m.Key))}
+		set(HeaderKey, string(m.Key))
 	}
 	return &nats.Msg{Subject: m.Topic, Data: m.Value, Header: h}, nil
 }
