@@ -150,6 +150,7 @@ func (c *Client) Consume(ctx context.Context, sub backend.Subscription, inbox ba
 			}
 			return err
 		}
+		err = c.withConnCause(err)
 		lastErr = err
 		c.cfg.log.Warn("nats: subscription lost; setting it up again", "group", group, "err", err, "retry_in", wait.String())
 		r.disconnected(err)

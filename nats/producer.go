@@ -129,7 +129,7 @@ func (c *Client) publish(ctx context.Context, m *backend.Message, retry bool) er
 		}
 		return c.publish(ctx, m, false)
 	}
-	return publishError(ctx, m, err)
+	return c.publishError(ctx, m, err)
 }
 
 // ProduceAsync implements backend.AsyncProducer: it publishes m without
@@ -183,7 +183,7 @@ func (c *Client) ProduceAsync(ctx context.Context, m *backend.Message, done func
 			}
 		}
 		<-c.window
-		done(notSent(m, err))
+		done(notSent(m, c.withConnCause(err)))
 		return
 	}
 	if !c.callbacks {
@@ -231,7 +231,7 @@ func (c *Client) onErr(_ jetstream.JetStream, msg *nats.Msg, err error) {
 		go c.retryNoStream(p.ctx, p.m, p.done)
 		return
 	}
-	p.done(publishError(p.ctx, p.m, err))
+	p.done(c.publishError(p.ctx, p.m, err))
 }
 
 // retryNoStream adds the subject of a message no stream took to its
@@ -264,9 +264,21 @@ func (c *Client) await(ctx context.Context, m *backend.Message, paf jetstream.Pu
 		return
 	}
 	if err != nil {
-		err = publishError(ctx, m, err)
+		err = c.publishError(ctx, m, err)
 	}
 	done(err)
+}
+
+// withConnCause adds the connection's last error (a refused login, say)
+// to err while the client is not connected.
+func (c *Client) withConnCause(err error) error {
+	if c.nc.IsConnected() {
+		return err
+	}
+	if last := c.nc.LastError(); last != nil && !errors.Is(err, last) {
+		return fmt.Errorf("%w (not connected: %w)", err, last)
+	}
+	return err
 }
 
 // noRetry makes a synchronous publish to a subject no stream holds fail at
@@ -282,7 +294,8 @@ func notSent(m *backend.Message, err error) error {
 }
 
 // publishError classifies a failed publish.
-func publishError(ctx context.Context, m *backend.Message, err error) error {
+func (c *Client) publishError(ctx context.Context, m *backend.Message, err error) error {
+	err = c.withConnCause(err)
 	var apiErr *jetstream.APIError
 	switch {
 	case errors.Is(err, nats.ErrMaxPayload), errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum):
