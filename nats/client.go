@@ -37,7 +37,7 @@ type Client struct {
 	pendMu    sync.Mutex
 	pending   map[*nats.Msg]asyncPub
 	callbacks bool
-	topo   topology
+	topo      topology
 
 	obsMu     sync.Mutex
 	observers map[*run]struct{}
