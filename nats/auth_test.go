@@ -81,6 +81,7 @@ func TestAuth(t *testing.T) {
 		addr := serverWith(t, func(o *server.Options) { o.Username, o.Password = "svc", "s3cret" })
 		roundTrip(t, newClient(t, "nats://"+addr, dnats.UserInfo("svc", "s3cret"), dnats.WithLogger(quietLog())))
 		bad := newClient(t, "nats://"+addr, dnats.UserInfo("svc", "wrong"), dnats.WithLogger(quietLog()))
+		eventually(t, 5*time.Second, "the refused login reported", func() bool { return bad.ConnStatus().Err != nil && bad.Conn().LastError() != nil })
 		err := dispytch.NewEmitter(bad).Emit(ctxT(t, 3*time.Second), rawEvent{To: "auth.events"})
 		if !errors.Is(err, dispytch.ErrNotSent) || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
 			t.Fatalf("emit with a wrong password: %v", err)

@@ -68,6 +68,7 @@ type run struct {
 	inflight map[*delivery]struct{}
 	attempts map[uint64]int // stream sequence -> attempts made, of a NakWithDelay'd message
 	lastSeq  uint64
+	created  time.Time // when the stream was created, as first seen
 
 	down    atomic.Bool
 	stopped atomic.Bool // the listener stopped taking deliveries
@@ -145,10 +146,12 @@ func (c *Client) Consume(ctx context.Context, sub backend.Subscription, inbox ba
 			break
 		}
 		if errors.Is(err, backend.ErrPermanent) {
-			if ready {
-				r.drain()
-			}
 			return err
+		}
+		// The stream may have been deleted or changed: check its subjects
+		// again on the next try.
+		for _, f := range append([]string{r.dlTopic}, r.filters...) {
+			c.forget(f)
 		}
 		err = c.withConnCause(err)
 		lastErr = err
@@ -225,6 +228,21 @@ func (r *run) setup(ctx context.Context) (jetstream.Consumer, error) {
 				"group", r.group, "subjects", r.filters)
 		}
 	}
+	st, err := c.js.Stream(ctx, r.stream)
+	if err != nil {
+		return nil, streamError(r.stream, "look up", err)
+	}
+	r.mu.Lock()
+	if created := st.CachedInfo().Created; r.created.IsZero() {
+		r.created = created
+	} else if !created.Equal(r.created) {
+		// The stream was deleted and created again: its sequences start
+		// over, and everything it holds is new to the group.
+		r.created, r.lastSeq = created, 0
+		clear(r.attempts)
+		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
+	}
+	r.mu.Unlock()
 	for try := 0; ; try++ {
 		existing, err := c.js.Consumer(ctx, r.stream, r.durable)
 		if err == nil {
@@ -285,7 +303,9 @@ func (r *run) resumeSeq() uint64 {
 	}
 	seq := r.lastSeq + 1
 	for d := range r.inflight {
-		seq = min(seq, d.seq)
+		if d.seq > 0 {
+			seq = min(seq, d.seq)
+		}
 	}
 	return seq
 }

@@ -278,7 +278,7 @@ func (c *Client) withConnCause(err error) error {
 	if last := c.nc.LastError(); last != nil && !errors.Is(err, last) {
 		return fmt.Errorf("%w (not connected: %w)", err, last)
 	}
-	return err
+	return fmt.Errorf("%w (not connected: %s)", err, strings.ToLower(c.nc.Status().String()))
 }
 
 // noRetry makes a synchronous publish to a subject no stream holds fail at
