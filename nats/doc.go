@@ -40,7 +40,8 @@
 //
 // A delivery is acked once every handler succeeded, or once its dead
 // letters are stored (it is then terminated). A retry that would wait goes
-// back to the server with NakWithDelay, holding no worker. Redelivered and
+// back to the server with NakWithDelay, holding no worker (waits under
+// MinServerDelay stay in the worker). Redelivered and
 // DeliveryCount come from the message's metadata. MaxDeliver bounds the
 // deliveries of a message: one delivered more often is dead-lettered with
 // reason ReasonMaxDeliver.
