@@ -86,7 +86,7 @@ func TestAuth(t *testing.T) {
 		if !errors.Is(err, dispytch.ErrNotSent) || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
 			t.Fatalf("emit with a wrong password: %v", err)
 		}
-		if st := bad.ConnStatus(); st.State == backend.ConnReady || st.Err == nil || !strings.Contains(strings.ToLower(st.Err.Error()), "authorization") {
+		if st := bad.ConnStatus(); st.State != backend.ConnConnecting || st.Err == nil || !strings.Contains(strings.ToLower(st.Err.Error()), "authorization") {
 			t.Fatalf("status with a wrong password: %+v", st)
 		}
 	})

@@ -43,6 +43,7 @@ type Client struct {
 	observers map[*run]struct{}
 
 	reconnects atomic.Int64
+	connected  atomic.Bool // the connection was up once
 	closed     atomic.Bool
 }
 
@@ -67,6 +68,7 @@ func New(url string, opts ...Option) (*Client, error) {
 		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { c.disconnected(err) }),
 		nats.ReconnectHandler(func(*nats.Conn) { c.reconnected() }),
+		nats.ConnectHandler(func(*nats.Conn) { c.connected.Store(true) }),
 	}
 	if c.cfg.user != "" {
 		nopts = append(nopts, nats.UserInfo(c.cfg.user, c.cfg.pass))
@@ -209,10 +211,15 @@ func (c *Client) ConnStatus() backend.ConnStatus {
 	}
 	switch c.nc.Status() {
 	case nats.CONNECTED, nats.DRAINING_SUBS, nats.DRAINING_PUBS:
+		c.connected.Store(true)
 		return backend.ConnStatus{State: backend.ConnReady, Reconnects: n}
 	case nats.CLOSED:
 		return backend.ConnStatus{State: backend.ConnClosed, Err: fmt.Errorf("nats: connection closed: %w", backend.ErrClosed), Reconnects: n}
 	case nats.RECONNECTING:
+		if c.nc.Stats().Reconnects == 0 && n == 0 && !c.everConnected() {
+			// nats.go retries a first connection as a reconnect.
+			return backend.ConnStatus{State: backend.ConnConnecting, Err: c.connErr()}
+		}
 		return backend.ConnStatus{State: backend.ConnReconnecting, Err: c.connErr(), Reconnects: n}
 	default:
 		if n > 0 {
@@ -221,6 +228,9 @@ func (c *Client) ConnStatus() backend.ConnStatus {
 		return backend.ConnStatus{State: backend.ConnConnecting, Err: c.connErr(), Reconnects: n}
 	}
 }
+
+// everConnected reports whether the connection was ever established.
+func (c *Client) everConnected() bool { return c.nc.ConnectedServerVersion() != "" || c.connected.Load() }
 
 func (c *Client) connErr() error {
 	if err := c.nc.LastError(); err != nil {
