@@ -81,13 +81,22 @@ func TestAuth(t *testing.T) {
 		addr := serverWith(t, func(o *server.Options) { o.Username, o.Password = "svc", "s3cret" })
 		roundTrip(t, newClient(t, "nats://"+addr, dnats.UserInfo("svc", "s3cret"), dnats.WithLogger(quietLog())))
 		bad := newClient(t, "nats://"+addr, dnats.UserInfo("svc", "wrong"), dnats.WithLogger(quietLog()))
-		eventually(t, 5*time.Second, "the refused login reported", func() bool { return bad.ConnStatus().Err != nil && bad.Conn().LastError() != nil })
+		eventually(t, 5*time.Second, "the refused login reported", func() bool {
+			st := bad.ConnStatus()
+			return st.Err != nil && strings.Contains(strings.ToLower(st.Err.Error()), "authorization")
+		})
 		err := dispytch.NewEmitter(bad).Emit(ctxT(t, 3*time.Second), rawEvent{To: "auth.events"})
 		if !errors.Is(err, dispytch.ErrNotSent) || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
 			t.Fatalf("emit with a wrong password: %v", err)
 		}
-		if st := bad.ConnStatus(); st.State != backend.ConnConnecting || st.Err == nil || !strings.Contains(strings.ToLower(st.Err.Error()), "authorization") {
+		if st := bad.ConnStatus(); st.State == backend.ConnReady || st.Err == nil || !strings.Contains(strings.ToLower(st.Err.Error()), "authorization") {
 			t.Fatalf("status with a wrong password: %+v", st)
+		}
+		// nats.go gives up after refused logins: a listener returns the reason.
+		l := dispytch.NewListener(bad, dispytch.ConsumerGroup("auth"), dispytch.WithLogger(quietLog()), dispytch.StartTimeout(5*time.Second))
+		l.Handle("auth.events", "raw_event", func() {})
+		if err := l.Run(ctxT(t, 10*time.Second)); err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+			t.Fatalf("listener with a wrong password: %v", err)
 		}
 	})
 	t.Run("token", func(t *testing.T) {

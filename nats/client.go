@@ -44,6 +44,7 @@ type Client struct {
 
 	reconnects atomic.Int64
 	connected  atomic.Bool // the connection was up once
+	lastErr    atomic.Pointer[error]
 	closed     atomic.Bool
 }
 
@@ -69,6 +70,7 @@ func New(url string, opts ...Option) (*Client, error) {
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { c.disconnected(err) }),
 		nats.ReconnectHandler(func(*nats.Conn) { c.reconnected() }),
 		nats.ConnectHandler(func(*nats.Conn) { c.connected.Store(true) }),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { c.remember(err) }),
 	}
 	if c.cfg.user != "" {
 		nopts = append(nopts, nats.UserInfo(c.cfg.user, c.cfg.pass))
@@ -214,7 +216,7 @@ func (c *Client) ConnStatus() backend.ConnStatus {
 		c.connected.Store(true)
 		return backend.ConnStatus{State: backend.ConnReady, Reconnects: n}
 	case nats.CLOSED:
-		return backend.ConnStatus{State: backend.ConnClosed, Err: fmt.Errorf("nats: connection closed: %w", backend.ErrClosed), Reconnects: n}
+		return backend.ConnStatus{State: backend.ConnClosed, Err: c.closedErr(), Reconnects: n}
 	case nats.RECONNECTING:
 		if c.nc.Stats().Reconnects == 0 && n == 0 && !c.everConnected() {
 			// nats.go retries a first connection as a reconnect.
@@ -229,17 +231,48 @@ func (c *Client) ConnStatus() backend.ConnStatus {
 	}
 }
 
+// closedErr is the error of a connection nats.go closed (after refused
+// logins, say): the last error, which is permanent.
+func (c *Client) closedErr() error {
+	if last := c.lastError(); last != nil {
+		return fmt.Errorf("nats: connection closed: %w: %w: %w", backend.ErrClosed, backend.ErrPermanent, last)
+	}
+	return fmt.Errorf("nats: connection closed: %w", backend.ErrClosed)
+}
+
 // everConnected reports whether the connection was ever established.
-func (c *Client) everConnected() bool { return c.nc.ConnectedServerVersion() != "" || c.connected.Load() }
+func (c *Client) everConnected() bool {
+	return c.nc.ConnectedServerVersion() != "" || c.connected.Load()
+}
 
 func (c *Client) connErr() error {
-	if err := c.nc.LastError(); err != nil {
+	if err := c.lastError(); err != nil {
 		return fmt.Errorf("nats: not connected: %w", err)
 	}
 	return errors.New("nats: not connected")
 }
 
+// remember keeps a connection error for errors while not connected:
+// nats.go forgets its last error on the next attempt.
+func (c *Client) remember(err error) {
+	if err != nil {
+		c.lastErr.Store(&err)
+	}
+}
+
+// lastError is the connection's last error, or the last one remembered.
+func (c *Client) lastError() error {
+	if err := c.nc.LastError(); err != nil {
+		return err
+	}
+	if p := c.lastErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
 func (c *Client) disconnected(err error) {
+	c.remember(err)
 	if err == nil {
 		err = errors.New("connection lost")
 	}

@@ -128,6 +128,12 @@ func (c *Client) Consume(ctx context.Context, sub backend.Subscription, inbox ba
 	var lastErr error
 	wait := c.cfg.backoffMin
 	for ctx.Err() == nil && !r.stopped.Load() {
+		if c.nc.IsClosed() {
+			if ready {
+				r.drain()
+			}
+			return fmt.Errorf("nats: consume: %w", c.closedErr())
+		}
 		cons, err := r.setup(ctx)
 		if err == nil {
 			wait = c.cfg.backoffMin

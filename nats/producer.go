@@ -275,7 +275,7 @@ func (c *Client) withConnCause(err error) error {
 	if c.nc.IsConnected() {
 		return err
 	}
-	if last := c.nc.LastError(); last != nil && !errors.Is(err, last) {
+	if last := c.lastError(); last != nil && !errors.Is(err, last) {
 		return fmt.Errorf("%w (not connected: %w)", err, last)
 	}
 	return fmt.Errorf("%w (not connected: %s)", err, strings.ToLower(c.nc.Status().String()))
