@@ -129,9 +129,8 @@ func (c *Client) Consume(ctx context.Context, sub backend.Subscription, inbox ba
 	wait := c.cfg.backoffMin
 	for ctx.Err() == nil && !r.stopped.Load() {
 		if c.nc.IsClosed() {
-			if ready {
-				r.drain()
-			}
+			// Nothing can be settled any more: the server redelivers
+			// what was in flight after AckWait.
 			return fmt.Errorf("nats: consume: %w", c.closedErr())
 		}
 		cons, err := r.setup(ctx)
