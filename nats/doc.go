@@ -35,6 +35,9 @@
 // key (dispytch-key). Errors say whether the message may have been stored:
 // ErrNotSent (the context ended first, the connection is down, no stream
 // holds the subject, the server refused it) or ErrUnconfirmed (sent, no ack).
+// The first asynchronous publish to a subject no stream holds yet takes
+// about half a second: nats.go retries it twice before the client adds the
+// subject to the stream and publishes it again.
 //
 // # Delivery
 //
