@@ -509,7 +509,7 @@ func fromHeader(h nats.Header) (map[string]string, []byte, string) {
 	}
 	var key []byte
 	var ct string
-	out := make(map[string]string, len(h))
+	var out map[string]string // made for the first header the event keeps
 	for k, vs := range h {
 		if len(vs) == 0 {
 			continue
@@ -521,6 +521,9 @@ func fromHeader(h nats.Header) (map[string]string, []byte, string) {
 			ct = vs[0]
 		case k == HeaderEventID, k == HeaderEventType, strings.HasPrefix(k, "Nats-"):
 		default:
+			if out == nil {
+				out = make(map[string]string, len(h))
+			}
 			out[k] = vs[0]
 		}
 	}
