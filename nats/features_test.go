@@ -368,3 +368,46 @@ func TestValidationTerminated(t *testing.T) {
 			info.NumAckPending, info.NumRedelivered, info.Delivered.Consumer, calls.Load())
 	}
 }
+
+// A group whose listener gains a subject keeps its consumer, updated (on
+// servers before 2.10: from one filter subject to none), and loses none of
+// the messages of the subject it had.
+func TestGroupGainsSubject(t *testing.T) {
+	t.Run("shared", func(t *testing.T) { groupGainsSubject(t, requireShared(t)) })
+	t.Run("in-process", func(t *testing.T) { groupGainsSubject(t, startServer(t).url()) })
+}
+
+func groupGainsSubject(t *testing.T, url string) {
+	_, opts := streams(t, url)
+	c := newClient(t, url, opts...)
+	base := "gains." + uniq("t")
+	group := uniq("g")
+	em := dispytch.NewEmitter(c)
+	ctx := ctxT(t, 20*time.Second)
+	first := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLog()))
+	first.Handle(base+".a", "raw_event", func() {})
+	if err := run(t, first)(); err != nil {
+		t.Fatal(err)
+	}
+	// Published while the group is down: kept for it.
+	if err := em.Emit(ctx, rawEvent{To: base + ".a", N: 1}); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 4)
+	second := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLog()))
+	second.Handle(base+".a", "raw_event", func(m dispytch.Metadata) { got <- m.Topic })
+	second.Handle(base+".b", "raw_event", func(m dispytch.Metadata) { got <- m.Topic })
+	run(t, second)
+	if err := em.Emit(ctx, rawEvent{To: base + ".b", N: 2}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{base + ".a": true, base + ".b": true}
+	for range 2 {
+		select {
+		case tp := <-got:
+			delete(want, tp)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("not delivered: %v", want)
+		}
+	}
+}
