@@ -31,12 +31,20 @@ type Client struct {
 	own bool // the client opened nc and closes it
 
 	window chan struct{} // the asynchronous publishes awaiting their ack
-	topo   topology
+	// pending maps the *nats.Msg of each asynchronous publish to its
+	// callback, for the JetStream context's ack and error handlers (on a
+	// context the client made; one of the caller's is awaited per message).
+	pendMu    sync.Mutex
+	pending   map[*nats.Msg]asyncPub
+	callbacks bool
+	topo      topology
 
 	obsMu     sync.Mutex
 	observers map[*run]struct{}
 
 	reconnects atomic.Int64
+	connected  atomic.Bool // the connection was up once
+	lastErr    atomic.Pointer[error]
 	closed     atomic.Bool
 }
 
@@ -61,6 +69,8 @@ func New(url string, opts ...Option) (*Client, error) {
 		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { c.disconnected(err) }),
 		nats.ReconnectHandler(func(*nats.Conn) { c.reconnected() }),
+		nats.ConnectHandler(func(*nats.Conn) { c.connected.Store(true) }),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { c.remember(err) }),
 	}
 	if c.cfg.user != "" {
 		nopts = append(nopts, nats.UserInfo(c.cfg.user, c.cfg.pass))
@@ -86,12 +96,13 @@ func New(url string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nats: connect %s: %w", url, err)
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(c.cfg.window))
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(c.cfg.window),
+		jetstream.WithPublishAsyncAckHandler(c.onAck), jetstream.WithPublishAsyncErrHandler(c.onErr))
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("nats: jetstream: %w", err)
 	}
-	c.nc, c.js, c.own = nc, js, true
+	c.nc, c.js, c.own, c.callbacks = nc, js, true, true
 	return c, nil
 }
 
@@ -140,7 +151,7 @@ func NewFromJetStream(js jetstream.JetStream, opts ...Option) (*Client, error) {
 }
 
 func newClient(opts []Option) *Client {
-	c := &Client{cfg: defaultConfig(), observers: map[*run]struct{}{}}
+	c := &Client{cfg: defaultConfig(), observers: map[*run]struct{}{}, pending: map[*nats.Msg]asyncPub{}}
 	for _, o := range opts {
 		if o != nil {
 			o(&c.cfg)
@@ -202,10 +213,15 @@ func (c *Client) ConnStatus() backend.ConnStatus {
 	}
 	switch c.nc.Status() {
 	case nats.CONNECTED, nats.DRAINING_SUBS, nats.DRAINING_PUBS:
+		c.connected.Store(true)
 		return backend.ConnStatus{State: backend.ConnReady, Reconnects: n}
 	case nats.CLOSED:
-		return backend.ConnStatus{State: backend.ConnClosed, Err: fmt.Errorf("nats: connection closed: %w", backend.ErrClosed), Reconnects: n}
+		return backend.ConnStatus{State: backend.ConnClosed, Err: c.closedErr(), Reconnects: n}
 	case nats.RECONNECTING:
+		if c.nc.Stats().Reconnects == 0 && n == 0 && !c.everConnected() {
+			// nats.go retries a first connection as a reconnect.
+			return backend.ConnStatus{State: backend.ConnConnecting, Err: c.connErr()}
+		}
 		return backend.ConnStatus{State: backend.ConnReconnecting, Err: c.connErr(), Reconnects: n}
 	default:
 		if n > 0 {
@@ -215,14 +231,48 @@ func (c *Client) ConnStatus() backend.ConnStatus {
 	}
 }
 
+// closedErr is the error of a connection nats.go closed (after refused
+// logins, say): the last error, which is permanent.
+func (c *Client) closedErr() error {
+	if last := c.lastError(); last != nil {
+		return fmt.Errorf("nats: connection closed: %w: %w: %w", backend.ErrClosed, backend.ErrPermanent, last)
+	}
+	return fmt.Errorf("nats: connection closed: %w", backend.ErrClosed)
+}
+
+// everConnected reports whether the connection was ever established.
+func (c *Client) everConnected() bool {
+	return c.nc.ConnectedServerVersion() != "" || c.connected.Load()
+}
+
 func (c *Client) connErr() error {
-	if err := c.nc.LastError(); err != nil {
+	if err := c.lastError(); err != nil {
 		return fmt.Errorf("nats: not connected: %w", err)
 	}
 	return errors.New("nats: not connected")
 }
 
+// remember keeps a connection error for errors while not connected:
+// nats.go forgets its last error on the next attempt.
+func (c *Client) remember(err error) {
+	if err != nil {
+		c.lastErr.Store(&err)
+	}
+}
+
+// lastError is the connection's last error, or the last one remembered.
+func (c *Client) lastError() error {
+	if err := c.nc.LastError(); err != nil {
+		return err
+	}
+	if p := c.lastErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
 func (c *Client) disconnected(err error) {
+	c.remember(err)
 	if err == nil {
 		err = errors.New("connection lost")
 	}
@@ -261,6 +311,16 @@ func (c *Client) Close(ctx context.Context) error {
 	}
 	if c.own {
 		c.nc.Close()
+	}
+	// Publishes still awaiting their ack will not get it.
+	c.pendMu.Lock()
+	left := make([]*nats.Msg, 0, len(c.pending))
+	for m := range c.pending {
+		left = append(left, m)
+	}
+	c.pendMu.Unlock()
+	for _, m := range left {
+		c.onErr(c.js, m, fmt.Errorf("the client closed: %w", backend.ErrClosed))
 	}
 	return err
 }

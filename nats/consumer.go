@@ -68,6 +68,7 @@ type run struct {
 	inflight map[*delivery]struct{}
 	attempts map[uint64]int // stream sequence -> attempts made, of a NakWithDelay'd message
 	lastSeq  uint64
+	created  time.Time // when the stream was created, as first seen
 
 	down    atomic.Bool
 	stopped atomic.Bool // the listener stopped taking deliveries
@@ -127,6 +128,11 @@ func (c *Client) Consume(ctx context.Context, sub backend.Subscription, inbox ba
 	var lastErr error
 	wait := c.cfg.backoffMin
 	for ctx.Err() == nil && !r.stopped.Load() {
+		if c.nc.IsClosed() {
+			// Nothing can be settled any more: the server redelivers
+			// what was in flight after AckWait.
+			return fmt.Errorf("nats: consume: %w", c.closedErr())
+		}
 		cons, err := r.setup(ctx)
 		if err == nil {
 			wait = c.cfg.backoffMin
@@ -145,11 +151,14 @@ func (c *Client) Consume(ctx context.Context, sub backend.Subscription, inbox ba
 			break
 		}
 		if errors.Is(err, backend.ErrPermanent) {
-			if ready {
-				r.drain()
-			}
 			return err
 		}
+		// The stream may have been deleted or changed: check its subjects
+		// again on the next try.
+		for _, f := range append([]string{r.dlTopic}, r.filters...) {
+			c.forget(f)
+		}
+		err = c.withConnCause(err)
 		lastErr = err
 		c.cfg.log.Warn("nats: subscription lost; setting it up again", "group", group, "err", err, "retry_in", wait.String())
 		r.disconnected(err)
@@ -224,6 +233,21 @@ func (r *run) setup(ctx context.Context) (jetstream.Consumer, error) {
 				"group", r.group, "subjects", r.filters)
 		}
 	}
+	st, err := c.js.Stream(ctx, r.stream)
+	if err != nil {
+		return nil, streamError(r.stream, "look up", err)
+	}
+	r.mu.Lock()
+	if created := st.CachedInfo().Created; r.created.IsZero() {
+		r.created = created
+	} else if !created.Equal(r.created) {
+		// The stream was deleted and created again: its sequences start
+		// over, and everything it holds is new to the group.
+		r.created, r.lastSeq = created, 0
+		clear(r.attempts)
+		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
+	}
+	r.mu.Unlock()
 	for try := 0; ; try++ {
 		existing, err := c.js.Consumer(ctx, r.stream, r.durable)
 		if err == nil {
@@ -284,7 +308,9 @@ func (r *run) resumeSeq() uint64 {
 	}
 	seq := r.lastSeq + 1
 	for d := range r.inflight {
-		seq = min(seq, d.seq)
+		if d.seq > 0 {
+			seq = min(seq, d.seq)
+		}
 	}
 	return seq
 }
@@ -310,8 +336,9 @@ func (r *run) consume(ctx context.Context, cons jetstream.Consumer) error {
 		case <-stopCtx.Done():
 		}
 	}()
+	next := jetstream.NextContext(stopCtx)
 	for {
-		msg, err := it.Next(jetstream.NextContext(stopCtx))
+		msg, err := it.Next(next)
 		if err != nil {
 			if stopCtx.Err() != nil {
 				r.release(it)
@@ -482,7 +509,7 @@ func fromHeader(h nats.Header) (map[string]string, []byte, string) {
 	}
 	var key []byte
 	var ct string
-	out := make(map[string]string, len(h))
+	var out map[string]string // made for the first header the event keeps
 	for k, vs := range h {
 		if len(vs) == 0 {
 			continue
@@ -496,6 +523,9 @@ func fromHeader(h nats.Header) (map[string]string, []byte, string) {
 			// The server's own (Nats-Msg-Id, ...). The event id and type
 			// headers stay: the header envelope format reads them.
 		default:
+			if out == nil {
+				out = make(map[string]string, len(h))
+			}
 			out[k] = vs[0]
 		}
 	}
@@ -551,8 +581,14 @@ func (d *delivery) Nack(context.Context) error {
 	return d.ackErr("nak", d.msg.Nak())
 }
 
-// CanNackAfter reports true: the server redelivers after any delay.
-func (d *delivery) CanNackAfter(time.Duration) bool { return true }
+// CanNackAfter reports whether a wait of delay goes to the server: any
+// wait of MinServerDelay or longer. A shorter one costs a worker less than
+// the round trip, and stays in it.
+func (d *delivery) CanNackAfter(delay time.Duration) bool { return delay >= MinServerDelay }
+
+// MinServerDelay is the shortest retry wait handed to the server with
+// NakWithDelay; shorter waits run in the listener's worker.
+const MinServerDelay = 20 * time.Millisecond
 
 // NackAfter returns the delivery with NakWithDelay; the attempts made are
 // kept by the listener's consumer, which numbers the redelivery's after

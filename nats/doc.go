@@ -35,12 +35,16 @@
 // key (dispytch-key). Errors say whether the message may have been stored:
 // ErrNotSent (the context ended first, the connection is down, no stream
 // holds the subject, the server refused it) or ErrUnconfirmed (sent, no ack).
+// The first asynchronous publish to a subject no stream holds yet takes
+// about half a second: nats.go retries it twice before the client adds the
+// subject to the stream and publishes it again.
 //
 // # Delivery
 //
 // A delivery is acked once every handler succeeded, or once its dead
 // letters are stored (it is then terminated). A retry that would wait goes
-// back to the server with NakWithDelay, holding no worker. Redelivered and
+// back to the server with NakWithDelay, holding no worker (waits under
+// MinServerDelay stay in the worker). Redelivered and
 // DeliveryCount come from the message's metadata. MaxDeliver bounds the
 // deliveries of a message: one delivered more often is dead-lettered with
 // reason ReasonMaxDeliver.

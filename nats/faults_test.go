@@ -164,3 +164,37 @@ func TestEmitAsyncWindow(t *testing.T) {
 		t.Fatalf("stream holds %d messages, want %d", got, n)
 	}
 }
+
+// The stream deleted under a running listener is created again, with the
+// group's consumer, and events emitted afterwards are handled.
+func TestStreamDeleted(t *testing.T) {
+	srv := startServer(t)
+	url := srv.url()
+	stream, opts := streams(t, url)
+	c := newClient(t, url, opts...)
+	topic := "sdeleted." + uniq("t")
+	s := &seen{n: map[int]int{}}
+	group := uniq("g")
+	l := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLog()))
+	l.Handle(topic, "raw_event", s.add)
+	run(t, l)
+	em := dispytch.NewEmitter(c)
+	if err := em.Emit(ctxT(t, 5*time.Second), rawEvent{To: topic, N: 0}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the first event handled", func() bool { return s.has(0, 1) })
+	if err := jsFor(t, url).DeleteStream(ctxT(t, 5*time.Second), stream); err != nil {
+		t.Fatal(err)
+	}
+	js := jsFor(t, url)
+	eventually(t, 20*time.Second, "the stream and the group's consumer created again", func() bool {
+		_, err := js.Consumer(context.Background(), stream, group)
+		return err == nil
+	})
+	for i := 1; i <= 20; i++ {
+		if err := em.Emit(ctxT(t, 5*time.Second), rawEvent{To: topic, N: i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 20*time.Second, "every event emitted after the re-creation handled", func() bool { return s.has(1, 21) })
+}

@@ -317,3 +317,97 @@ func TestFromJetStream(t *testing.T) {
 		t.Fatalf("%+v", st)
 	}
 }
+
+// validated is an event whose body must have an email.
+type validated struct {
+	To    string `json:"to"`
+	Email string `json:"email" validate:"required,email"`
+}
+
+func (validated) Topic() string     { return "{to}" }
+func (validated) EventType() string { return "validated" }
+
+// A body that fails validation is dead-lettered and terminated: the
+// server neither redelivers it nor holds it pending.
+func TestValidationTerminated(t *testing.T) {
+	url := requireShared(t)
+	stream, opts := streams(t, url)
+	c := newClient(t, url, append(opts, dnats.AckWait(time.Second))...)
+	topic := "validation." + uniq("t")
+	group := uniq("g")
+	var calls atomic.Int32
+	l := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLog()))
+	l.Handle(topic, "validated", func(dispytch.Event[validated]) { calls.Add(1) })
+	run(t, l)
+	ctx := ctxT(t, 15*time.Second)
+	if err := dispytch.NewEmitter(c).Emit(ctx, validated{To: topic, Email: "not an address"}); err != nil {
+		t.Fatal(err)
+	}
+	q := dlq.Open(c, group+".dlq")
+	var letters []*dispytch.FailedMessage
+	eventually(t, 10*time.Second, "the invalid event dead-lettered", func() bool {
+		var err error
+		letters, err = q.List(ctx, nil)
+		return err == nil && len(letters) == 1
+	})
+	if letters[0].Reason != dispytch.ReasonValidation {
+		t.Fatalf("dead letter %+v", letters[0])
+	}
+	// Past two AckWaits: delivered once, nothing pending.
+	time.Sleep(2500 * time.Millisecond)
+	cons, err := jsFor(t, url).Consumer(ctx, stream, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != 0 || info.NumRedelivered != 0 || info.Delivered.Consumer != 1 || calls.Load() != 0 {
+		t.Fatalf("after dead-lettering: ack pending %d, redelivered %d, delivered %d, handler calls %d",
+			info.NumAckPending, info.NumRedelivered, info.Delivered.Consumer, calls.Load())
+	}
+}
+
+// A group whose listener gains a subject keeps its consumer, updated (on
+// servers before 2.10: from one filter subject to none), and loses none of
+// the messages of the subject it had.
+func TestGroupGainsSubject(t *testing.T) {
+	t.Run("shared", func(t *testing.T) { groupGainsSubject(t, requireShared(t)) })
+	t.Run("in-process", func(t *testing.T) { groupGainsSubject(t, startServer(t).url()) })
+}
+
+func groupGainsSubject(t *testing.T, url string) {
+	_, opts := streams(t, url)
+	c := newClient(t, url, opts...)
+	base := "gains." + uniq("t")
+	group := uniq("g")
+	em := dispytch.NewEmitter(c)
+	ctx := ctxT(t, 20*time.Second)
+	first := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLog()))
+	first.Handle(base+".a", "raw_event", func() {})
+	if err := run(t, first)(); err != nil {
+		t.Fatal(err)
+	}
+	// Published while the group is down: kept for it.
+	if err := em.Emit(ctx, rawEvent{To: base + ".a", N: 1}); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 4)
+	second := dispytch.NewListener(c, dispytch.ConsumerGroup(group), dispytch.WithLogger(quietLog()))
+	second.Handle(base+".a", "raw_event", func(m dispytch.Metadata) { got <- m.Topic })
+	second.Handle(base+".b", "raw_event", func(m dispytch.Metadata) { got <- m.Topic })
+	run(t, second)
+	if err := em.Emit(ctx, rawEvent{To: base + ".b", N: 2}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{base + ".a": true, base + ".b": true}
+	for range 2 {
+		select {
+		case tp := <-got:
+			delete(want, tp)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("not delivered: %v", want)
+		}
+	}
+}

@@ -52,22 +52,55 @@ func (c *Client) Produce(ctx context.Context, msgs ...*backend.Message) error {
 	case 1:
 		return c.publish(ctx, msgs[0], true)
 	}
-	errs := make([]error, len(msgs))
-	var wg sync.WaitGroup
-	wg.Add(len(msgs))
+	b := &batch{errs: make([]error, len(msgs)), reported: make([]bool, len(msgs)), left: len(msgs), done: make(chan struct{})}
 	for i, m := range msgs {
-		c.ProduceAsync(ctx, m, func(err error) {
-			errs[i] = err
-			wg.Done()
-		})
+		c.ProduceAsync(ctx, m, func(err error) { b.report(i, err) })
 	}
-	wg.Wait()
-	for _, e := range errs {
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+		b.expire(msgs, ctx.Err())
+	}
+	for _, e := range b.errs {
 		if e != nil {
-			return &backend.BatchError{Errs: errs}
+			return &backend.BatchError{Errs: b.errs}
 		}
 	}
 	return nil
+}
+
+// batch collects the answers of a Produce of several messages.
+type batch struct {
+	mu       sync.Mutex
+	errs     []error
+	reported []bool
+	left     int
+	closed   bool
+	done     chan struct{}
+}
+
+func (b *batch) report(i int, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || b.reported[i] {
+		return
+	}
+	b.reported[i], b.errs[i] = true, err
+	if b.left--; b.left == 0 {
+		close(b.done)
+	}
+}
+
+// expire reports the messages not answered when ctx ended unconfirmed.
+func (b *batch) expire(msgs []*backend.Message, cause error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	for i, ok := range b.reported {
+		if !ok {
+			b.errs[i] = fmt.Errorf("nats: publish to %s: %w: %w", msgs[i].Topic, backend.ErrUnconfirmed, backend.ContextError(cause))
+		}
+	}
 }
 
 // publish publishes m and waits for its ack; a subject no stream holds is
@@ -84,7 +117,7 @@ func (c *Client) publish(ctx context.Context, m *backend.Message, retry bool) er
 	if err != nil {
 		return err
 	}
-	_, err = c.js.PublishMsg(ctx, msg, jetstream.WithRetryAttempts(0))
+	_, err = c.js.PublishMsg(ctx, msg, noRetry)
 	if err == nil {
 		return nil
 	}
@@ -96,7 +129,7 @@ func (c *Client) publish(ctx context.Context, m *backend.Message, retry bool) er
 		}
 		return c.publish(ctx, m, false)
 	}
-	return publishError(ctx, m, err)
+	return c.publishError(ctx, m, err)
 }
 
 // ProduceAsync implements backend.AsyncProducer: it publishes m without
@@ -135,13 +168,82 @@ func (c *Client) ProduceAsync(ctx context.Context, m *backend.Message, done func
 		done(notSent(m, backend.ContextError(ctx.Err())))
 		return
 	}
-	paf, err := c.js.PublishMsgAsync(msg, jetstream.WithRetryAttempts(0))
+	if c.callbacks {
+		c.pendMu.Lock()
+		c.pending[msg] = asyncPub{ctx: ctx, m: m, done: done}
+		c.pendMu.Unlock()
+	}
+	// Default retries: a subject no stream holds is tried again twice
+	// (250 ms apart) before onErr adds it.
+	paf, err := c.js.PublishMsgAsync(msg)
 	if err != nil {
+		if c.callbacks {
+			if _, ok := c.takePending(msg); !ok {
+				return // a handler took it
+			}
+		}
 		<-c.window
-		done(notSent(m, err))
+		done(notSent(m, c.withConnCause(err)))
 		return
 	}
-	go c.await(ctx, m, paf, done)
+	if !c.callbacks {
+		go c.await(ctx, m, paf, done)
+	}
+}
+
+// asyncPub is an asynchronous publish awaiting its ack.
+type asyncPub struct {
+	ctx  context.Context
+	m    *backend.Message
+	done func(error)
+}
+
+func (c *Client) takePending(msg *nats.Msg) (asyncPub, bool) {
+	c.pendMu.Lock()
+	p, ok := c.pending[msg]
+	if ok {
+		delete(c.pending, msg)
+	}
+	c.pendMu.Unlock()
+	return p, ok
+}
+
+// onAck is the JetStream context's ack handler.
+func (c *Client) onAck(_ jetstream.JetStream, msg *nats.Msg, _ *jetstream.PubAck) {
+	p, ok := c.takePending(msg)
+	if !ok {
+		return
+	}
+	<-c.window
+	p.done(nil)
+}
+
+// onErr is the JetStream context's error handler. It runs on the
+// connection's reply goroutine: a publish to add a missing subject goes
+// on another.
+func (c *Client) onErr(_ jetstream.JetStream, msg *nats.Msg, err error) {
+	p, ok := c.takePending(msg)
+	if !ok {
+		return
+	}
+	<-c.window
+	if noStream(err) && c.cfg.declare && p.ctx.Err() == nil && !c.closed.Load() {
+		go c.retryNoStream(p.ctx, p.m, p.done)
+		return
+	}
+	p.done(c.publishError(p.ctx, p.m, err))
+}
+
+// retryNoStream adds the subject of a message no stream took to its
+// stream and publishes it again, once.
+func (c *Client) retryNoStream(ctx context.Context, m *backend.Message, done func(error)) {
+	c.forget(m.Topic)
+	stream := c.streamFor(m.Topic)
+	if aerr := c.ensureSubjects(ctx, stream, []string{m.Topic}); aerr != nil {
+		done(notSent(m, fmt.Errorf("no stream holds the subject, and adding it to stream %s failed: %w", stream, aerr)))
+		return
+	}
+	done(c.publish(ctx, m, false))
 }
 
 // await waits for one asynchronous publish's ack.
@@ -158,20 +260,30 @@ func (c *Client) await(ctx context.Context, m *backend.Message, paf jetstream.Pu
 	}
 	<-c.window
 	if err != nil && noStream(err) && c.cfg.declare && ctx.Err() == nil {
-		c.forget(m.Topic)
-		stream := c.streamFor(m.Topic)
-		if aerr := c.ensureSubjects(ctx, stream, []string{m.Topic}); aerr != nil {
-			done(notSent(m, fmt.Errorf("no stream holds the subject, and adding it to stream %s failed: %w", stream, aerr)))
-			return
-		}
-		done(c.publish(ctx, m, false))
+		c.retryNoStream(ctx, m, done)
 		return
 	}
 	if err != nil {
-		err = publishError(ctx, m, err)
+		err = c.publishError(ctx, m, err)
 	}
 	done(err)
 }
+
+// withConnCause adds the connection's last error (a refused login, say)
+// to err while the client is not connected.
+func (c *Client) withConnCause(err error) error {
+	if c.nc.IsConnected() {
+		return err
+	}
+	if last := c.lastError(); last != nil && !errors.Is(err, last) {
+		return fmt.Errorf("%w (not connected: %w)", err, last)
+	}
+	return fmt.Errorf("%w (not connected: %s)", err, strings.ToLower(c.nc.Status().String()))
+}
+
+// noRetry makes a synchronous publish to a subject no stream holds fail at
+// once (publish then adds the subject).
+var noRetry = jetstream.WithRetryAttempts(0)
 
 func noStream(err error) bool {
 	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)
@@ -182,7 +294,8 @@ func notSent(m *backend.Message, err error) error {
 }
 
 // publishError classifies a failed publish.
-func publishError(ctx context.Context, m *backend.Message, err error) error {
+func (c *Client) publishError(ctx context.Context, m *backend.Message, err error) error {
+	err = c.withConnCause(err)
 	var apiErr *jetstream.APIError
 	switch {
 	case errors.Is(err, nats.ErrMaxPayload), errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum):
@@ -213,25 +326,32 @@ func toMsg(m *backend.Message) (*nats.Msg, error) {
 			return nil, fmt.Errorf("nats: publish to %s: %w: %s", m.Topic, backend.ErrForeignOption, o.Backend())
 		}
 	}
-	h := make(nats.Header, len(m.Headers)+5)
+	n := len(m.Headers) + 5
+	h := make(nats.Header, n)
+	// One backing array for every header's value.
+	vals := make([]string, 0, n)
+	set := func(k, v string) {
+		vals = append(vals, headerValue(v))
+		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
 	for k, v := range m.Headers {
 		if k == "" || strings.HasPrefix(k, "Nats-") {
 			continue // the server's own headers are not the event's
 		}
-		h[k] = []string{headerValue(v)}
+		set(k, v)
 	}
 	if m.ID != "" {
-		h[HeaderEventID] = []string{headerValue(m.ID)}
-		h[HeaderMsgID] = []string{headerValue(m.ID)}
+		set(HeaderEventID, m.ID)
+		h[HeaderMsgID] = h[HeaderEventID]
 	}
 	if m.Type != "" {
-		h[HeaderEventType] = []string{headerValue(m.Type)}
+		set(HeaderEventType, m.Type)
 	}
 	if m.ContentType != "" {
-		h[backend.HeaderContentType] = []string{headerValue(m.ContentType)}
+		set(backend.HeaderContentType, m.ContentType)
 	}
 	if m.Key != nil {
-		h[HeaderKey] = []string{headerValue(string(m.Key))}
+		set(HeaderKey, string(m.Key))
 	}
 	return &nats.Msg{Subject: m.Topic, Data: m.Value, Header: h}, nil
 }

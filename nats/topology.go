@@ -187,26 +187,29 @@ func checkSubject(s string, wild bool) error {
 	if s == "" {
 		return errors.New("empty subject")
 	}
-	if strings.ContainsAny(s, " \t\r\n") {
-		return fmt.Errorf("subject %q: white space", s)
-	}
-	toks := strings.Split(s, ".")
-	for i, t := range toks {
-		switch {
-		case t == "":
-			return fmt.Errorf("subject %q: empty token", s)
-		case t == "*" || t == ">":
-			if !wild {
-				return fmt.Errorf("subject %q: wildcards are not allowed in a published subject", s)
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i < len(s) {
+			switch s[i] {
+			case ' ', '\t', '\r', '\n':
+				return fmt.Errorf("subject %q: white space", s)
+			case '*', '>':
+				if !wild {
+					return fmt.Errorf("subject %q: wildcards are not allowed in a published subject", s)
+				}
 			}
-			if t == ">" && i != len(toks)-1 {
-				return fmt.Errorf("subject %q: > must be the last token", s)
-			}
-		case strings.ContainsAny(t, "*>"):
-			if !wild {
-				return fmt.Errorf("subject %q: wildcards are not allowed in a published subject", s)
+			if s[i] != '.' {
+				continue
 			}
 		}
+		tok := s[start:i]
+		switch {
+		case tok == "":
+			return fmt.Errorf("subject %q: empty token", s)
+		case tok == ">" && i != len(s):
+			return fmt.Errorf("subject %q: > must be the last token", s)
+		}
+		start = i + 1
 	}
 	return nil
 }

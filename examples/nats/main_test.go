@@ -20,7 +20,7 @@ func TestRun(t *testing.T) {
 		testenv.Unavailable(t, "nats-server at %s: %v", url, err)
 		return
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close) // after the deletion below: cleanups run last first
 	t.Cleanup(func() {
 		js, _ := jetstream.New(nc)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

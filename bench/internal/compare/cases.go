@@ -79,6 +79,18 @@ func Cases() []Case {
 			},
 		},
 		{
+			Name: "nats", Title: "NATS JetStream (local nats-server, file storage)", Mode: ModeQueued,
+			Contenders: []Contender{
+				{Name: "dispytch", Settings: "nats.Client PublishWindow(1024), PullBatch(256), MaxAckPending(1024); EmitAsync (headers: event id as Nats-Msg-Id, type, content type); listener Concurrency 64, explicit acks", build: dispytchNATS},
+				{Name: "nats.go", Settings: "jetstream PublishMsgAsync of pre-encoded envelopes, window 1024, no headers; durable pull consumer, MaxAckPending 1024, Messages(PullMaxMessages(256)), one goroutine: decode, Ack", build: rawNATS},
+				{Name: "nats.go-headers", Settings: "as nats.go, with the four headers Dispytch's messages carry (content-type, dispytch-event-id, dispytch-event-type, Nats-Msg-Id: the server deduplicates)", build: rawNATS},
+				{Name: "watermill-nats", Settings: "watermill-nats v2.1.3 pkg/jetstream defaults: a synchronous PublishMsg per message; ephemeral consumer, Consume callback handing one message at a time to the Router, synchronous double ack", build: watermillNATS},
+			},
+			Notes: []string{
+				"The server is the machine's nats-server (DISPYTCH_NATS_URL, default nats://127.0.0.1:4222), a separate process on the same cores; each run has a stream of its own, deleted afterwards.",
+			},
+		},
+		{
 			Name: "backlog-memory", Title: "Backlog: N events queued on the memory broker before the listener starts", Mode: ModeBacklog,
 			Contenders: []Contender{
 				{Name: "dispytch", Settings: "memory broker; Emit; listener Concurrency(GOMAXPROCS)", build: dispytchMemory},

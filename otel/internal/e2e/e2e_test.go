@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	natsserver "github.com/nats-io/nats-server/v2/server"
 	amqp "github.com/rabbitmq/amqp091-go"
 	goredis "github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -36,6 +37,7 @@ import (
 	"github.com/dispytch/dispytch-go/internal/testenv"
 	"github.com/dispytch/dispytch-go/kafka"
 	"github.com/dispytch/dispytch-go/memory"
+	"github.com/dispytch/dispytch-go/nats"
 	dotel "github.com/dispytch/dispytch-go/otel"
 	"github.com/dispytch/dispytch-go/rabbitmq"
 	"github.com/dispytch/dispytch-go/redis"
@@ -81,6 +83,7 @@ var backends = []struct {
 	{"kafka", kafkaKit},
 	{"rabbitmq", rabbitKit},
 	{"redis", redisKit},
+	{"nats", natsKit},
 }
 
 func memoryKit(t *testing.T) kit {
@@ -182,6 +185,26 @@ func redisKit(t *testing.T) kit {
 		rc.Del(ctx, append([]string{group + ".dlq"}, topics...)...)
 	})
 	return kit{system: "redis", group: group, prod: c, cons: c, store: c}
+}
+
+// natsKit runs a nats-server (JetStream, file storage) in process.
+func natsKit(t *testing.T) kit {
+	srv, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT,
+		JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	c, err := nats.New(srv.ClientURL(), nats.WithLogger(quiet()), nats.ReconnectBackoff(50*time.Millisecond, time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	return kit{system: "nats", group: "svc", prod: c, cons: c, store: c}
 }
 
 // telemetry is an SDK set up with in-memory exporters.
