@@ -49,6 +49,16 @@ func (c *Client) Consume(ctx context.Context, sub backend.Subscription, inbox ba
 	}
 	c.wg.Add(1)
 	defer c.wg.Done()
+	// Close ends the reading too (what is in flight stays pending).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-c.closedCh:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	if c.cfg.mode == PubSub {
 		return c.consumePubSub(ctx, sub, inbox)
 	}

@@ -344,3 +344,37 @@ func TestConnStatus(t *testing.T) {
 	}
 	_ = fmt.Sprint()
 }
+
+// Close ends a running listener's Consume with ErrClosed, without waiting
+// for the listener to stop.
+func TestCloseEndsConsume(t *testing.T) {
+	requireRedis(t)
+	tp := uniq(t)
+	cleanKeys(t, tp+"*")
+	for _, mode := range []redis.Mode{redis.Streams, redis.PubSub} {
+		c, err := redis.New("redis://"+addr(), redis.WithMode(mode), redis.WithLogger(testLogger()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := dispytch.NewListener(c, dispytch.ConsumerGroup("g"), dispytch.WithLogger(testLogger()))
+		l.Handle(tp, "test_event", func() {})
+		errc := make(chan error, 1)
+		go func() { errc <- l.Run(context.Background()) }()
+		if err := l.WaitReady(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := c.Close(ctx); err != nil {
+			t.Fatalf("mode %d: Close: %v", mode, err)
+		}
+		cancel()
+		select {
+		case err := <-errc:
+			if !errors.Is(err, dispytch.ErrClosed) {
+				t.Fatalf("mode %d: Run after Close: %v", mode, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("mode %d: Run did not end after Close", mode)
+		}
+	}
+}
