@@ -83,6 +83,7 @@ func Cases() []Case {
 			Contenders: []Contender{
 				{Name: "dispytch", Settings: "redis.Client defaults: Streams, EmitAsync (pipelines of up to 512, 4 in flight), XREADGROUP COUNT 128, XACKs batched after the handlers; listener Concurrency 64", build: dispytchRedis},
 				{Name: "go-redis", Settings: "go-redis v9: pipelined XADD of pre-encoded envelopes (field data only), 512 a pipeline, 4 in flight; one goroutine: XREADGROUP COUNT 128, decode, one XACK per batch", build: rawRedis},
+				{Name: "go-redis-encoding-fields", Settings: "as go-redis, but each event is encoded as a user would (encoding/json of the envelope with a fresh UUID, in the pipeline goroutines) and written with the id, type and content-type fields Dispytch's entries carry", build: rawRedis},
 				{Name: "watermill-redisstream", Settings: "watermill-redisstream v1.4.5 defaults: Publish waits for each XADD; consumer group subscriber, Router", build: watermillRedis(false)},
 				{Name: "watermill-redisstream-concurrent", Settings: "as watermill-redisstream, with -publishers goroutines sharing the publisher", build: watermillRedis(true)},
 			},

@@ -2,6 +2,7 @@ package compare
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/dispytch/dispytch-go"
+	"github.com/dispytch/dispytch-go/backend"
 	"github.com/dispytch/dispytch-go/redis"
 )
 
@@ -97,6 +99,10 @@ func dispytchRedis(ctx context.Context, env *runEnv) (*system, error) {
 // rawRedisPublisher pipelines XADDs of the pre-encoded envelopes (field
 // "data" alone), RedisBatch a pipeline, RedisPipelines in flight.
 type rawRedisPublisher struct {
+	// fields: as a user would write what Dispytch writes: encoding/json of
+	// the envelope with a fresh UUID per event, and the id, type and
+	// content-type fields next to it (go-redis-encoding-fields).
+	fields  bool
 	rc      *goredis.Client
 	stream  string
 	msgs    *Messages
@@ -138,7 +144,19 @@ func (p *rawRedisPublisher) exec(ctx context.Context) error {
 		defer func() { <-p.slots; p.wg.Done() }()
 		pipe := p.rc.Pipeline()
 		for _, s := range seqs {
-			pipe.XAdd(ctx, &goredis.XAddArgs{Stream: p.stream, Values: []any{"data", p.msgs.Wire[s]}})
+			if !p.fields {
+				pipe.XAdd(ctx, &goredis.XAddArgs{Stream: p.stream, Values: []any{"data", p.msgs.Wire[s]}})
+				continue
+			}
+			id := backend.NewUUID()
+			b, err := json.Marshal(Envelope{ID: id, Type: EventType, Body: p.msgs.Events[s], Timestamp: time.Now().UnixMilli()})
+			if err != nil {
+				p.mu.Lock()
+				p.err = errors.Join(p.err, err)
+				p.mu.Unlock()
+				return
+			}
+			pipe.XAdd(ctx, &goredis.XAddArgs{Stream: p.stream, Values: []any{"id", id, "type", EventType, "content-type", "application/json", "data", b}})
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			p.mu.Lock()
@@ -227,7 +245,7 @@ func rawRedis(ctx context.Context, env *runEnv) (*system, error) {
 		return nil, err
 	}
 	return &system{
-		pub: &rawRedisPublisher{rc: prc, stream: stream, msgs: env.msgs, batch: make([]int, 0, RedisBatch),
+		pub: &rawRedisPublisher{fields: env.spec.Contender == "go-redis-encoding-fields", rc: prc, stream: stream, msgs: env.msgs, batch: make([]int, 0, RedisBatch),
 			slots: make(chan struct{}, RedisPipelines)},
 		cons:       &rawRedisConsumer{rc: crc, stream: stream, group: group},
 		publishers: 1,
