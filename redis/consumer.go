@@ -436,6 +436,9 @@ func (s *session) read(ctx context.Context) error {
 				s.reconnected()
 			}
 			for _, st := range res {
+				s.hold(st.Stream, st.Messages)
+			}
+			for _, st := range res {
 				for i, m := range st.Messages {
 					e := s.newEntry(st.Stream, m, 1)
 					if err := s.inbox.Deliver(ctx, &e.d); err != nil {
@@ -708,11 +711,30 @@ func (s *session) release(ctx context.Context, stream string, ids []string) erro
 	return nil
 }
 
+// hold marks entries read and not yet delivered as in flight, so that
+// the heartbeat keeps them while the inbox is full.
+func (s *session) hold(stream string, msgs []goredis.XMessage) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := s.inflight[stream]
+	if ids == nil {
+		ids = map[string]struct{}{}
+		s.inflight[stream] = ids
+	}
+	for _, m := range msgs {
+		ids[m.ID] = struct{}{}
+	}
+}
+
+// releaseMsgs gives up entries that were read and not delivered.
 func (s *session) releaseMsgs(stream string, msgs []goredis.XMessage) {
 	ids := make([]string, len(msgs))
+	s.mu.Lock()
 	for i, m := range msgs {
 		ids[i] = m.ID
+		delete(s.inflight[stream], m.ID)
 	}
+	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := s.release(ctx, stream, ids); err != nil {

@@ -378,3 +378,36 @@ func TestCloseEndsConsume(t *testing.T) {
 		}
 	}
 }
+
+// A handler slower than MinIdle keeps its entry: the consumer keeps it
+// fresh, so the group's other consumer does not reclaim it.
+func TestSlowHandlerKeepsEntry(t *testing.T) {
+	requireRedis(t)
+	tp := uniq(t)
+	cleanKeys(t, tp+"*")
+	var calls atomic.Int32
+	done := make(chan struct{}, 2)
+	for range 2 {
+		c := newClient(t, redis.MinIdle(300*time.Millisecond), redis.ReclaimInterval(50*time.Millisecond))
+		l := dispytch.NewListener(c, dispytch.ConsumerGroup("g"), dispytch.WithLogger(testLogger()))
+		l.Handle(tp, "test_event", func() {
+			calls.Add(1)
+			time.Sleep(1200 * time.Millisecond) // four MinIdles
+			done <- struct{}{}
+		})
+		run(t, l)
+	}
+	if err := dispytch.NewEmitter(newClient(t)).Emit(context.Background(), topicEvent{To: tp}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("not handled")
+	}
+	// Give a wrong reclaim time to show (it would have started by now).
+	time.Sleep(300 * time.Millisecond)
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("handled %d times: the slow handler's entry was reclaimed", n)
+	}
+}
