@@ -805,13 +805,32 @@ func (e *entry) Nack(ctx context.Context) error {
 	return nil
 }
 
+// ackLinger is how long the acker waits for more acks when fewer than a
+// read's worth are queued: one XACK then covers many entries, which saves
+// Redis (and the client) a command per handled entry. Acks are
+// asynchronous anyway: one lost with a crash is a redelivery.
+const ackLinger = 2 * time.Millisecond
+
 // acker sends the queued acks.
 func (s *session) acker(ctx context.Context) {
+	linger := time.NewTimer(ackLinger)
+	linger.Stop()
 	for fails := 0; ; {
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.ackSig:
+		}
+		s.mu.Lock()
+		few := len(s.acks) < s.c.cfg.batch
+		s.mu.Unlock()
+		if few {
+			linger.Reset(ackLinger)
+			select {
+			case <-ctx.Done():
+				return
+			case <-linger.C:
+			}
 		}
 		if err := s.flushAcks(ctx); err != nil {
 			if ctx.Err() != nil {
