@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -342,7 +343,6 @@ func TestConnStatus(t *testing.T) {
 	if st := c.ConnStatus(); st.State != backend.ConnClosed {
 		t.Fatalf("after Close: %+v", st)
 	}
-	_ = fmt.Sprint()
 }
 
 // Close ends a running listener's Consume with ErrClosed, without waiting
@@ -409,5 +409,55 @@ func TestSlowHandlerKeepsEntry(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if n := calls.Load(); n != 1 {
 		t.Fatalf("handled %d times: the slow handler's entry was reclaimed", n)
+	}
+}
+
+// EmitBatch pipelines; a message Redis refuses fails alone, with Redis's
+// reason, as not sent and permanent.
+func TestEmitBatchPartialFailure(t *testing.T) {
+	requireRedis(t)
+	tp := uniq(t)
+	cleanKeys(t, tp+"*")
+	rc := raw(t)
+	if err := rc.Set(context.Background(), tp+".string", "not a stream", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t)
+	err := dispytch.NewEmitter(c).EmitBatch(context.Background(), []dispytch.Eventer{
+		topicEvent{To: tp + ".ok", N: 1}, topicEvent{To: tp + ".string", N: 2}, topicEvent{To: tp + ".ok", N: 3}})
+	var be *backend.BatchError
+	if !errors.As(err, &be) || fmt.Sprint(be.Failed()) != "[1]" || fmt.Sprint(be.NotSent()) != "[1]" ||
+		!errors.Is(be.Errs[1], dispytch.ErrPermanent) || !strings.Contains(be.Errs[1].Error(), "WRONGTYPE") {
+		t.Fatalf("batch error %v", err)
+	}
+	if n := rc.XLen(context.Background(), tp+".ok").Val(); n != 2 {
+		t.Fatalf("%d entries stored, want 2", n)
+	}
+}
+
+// StartFrom(Latest): a new group skips what the stream already holds.
+func TestStartFromLatest(t *testing.T) {
+	requireRedis(t)
+	tp := uniq(t)
+	cleanKeys(t, tp+"*")
+	c := newClient(t, redis.StartFrom(redis.Latest))
+	em := dispytch.NewEmitter(c)
+	if err := em.Emit(context.Background(), topicEvent{To: tp, N: 1}); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan int, 2)
+	l := dispytch.NewListener(c, dispytch.ConsumerGroup("late"), dispytch.WithLogger(testLogger()))
+	l.Handle(tp, "test_event", func(ev dispytch.Event[topicEvent]) { got <- ev.Body.N })
+	run(t, l)
+	if err := em.Emit(context.Background(), topicEvent{To: tp, N: 2}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-got:
+		if n != 2 {
+			t.Fatalf("first event handled: %d, want the one emitted after the start", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing handled")
 	}
 }
