@@ -388,11 +388,11 @@ func TestSlowHandlerKeepsEntry(t *testing.T) {
 	var calls atomic.Int32
 	done := make(chan struct{}, 2)
 	for range 2 {
-		c := newClient(t, redis.MinIdle(300*time.Millisecond), redis.ReclaimInterval(50*time.Millisecond))
+		c := newClient(t, redis.MinIdle(900*time.Millisecond), redis.ReclaimInterval(50*time.Millisecond))
 		l := dispytch.NewListener(c, dispytch.ConsumerGroup("g"), dispytch.WithLogger(testLogger()))
 		l.Handle(tp, "test_event", func() {
 			calls.Add(1)
-			time.Sleep(1200 * time.Millisecond) // four MinIdles
+			time.Sleep(2700 * time.Millisecond) // three MinIdles
 			done <- struct{}{}
 		})
 		run(t, l)
