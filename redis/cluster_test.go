@@ -99,12 +99,13 @@ func TestConformanceCluster(t *testing.T) {
 			return c, c
 		},
 		Features: backendtest.Features{
-			Persistent:      true,
-			ConsumerGroups:  true,
-			OrderPerKey:     true,
-			NewTopics:       true,
-			DeadLetterStore: true,
-			Subprocess:      true,
+			Persistent:        true,
+			ConsumerGroups:    true,
+			OrderPerKey:       true,
+			NewTopics:         true,
+			DeadLetterStore:   true,
+			Subprocess:        true,
+			DelayedRedelivery: true,
 		},
 		Env: []string{"DISPYTCH_CONFORMANCE_REDIS_CLUSTER=" + strings.Join(addrs, ",")},
 	})

@@ -66,6 +66,7 @@ func (c *Client) Consume(ctx context.Context, sub backend.Subscription, inbox ba
 		c: c, sub: sub, group: sub.Group, inbox: inbox,
 		known:    map[string]bool{},
 		inflight: map[string]map[string]struct{}{},
+		attempts: map[string]int{},
 		changed:  make(chan struct{}, 1),
 		wake:     make(chan struct{}, 1),
 		ackSig:   make(chan struct{}, 1),
@@ -87,6 +88,7 @@ type session struct {
 	known    map[string]bool
 	literal  map[string]bool
 	inflight map[string]map[string]struct{} // stream -> entry IDs delivered, not yet acked
+	attempts map[string]int                 // stream + "\x00" + ID -> handler attempts before a NackAfter
 	acks     []*entry
 	ended    bool
 
@@ -95,6 +97,8 @@ type session struct {
 	ackSig  chan struct{}
 	down    atomic.Bool
 }
+
+var _ backend.DelayedNacker = (*entry)(nil)
 
 // entry is one delivered stream entry: its Acknowledger.
 type entry struct {
@@ -601,6 +605,12 @@ func (s *session) reclaim(ctx context.Context) (stop bool, err error) {
 						continue
 					}
 					e := s.newEntry(st, m, n)
+					s.mu.Lock()
+					if a, ok := s.attempts[st+"\x00"+m.ID]; ok {
+						e.d.Attempts = a
+						delete(s.attempts, st+"\x00"+m.ID)
+					}
+					s.mu.Unlock()
 					if err := s.inbox.Deliver(ctx, &e.d); err != nil {
 						s.unsettle(e)
 						s.releaseMsgs(st, msgs[i:])
@@ -810,6 +820,33 @@ func (e *entry) Nack(ctx context.Context) error {
 // Redis (and the client) a command per handled entry. Acks are
 // asynchronous anyway: one lost with a crash is a redelivery.
 const ackLinger = 2 * time.Millisecond
+
+// CanNackAfter implements backend.DelayedNacker: a delay up to MinIdle can
+// be handed to Redis (see NackAfter).
+func (e *entry) CanNackAfter(d time.Duration) bool { return d > 0 && d <= e.s.c.cfg.minIdle }
+
+// NackAfter implements backend.DelayedNacker: the entry is given up with
+// an idle time of MinIdle−d, so that the group's XAUTOCLAIM takes it again
+// once d has passed (this consumer's right then, or another's); no worker
+// waits. The attempts made so far go with the redelivery when this
+// consumer reclaims it. Each such retry counts towards DeliveryLimit.
+func (e *entry) NackAfter(ctx context.Context, d time.Duration, attempts int) error {
+	if !e.settled.CompareAndSwap(false, true) {
+		return errors.New("redis: nack: delivery already settled")
+	}
+	s := e.s
+	s.unsettle(e)
+	idle := max(s.c.cfg.minIdle-d, 0).Milliseconds()
+	err := s.c.rc.Do(ctx, "XCLAIM", e.stream, s.group, s.c.consumer, 0, e.id, "IDLE", idle, "JUSTID").Err()
+	if err != nil {
+		return fmt.Errorf("redis: nack %s/%s: %w (it is reclaimed after MinIdle)", e.stream, e.id, err)
+	}
+	s.mu.Lock()
+	s.attempts[e.stream+"\x00"+e.id] = attempts
+	s.mu.Unlock()
+	time.AfterFunc(d+5*time.Millisecond, func() { signal(s.wake) })
+	return nil
+}
 
 // acker sends the queued acks.
 func (s *session) acker(ctx context.Context) {
