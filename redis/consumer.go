@@ -821,9 +821,16 @@ func (e *entry) Nack(ctx context.Context) error {
 // asynchronous anyway: one lost with a crash is a redelivery.
 const ackLinger = 2 * time.Millisecond
 
-// CanNackAfter implements backend.DelayedNacker: a delay up to MinIdle can
-// be handed to Redis (see NackAfter).
-func (e *entry) CanNackAfter(d time.Duration) bool { return d > 0 && d <= e.s.c.cfg.minIdle }
+// minNackAfter is the shortest wait handed to Redis: a shorter one costs
+// less in the worker than the round trips of a release and a reclaim.
+const minNackAfter = 50 * time.Millisecond
+
+// CanNackAfter implements backend.DelayedNacker: a wait from 50ms up to
+// MinIdle is handed to Redis (see NackAfter); shorter ones stay in the
+// worker.
+func (e *entry) CanNackAfter(d time.Duration) bool {
+	return d >= minNackAfter && d <= e.s.c.cfg.minIdle
+}
 
 // NackAfter implements backend.DelayedNacker: the entry is given up with
 // an idle time of MinIdle−d, so that the group's XAUTOCLAIM takes it again

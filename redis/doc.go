@@ -38,7 +38,7 @@
 // nack (PolicyRedeliver) makes the entry idle at once, and the next
 // XAUTOCLAIM delivers it again; at shutdown, what was not settled is made
 // idle the same way, so the group's next consumer takes it at once. A
-// retry that waits (RetryInterval, up to MinIdle) goes to Redis too: the
+// retry that waits (RetryInterval, from 50ms up to MinIdle) goes to Redis too: the
 // entry is given up with an idle time of MinIdle minus the wait, and comes
 // back through XAUTOCLAIM when the wait is over, holding no worker
 // (backend.DelayedNacker; each such retry counts towards DeliveryLimit). An
