@@ -73,13 +73,14 @@ func TestConformance(t *testing.T) {
 			return c, c
 		},
 		Features: backendtest.Features{
-			Persistent:      true,
-			ConsumerGroups:  true,
-			OrderPerKey:     true,
-			NewTopics:       true,
-			DeadLetterStore: true,
-			Subprocess:      true,
-			CutConnections:  func(t testing.TB) { cutConnections(t, name) },
+			Persistent:        true,
+			ConsumerGroups:    true,
+			OrderPerKey:       true,
+			NewTopics:         true,
+			DeadLetterStore:   true,
+			Subprocess:        true,
+			DelayedRedelivery: true,
+			CutConnections:    func(t testing.TB) { cutConnections(t, name) },
 		},
 		DeleteGroup: deleteGroup,
 	})

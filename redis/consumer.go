@@ -49,6 +49,16 @@ func (c *Client) Consume(ctx context.Context, sub backend.Subscription, inbox ba
 	}
 	c.wg.Add(1)
 	defer c.wg.Done()
+	// Close ends the reading too (what is in flight stays pending).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-c.closedCh:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	if c.cfg.mode == PubSub {
 		return c.consumePubSub(ctx, sub, inbox)
 	}
@@ -56,6 +66,7 @@ func (c *Client) Consume(ctx context.Context, sub backend.Subscription, inbox ba
 		c: c, sub: sub, group: sub.Group, inbox: inbox,
 		known:    map[string]bool{},
 		inflight: map[string]map[string]struct{}{},
+		attempts: map[string]int{},
 		changed:  make(chan struct{}, 1),
 		wake:     make(chan struct{}, 1),
 		ackSig:   make(chan struct{}, 1),
@@ -77,6 +88,7 @@ type session struct {
 	known    map[string]bool
 	literal  map[string]bool
 	inflight map[string]map[string]struct{} // stream -> entry IDs delivered, not yet acked
+	attempts map[string]int                 // stream + "\x00" + ID -> handler attempts before a NackAfter
 	acks     []*entry
 	ended    bool
 
@@ -85,6 +97,8 @@ type session struct {
 	ackSig  chan struct{}
 	down    atomic.Bool
 }
+
+var _ backend.DelayedNacker = (*entry)(nil)
 
 // entry is one delivered stream entry: its Acknowledger.
 type entry struct {
@@ -426,6 +440,9 @@ func (s *session) read(ctx context.Context) error {
 				s.reconnected()
 			}
 			for _, st := range res {
+				s.hold(st.Stream, st.Messages)
+			}
+			for _, st := range res {
 				for i, m := range st.Messages {
 					e := s.newEntry(st.Stream, m, 1)
 					if err := s.inbox.Deliver(ctx, &e.d); err != nil {
@@ -588,6 +605,12 @@ func (s *session) reclaim(ctx context.Context) (stop bool, err error) {
 						continue
 					}
 					e := s.newEntry(st, m, n)
+					s.mu.Lock()
+					if a, ok := s.attempts[st+"\x00"+m.ID]; ok {
+						e.d.Attempts = a
+						delete(s.attempts, st+"\x00"+m.ID)
+					}
+					s.mu.Unlock()
 					if err := s.inbox.Deliver(ctx, &e.d); err != nil {
 						s.unsettle(e)
 						s.releaseMsgs(st, msgs[i:])
@@ -698,11 +721,30 @@ func (s *session) release(ctx context.Context, stream string, ids []string) erro
 	return nil
 }
 
+// hold marks entries read and not yet delivered as in flight, so that
+// the heartbeat keeps them while the inbox is full.
+func (s *session) hold(stream string, msgs []goredis.XMessage) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := s.inflight[stream]
+	if ids == nil {
+		ids = map[string]struct{}{}
+		s.inflight[stream] = ids
+	}
+	for _, m := range msgs {
+		ids[m.ID] = struct{}{}
+	}
+}
+
+// releaseMsgs gives up entries that were read and not delivered.
 func (s *session) releaseMsgs(stream string, msgs []goredis.XMessage) {
 	ids := make([]string, len(msgs))
+	s.mu.Lock()
 	for i, m := range msgs {
 		ids[i] = m.ID
+		delete(s.inflight[stream], m.ID)
 	}
+	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := s.release(ctx, stream, ids); err != nil {
@@ -773,13 +815,66 @@ func (e *entry) Nack(ctx context.Context) error {
 	return nil
 }
 
+// ackLinger is how long the acker waits for more acks when fewer than a
+// read's worth are queued: one XACK then covers many entries, which saves
+// Redis (and the client) a command per handled entry. Acks are
+// asynchronous anyway: one lost with a crash is a redelivery.
+const ackLinger = 2 * time.Millisecond
+
+// minNackAfter is the shortest wait handed to Redis: a shorter one costs
+// less in the worker than the round trips of a release and a reclaim.
+const minNackAfter = 50 * time.Millisecond
+
+// CanNackAfter implements backend.DelayedNacker: a wait from 50ms up to
+// MinIdle is handed to Redis (see NackAfter); shorter ones stay in the
+// worker.
+func (e *entry) CanNackAfter(d time.Duration) bool {
+	return d >= minNackAfter && d <= e.s.c.cfg.minIdle
+}
+
+// NackAfter implements backend.DelayedNacker: the entry is given up with
+// an idle time of MinIdle−d, so that the group's XAUTOCLAIM takes it again
+// once d has passed (this consumer's right then, or another's); no worker
+// waits. The attempts made so far go with the redelivery when this
+// consumer reclaims it. Each such retry counts towards DeliveryLimit.
+func (e *entry) NackAfter(ctx context.Context, d time.Duration, attempts int) error {
+	if !e.settled.CompareAndSwap(false, true) {
+		return errors.New("redis: nack: delivery already settled")
+	}
+	s := e.s
+	s.unsettle(e)
+	idle := max(s.c.cfg.minIdle-d, 0).Milliseconds()
+	err := s.c.rc.Do(ctx, "XCLAIM", e.stream, s.group, s.c.consumer, 0, e.id, "IDLE", idle, "JUSTID").Err()
+	if err != nil {
+		return fmt.Errorf("redis: nack %s/%s: %w (it is reclaimed after MinIdle)", e.stream, e.id, err)
+	}
+	s.mu.Lock()
+	s.attempts[e.stream+"\x00"+e.id] = attempts
+	s.mu.Unlock()
+	time.AfterFunc(d+5*time.Millisecond, func() { signal(s.wake) })
+	return nil
+}
+
 // acker sends the queued acks.
 func (s *session) acker(ctx context.Context) {
+	linger := time.NewTimer(ackLinger)
+	linger.Stop()
 	for fails := 0; ; {
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.ackSig:
+		}
+		s.mu.Lock()
+		few := len(s.acks) < s.c.cfg.batch
+		s.mu.Unlock()
+		if few {
+			linger.Reset(ackLinger)
+			select {
+			case <-ctx.Done():
+				return
+			case <-linger.C:
+			}
 		}
 		if err := s.flushAcks(ctx); err != nil {
 			if ctx.Err() != nil {

@@ -37,7 +37,11 @@
 // itself, every MinIdle/3), so a slow handler does not lose its entry. A
 // nack (PolicyRedeliver) makes the entry idle at once, and the next
 // XAUTOCLAIM delivers it again; at shutdown, what was not settled is made
-// idle the same way, so the group's next consumer takes it at once. An
+// idle the same way, so the group's next consumer takes it at once. A
+// retry that waits (RetryInterval, from 50ms up to MinIdle) goes to Redis too: the
+// entry is given up with an idle time of MinIdle minus the wait, and comes
+// back through XAUTOCLAIM when the wait is over, holding no worker
+// (backend.DelayedNacker; each such retry counts towards DeliveryLimit). An
 // entry delivered more than DeliveryLimit times (10 by default) goes to
 // the group's dead letters with reason ReasonDeliveryLimit. After a
 // connection loss, or a Redis restart, go-redis reconnects; the consumer

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,6 +56,12 @@ func TestPythonPublishToGo(t *testing.T) {
 	// Python's json.dumps: ", " and ": " separators, non-ASCII escaped.
 	payload := `{"id": "6f1c3a52-0b7e-4d4a-9a57-3f0d2b1c9e11", "type": "user_notification", ` +
 		`"body": {"user_id": 42, "message": "caf\u00e9"}, "timestamp": 1700000000123}`
+	// The glob user.*.notification also matches user.1.2.notification,
+	// which the pattern does not: published first, it must not arrive.
+	over := strings.Replace(payload, "6f1c3a52", "00000000", 1)
+	if err := raw(t).Publish(context.Background(), prefix+".1.2.notification", over).Err(); err != nil {
+		t.Fatal(err)
+	}
 	n, err := raw(t).Publish(context.Background(), prefix+".42.notification", payload).Result()
 	if err != nil || n != 1 {
 		t.Fatalf("PUBLISH: %d receivers, %v", n, err)

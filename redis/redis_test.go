@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -342,5 +343,121 @@ func TestConnStatus(t *testing.T) {
 	if st := c.ConnStatus(); st.State != backend.ConnClosed {
 		t.Fatalf("after Close: %+v", st)
 	}
-	_ = fmt.Sprint()
+}
+
+// Close ends a running listener's Consume with ErrClosed, without waiting
+// for the listener to stop.
+func TestCloseEndsConsume(t *testing.T) {
+	requireRedis(t)
+	tp := uniq(t)
+	cleanKeys(t, tp+"*")
+	for _, mode := range []redis.Mode{redis.Streams, redis.PubSub} {
+		c, err := redis.New("redis://"+addr(), redis.WithMode(mode), redis.WithLogger(testLogger()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := dispytch.NewListener(c, dispytch.ConsumerGroup("g"), dispytch.WithLogger(testLogger()))
+		l.Handle(tp, "test_event", func() {})
+		errc := make(chan error, 1)
+		go func() { errc <- l.Run(context.Background()) }()
+		if err := l.WaitReady(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := c.Close(ctx); err != nil {
+			t.Fatalf("mode %d: Close: %v", mode, err)
+		}
+		cancel()
+		select {
+		case err := <-errc:
+			if !errors.Is(err, dispytch.ErrClosed) {
+				t.Fatalf("mode %d: Run after Close: %v", mode, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("mode %d: Run did not end after Close", mode)
+		}
+	}
+}
+
+// A handler slower than MinIdle keeps its entry: the consumer keeps it
+// fresh, so the group's other consumer does not reclaim it.
+func TestSlowHandlerKeepsEntry(t *testing.T) {
+	requireRedis(t)
+	tp := uniq(t)
+	cleanKeys(t, tp+"*")
+	var calls atomic.Int32
+	done := make(chan struct{}, 2)
+	for range 2 {
+		c := newClient(t, redis.MinIdle(900*time.Millisecond), redis.ReclaimInterval(50*time.Millisecond))
+		l := dispytch.NewListener(c, dispytch.ConsumerGroup("g"), dispytch.WithLogger(testLogger()))
+		l.Handle(tp, "test_event", func() {
+			calls.Add(1)
+			time.Sleep(2700 * time.Millisecond) // three MinIdles
+			done <- struct{}{}
+		})
+		run(t, l)
+	}
+	if err := dispytch.NewEmitter(newClient(t)).Emit(context.Background(), topicEvent{To: tp}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("not handled")
+	}
+	// Give a wrong reclaim time to show (it would have started by now).
+	time.Sleep(300 * time.Millisecond)
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("handled %d times: the slow handler's entry was reclaimed", n)
+	}
+}
+
+// EmitBatch pipelines; a message Redis refuses fails alone, with Redis's
+// reason, as not sent and permanent.
+func TestEmitBatchPartialFailure(t *testing.T) {
+	requireRedis(t)
+	tp := uniq(t)
+	cleanKeys(t, tp+"*")
+	rc := raw(t)
+	if err := rc.Set(context.Background(), tp+".string", "not a stream", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t)
+	err := dispytch.NewEmitter(c).EmitBatch(context.Background(), []dispytch.Eventer{
+		topicEvent{To: tp + ".ok", N: 1}, topicEvent{To: tp + ".string", N: 2}, topicEvent{To: tp + ".ok", N: 3}})
+	var be *backend.BatchError
+	if !errors.As(err, &be) || fmt.Sprint(be.Failed()) != "[1]" || fmt.Sprint(be.NotSent()) != "[1]" ||
+		!errors.Is(be.Errs[1], dispytch.ErrPermanent) || !strings.Contains(be.Errs[1].Error(), "WRONGTYPE") {
+		t.Fatalf("batch error %v", err)
+	}
+	if n := rc.XLen(context.Background(), tp+".ok").Val(); n != 2 {
+		t.Fatalf("%d entries stored, want 2", n)
+	}
+}
+
+// StartFrom(Latest): a new group skips what the stream already holds.
+func TestStartFromLatest(t *testing.T) {
+	requireRedis(t)
+	tp := uniq(t)
+	cleanKeys(t, tp+"*")
+	c := newClient(t, redis.StartFrom(redis.Latest))
+	em := dispytch.NewEmitter(c)
+	if err := em.Emit(context.Background(), topicEvent{To: tp, N: 1}); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan int, 2)
+	l := dispytch.NewListener(c, dispytch.ConsumerGroup("late"), dispytch.WithLogger(testLogger()))
+	l.Handle(tp, "test_event", func(ev dispytch.Event[topicEvent]) { got <- ev.Body.N })
+	run(t, l)
+	if err := em.Emit(context.Background(), topicEvent{To: tp, N: 2}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-got:
+		if n != 2 {
+			t.Fatalf("first event handled: %d, want the one emitted after the start", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing handled")
+	}
 }

@@ -15,8 +15,8 @@ type Case struct {
 	Name  string
 	Title string
 	Mode  Mode
-	// Kafka and AMQP say which broker the case needs.
-	Kafka, AMQP bool
+	// Kafka, AMQP and Redis say which broker the case needs.
+	Kafka, AMQP, Redis bool
 	// ResetRSSBeforeConsume: the peak RSS reported is the consumer's alone.
 	ResetRSSBeforeConsume bool
 	Contenders            []Contender
@@ -88,6 +88,20 @@ func Cases() []Case {
 			},
 			Notes: []string{
 				"The server is the machine's nats-server (DISPYTCH_NATS_URL, default nats://127.0.0.1:4222), a separate process on the same cores; each run has a stream of its own, deleted afterwards.",
+			},
+		},
+		{
+			Name: "redis", Title: "Redis Streams (local server, database 13)", Mode: ModeQueued, Redis: true,
+			Contenders: []Contender{
+				{Name: "dispytch", Settings: "redis.Client defaults: Streams, EmitAsync (pipelines of up to 512, 4 in flight), XREADGROUP COUNT 128, XACKs batched after the handlers; listener Concurrency 64", build: dispytchRedis},
+				{Name: "go-redis", Settings: "go-redis v9: pipelined XADD of pre-encoded envelopes (field data only), 512 a pipeline, 4 in flight; one goroutine: XREADGROUP COUNT 128, decode, one XACK per batch", build: rawRedis},
+				{Name: "go-redis-encoding-fields", Settings: "as go-redis, but each event is encoded as a user would (encoding/json of the envelope with a fresh UUID, in the pipeline goroutines) and written with the id, type and content-type fields Dispytch's entries carry", build: rawRedis},
+				{Name: "watermill-redisstream", Settings: "watermill-redisstream v1.4.5 defaults: Publish waits for each XADD; consumer group subscriber, Router", build: watermillRedis(false)},
+				{Name: "watermill-redisstream-concurrent", Settings: "as watermill-redisstream, with -publishers goroutines sharing the publisher", build: watermillRedis(true)},
+			},
+			Notes: []string{
+				"Redis runs on the same 2 cores as the contender; its CPU time competes with the contender's.",
+				"Dispytch's entries carry id, type and content-type fields next to the envelope; the raw publisher writes the envelope alone.",
 			},
 		},
 		{

@@ -36,7 +36,7 @@ func TestQuick(t *testing.T) {
 	cfg := Config{
 		Rounds: 1, LatN: 50, LatRate: 1000, Publishers: 4, AMQPPublishers: 8, AMQPURL: url,
 		RunTimeout: 2 * time.Minute,
-		N: map[string]int{"memory-queued": 5000, "memory-together": 5000, "kafka": 1000, "rabbitmq": 300, "nats": 1000,
+		N: map[string]int{"memory-queued": 5000, "memory-together": 5000, "kafka": 1000, "rabbitmq": 300, "nats": 1000, "redis": 1000,
 			"backlog-memory": 20000, "backlog-kafka": 20000},
 	}
 	var progress bytes.Buffer

@@ -46,8 +46,8 @@ type Config struct {
 // Full and Quick are the message counts of the full run and of the quick
 // mode, per case.
 var (
-	FullN  = map[string]int{"memory-queued": 300_000, "memory-together": 300_000, "kafka": 100_000, "rabbitmq": 20_000, "nats": 100_000, "backlog-memory": 1_000_000, "backlog-kafka": 1_000_000}
-	QuickN = map[string]int{"memory-queued": 100_000, "memory-together": 100_000, "kafka": 5_000, "rabbitmq": 3_000, "nats": 5_000, "backlog-memory": 200_000, "backlog-kafka": 200_000}
+	FullN  = map[string]int{"memory-queued": 300_000, "memory-together": 300_000, "kafka": 100_000, "rabbitmq": 20_000, "nats": 100_000, "redis": 100_000, "backlog-memory": 1_000_000, "backlog-kafka": 1_000_000}
+	QuickN = map[string]int{"memory-queued": 100_000, "memory-together": 100_000, "kafka": 5_000, "rabbitmq": 3_000, "nats": 5_000, "redis": 20_000, "backlog-memory": 200_000, "backlog-kafka": 200_000}
 )
 
 // Run is the result of a comparison: every child's Result, per case.
@@ -97,6 +97,14 @@ func Compare(ctx context.Context, cfg Config) (*Run, error) {
 		if c.AMQP {
 			if err := pingAMQP(cfg.AMQPURL); err != nil {
 				cr.Skipped = "RabbitMQ unreachable at " + redactURL(cfg.AMQPURL) + ": " + err.Error()
+				fmt.Fprintf(cfg.Progress, "%s: skipped: %s\n", c.Name, cr.Skipped)
+				run.Cases = append(run.Cases, cr)
+				continue
+			}
+		}
+		if c.Redis {
+			if err := pingRedis(RedisAddr()); err != nil {
+				cr.Skipped = "Redis unreachable at " + RedisAddr() + ": " + err.Error()
 				fmt.Fprintf(cfg.Progress, "%s: skipped: %s\n", c.Name, cr.Skipped)
 				run.Cases = append(run.Cases, cr)
 				continue
