@@ -27,6 +27,8 @@ type Client struct {
 	own      bool // rc was built here and is closed by Close
 	cluster  bool
 	consumer string
+	namesMu  sync.Mutex
+	names    map[string]map[string]bool // group -> consumer names its running sessions use
 
 	closed   atomic.Bool
 	closedCh chan struct{}

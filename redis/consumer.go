@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -71,8 +72,43 @@ func (c *Client) Consume(ctx context.Context, sub backend.Subscription, inbox ba
 		wake:     make(chan struct{}, 1),
 		ackSig:   make(chan struct{}, 1),
 	}
+	s.consumer = c.takeConsumerName(sub.Group)
+	defer c.releaseConsumerName(sub.Group, s.consumer)
 	s.obs, _ = inbox.(backend.ConnObserver)
 	return s.run(ctx)
+}
+
+// takeConsumerName returns the consumer name a new session of group uses:
+// the client's, or, while another session of the same group on this client
+// runs (two listeners of one group sharing a client), the client's with a
+// suffix ("-2", "-3", ...), so that the sessions never read or claim each
+// other's pending entries as their own.
+func (c *Client) takeConsumerName(group string) string {
+	c.namesMu.Lock()
+	defer c.namesMu.Unlock()
+	if c.names == nil {
+		c.names = map[string]map[string]bool{}
+	}
+	inUse := c.names[group]
+	if inUse == nil {
+		inUse = map[string]bool{}
+		c.names[group] = inUse
+	}
+	name := c.consumer
+	for k := 2; inUse[name]; k++ {
+		name = c.consumer + "-" + strconv.Itoa(k)
+	}
+	inUse[name] = true
+	return name
+}
+
+func (c *Client) releaseConsumerName(group, name string) {
+	c.namesMu.Lock()
+	defer c.namesMu.Unlock()
+	delete(c.names[group], name)
+	if len(c.names[group]) == 0 {
+		delete(c.names, group)
+	}
 }
 
 // session is one Consume call in Streams mode.
@@ -82,6 +118,9 @@ type session struct {
 	group string
 	inbox backend.Inbox
 	obs   backend.ConnObserver
+	// consumer is the session's consumer name in the group (see
+	// takeConsumerName).
+	consumer string
 
 	mu       sync.Mutex
 	streams  []string
@@ -416,7 +455,7 @@ func (s *session) read(ctx context.Context) error {
 				args = append(args, ">")
 			}
 			res, err := s.c.rc.XReadGroup(ctx, &goredis.XReadGroupArgs{
-				Group: s.group, Consumer: s.c.consumer, Streams: args, Count: int64(cfg.batch), Block: block,
+				Group: s.group, Consumer: s.consumer, Streams: args, Count: int64(cfg.batch), Block: block,
 			}).Result()
 			if err != nil && !errors.Is(err, goredis.Nil) {
 				if ctx.Err() != nil {
@@ -464,7 +503,7 @@ func (s *session) readHistory(ctx context.Context) (stop bool, err error) {
 		from := "0"
 		for {
 			res, err := s.c.rc.XReadGroup(ctx, &goredis.XReadGroupArgs{
-				Group: s.group, Consumer: s.c.consumer, Streams: []string{st, from}, Count: int64(s.c.cfg.batch), Block: -1,
+				Group: s.group, Consumer: s.consumer, Streams: []string{st, from}, Count: int64(s.c.cfg.batch), Block: -1,
 			}).Result()
 			if err != nil && !errors.Is(err, goredis.Nil) {
 				return false, err
@@ -576,7 +615,7 @@ func (s *session) reclaim(ctx context.Context) (stop bool, err error) {
 		cursor := "0-0"
 		for round := 0; round < 4; round++ {
 			msgs, next, err := s.c.rc.XAutoClaim(ctx, &goredis.XAutoClaimArgs{
-				Stream: st, Group: s.group, Consumer: s.c.consumer, MinIdle: cfg.minIdle, Start: cursor, Count: int64(cfg.batch),
+				Stream: st, Group: s.group, Consumer: s.consumer, MinIdle: cfg.minIdle, Start: cursor, Count: int64(cfg.batch),
 			}).Result()
 			if err != nil {
 				if strings.HasPrefix(err.Error(), "NOGROUP") {
@@ -634,7 +673,7 @@ func (s *session) counts(ctx context.Context, stream string, msgs []goredis.XMes
 	s.mu.Unlock()
 	pend, err := s.c.rc.XPendingExt(ctx, &goredis.XPendingExtArgs{
 		Stream: stream, Group: s.group, Start: msgs[0].ID, End: msgs[len(msgs)-1].ID,
-		Count: int64(len(msgs) + extra + 16), Consumer: s.c.consumer,
+		Count: int64(len(msgs) + extra + 16), Consumer: s.consumer,
 	}).Result()
 	if err != nil {
 		return nil, fmt.Errorf("redis: consume: XPENDING on %s: %w", stream, err)
@@ -692,7 +731,7 @@ func (s *session) heartbeat(ctx context.Context) {
 		s.mu.Unlock()
 		for st, ids := range todo {
 			for chunk := range slices.Chunk(ids, 512) {
-				args := []any{"XCLAIM", st, s.group, s.c.consumer, 0}
+				args := []any{"XCLAIM", st, s.group, s.consumer, 0}
 				for _, id := range chunk {
 					args = append(args, id)
 				}
@@ -709,7 +748,7 @@ func (s *session) heartbeat(ctx context.Context) {
 // that any consumer's next XAUTOCLAIM takes them.
 func (s *session) release(ctx context.Context, stream string, ids []string) error {
 	for chunk := range slices.Chunk(ids, 512) {
-		args := []any{"XCLAIM", stream, s.group, s.c.consumer, 0}
+		args := []any{"XCLAIM", stream, s.group, s.consumer, 0}
 		for _, id := range chunk {
 			args = append(args, id)
 		}
@@ -757,7 +796,7 @@ func (s *session) releaseMsgs(stream string, msgs []goredis.XMessage) {
 func (s *session) releaseOwn(ctx context.Context, stream string) error {
 	for {
 		pend, err := s.c.rc.XPendingExt(ctx, &goredis.XPendingExtArgs{
-			Stream: stream, Group: s.group, Start: "-", End: "+", Count: 512, Consumer: s.c.consumer, Idle: time.Millisecond,
+			Stream: stream, Group: s.group, Start: "-", End: "+", Count: 512, Consumer: s.consumer, Idle: time.Millisecond,
 		}).Result()
 		if err != nil {
 			return fmt.Errorf("redis: consume: XPENDING on %s: %w", stream, err)
@@ -844,7 +883,7 @@ func (e *entry) NackAfter(ctx context.Context, d time.Duration, attempts int) er
 	s := e.s
 	s.unsettle(e)
 	idle := max(s.c.cfg.minIdle-d, 0).Milliseconds()
-	err := s.c.rc.Do(ctx, "XCLAIM", e.stream, s.group, s.c.consumer, 0, e.id, "IDLE", idle, "JUSTID").Err()
+	err := s.c.rc.Do(ctx, "XCLAIM", e.stream, s.group, s.consumer, 0, e.id, "IDLE", idle, "JUSTID").Err()
 	if err != nil {
 		return fmt.Errorf("redis: nack %s/%s: %w (it is reclaimed after MinIdle)", e.stream, e.id, err)
 	}
@@ -953,10 +992,10 @@ func (s *session) finish() {
 			continue
 		}
 		pend, err := s.c.rc.XPendingExt(ctx, &goredis.XPendingExtArgs{
-			Stream: st, Group: s.group, Start: "-", End: "+", Count: 1, Consumer: s.c.consumer,
+			Stream: st, Group: s.group, Start: "-", End: "+", Count: 1, Consumer: s.consumer,
 		}).Result()
 		if err == nil && len(pend) == 0 {
-			_ = s.c.rc.XGroupDelConsumer(ctx, st, s.group, s.c.consumer).Err()
+			_ = s.c.rc.XGroupDelConsumer(ctx, st, s.group, s.consumer).Err()
 		}
 	}
 }

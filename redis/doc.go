@@ -24,7 +24,8 @@
 // without one), created at the start on each stream (XGROUP CREATE
 // MKSTREAM, from the first entry, or from the end with StartFrom(Latest)).
 // The consumer name is one per Client: "<hostname>-<pid>-<random>", or
-// ConsumerName. An entry is acked (XACK, batched per stream) only after
+// ConsumerName ("<name>-2" for a second listener of the same group on the
+// client). An entry is acked (XACK, batched per stream) only after
 // every handler succeeded or it was dead-lettered; the listener's
 // Concurrency bounds what is in flight, and a full listener stops the
 // reading (backpressure): at most ReadCount entries wait in the consumer.

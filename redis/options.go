@@ -145,6 +145,8 @@ func ClientOptions(f func(*goredis.UniversalOptions)) Option {
 // entries. Set a name that outlives the process (a pod name, say) to have a
 // restarted process take back its own pending entries at once instead of
 // after MinIdle; never give two running clients of a group the same name.
+// Two listeners of one group sharing a client read as "<name>" and
+// "<name>-2" (and so on), so that they never take each other's entries.
 func ConsumerName(name string) Option { return func(c *config) { c.consumer = name } }
 
 // StartFrom sets where a new consumer group starts in a stream that
