@@ -295,6 +295,15 @@ func (s *session) ensureGroup(ctx context.Context, stream, start string, mk bool
 	return nil
 }
 
+// holds reports whether entry id of stream was delivered by this session
+// and is not settled yet.
+func (s *session) holds(stream, id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.inflight[stream][id]
+	return ok
+}
+
 func (s *session) forget(stream string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -517,10 +526,7 @@ func (s *session) readHistory(ctx context.Context) (stop bool, err error) {
 				return false, err
 			}
 			for i, m := range msgs {
-				s.mu.Lock()
-				_, mine := s.inflight[st][m.ID]
-				s.mu.Unlock()
-				if mine || len(m.Values) == 0 { // held here, or deleted from the stream
+				if s.holds(st, m.ID) || len(m.Values) == 0 { // held here, or deleted from the stream
 					continue
 				}
 				e := s.newEntry(st, m, max(counts[m.ID], 2))
@@ -630,10 +636,7 @@ func (s *session) reclaim(ctx context.Context) (stop bool, err error) {
 					return false, err
 				}
 				for i, m := range msgs {
-					s.mu.Lock()
-					_, mine := s.inflight[st][m.ID]
-					s.mu.Unlock()
-					if mine {
+					if s.holds(st, m.ID) {
 						continue // still being handled here
 					}
 					n := max(counts[m.ID], 2)
@@ -699,7 +702,7 @@ func (s *session) deadLetterLimit(ctx context.Context, stream string, m goredis.
 	}
 	dl := fm.Message(s.group + ".dlq")
 	dl.ContentType = e.d.ContentType
-	if err := s.c.rc.XAdd(ctx, s.c.xaddArgs(dl)).Err(); err != nil {
+	if err := s.c.rc.Do(ctx, s.c.xaddCmd(dl)...).Err(); err != nil {
 		return fmt.Errorf("redis: consume: dead-letter %s/%s: %w", stream, m.ID, err)
 	}
 	if err := s.c.rc.XAck(ctx, stream, s.group, m.ID).Err(); err != nil {

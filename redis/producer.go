@@ -30,8 +30,15 @@ const (
 	FieldHeaderPrefix = "h:"
 )
 
+// fields returns the stream entry's fields of m, as XADD writes them.
 func (c *Client) fields(m *backend.Message) []any {
-	v := make([]any, 0, 10+2*len(m.Headers))
+	return appendFields(make([]any, 0, 10+2*len(m.Headers)), m)
+}
+
+// appendFields appends the entry's field-value pairs of m to v: the id,
+// type, content type, key and headers next to the envelope, so that tools
+// can filter without decoding it.
+func appendFields(v []any, m *backend.Message) []any {
 	if m.ID != "" {
 		v = append(v, FieldID, m.ID)
 	}
@@ -50,25 +57,8 @@ func (c *Client) fields(m *backend.Message) []any {
 	return append(v, FieldData, m.Value)
 }
 
-func (c *Client) xaddArgs(m *backend.Message) *goredis.XAddArgs {
-	a := &goredis.XAddArgs{Stream: m.Topic, Values: c.fields(m)}
-	t, ok := c.cfg.trim[m.Topic]
-	if !ok {
-		t = c.cfg.trimAll
-	}
-	if !t.zero() {
-		a.Approx = !t.Exact
-		if t.MaxLen > 0 {
-			a.MaxLen = t.MaxLen
-		} else {
-			a.MinID = strconv.FormatInt(time.Now().Add(-t.MaxAge).UnixMilli(), 10)
-		}
-	}
-	return a
-}
-
-// xaddCmd builds the XADD command's arguments in one slice: what
-// go-redis's XAdd would build from xaddArgs, with fewer allocations.
+// xaddCmd builds the XADD command's arguments in one slice (fewer
+// allocations than go-redis's XAddArgs), with the topic's trimming.
 func (c *Client) xaddCmd(m *backend.Message) []any {
 	t, ok := c.cfg.trim[m.Topic]
 	if !ok {
@@ -88,37 +78,23 @@ func (c *Client) xaddCmd(m *backend.Message) []any {
 		}
 	}
 	args = append(args, "*")
-	if m.ID != "" {
-		args = append(args, FieldID, m.ID)
-	}
-	if m.Type != "" {
-		args = append(args, FieldType, m.Type)
-	}
-	if m.ContentType != "" {
-		args = append(args, FieldContentType, m.ContentType)
-	}
-	if len(m.Key) > 0 {
-		args = append(args, FieldKey, m.Key)
-	}
-	for k, hv := range m.Headers {
-		args = append(args, FieldHeaderPrefix+k, hv)
-	}
-	return append(args, FieldData, m.Value)
+	return appendFields(args, m)
 }
 
-func (c *Client) queue(ctx context.Context, p goredis.Cmdable, m *backend.Message) goredis.Cmder {
+// cmdable is what queue sends on: the client or one of its pipelines.
+type cmdable interface {
+	Publish(ctx context.Context, channel string, message any) *goredis.IntCmd
+	Do(ctx context.Context, args ...any) *goredis.Cmd
+}
+
+func (c *Client) queue(ctx context.Context, p cmdable, m *backend.Message) goredis.Cmder {
 	if c.cfg.mode == PubSub {
 		if c.cfg.psFrame {
 			return p.Publish(ctx, m.Topic, c.encodeFrame(m))
 		}
 		return p.Publish(ctx, m.Topic, m.Value)
 	}
-	if d, ok := p.(interface {
-		Do(context.Context, ...any) *goredis.Cmd
-	}); ok {
-		return d.Do(ctx, c.xaddCmd(m)...)
-	}
-	return p.XAdd(ctx, c.xaddArgs(m))
+	return p.Do(ctx, c.xaddCmd(m)...)
 }
 
 // check refuses what cannot be sent.

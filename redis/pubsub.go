@@ -275,7 +275,7 @@ func (e *psEntry) DeadLetter(ctx context.Context, letters []*backend.Message) er
 	c := e.s.c
 	pipe := c.rc.Pipeline()
 	for _, m := range letters {
-		pipe.XAdd(ctx, c.xaddArgs(m))
+		pipe.Do(ctx, c.xaddCmd(m)...)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("redis: dead-letter: %w", err)
