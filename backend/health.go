@@ -1,6 +1,9 @@
 package backend
 
-import "context"
+import (
+	"context"
+	"sync"
+)
 
 // Health: what a backend tells about its connection and its progress, for
 // health checks and metrics. Every interface here is an optional upgrade.
@@ -85,4 +88,51 @@ type PartitionLag struct {
 // a context and may fail.
 type LagReporter interface {
 	Lag(ctx context.Context) ([]PartitionLag, error)
+}
+
+// ConnTracker follows a connection for a ConnReporter: connecting until the
+// first success, reconnecting from a failure after that until the next
+// success, counting the reconnects. The zero value is ready for use; it is
+// safe for concurrent use.
+type ConnTracker struct {
+	mu         sync.Mutex
+	everOK     bool
+	down       error // the last failure since the last success
+	reconnects int64
+}
+
+// Succeeded records a success (a connection made, a command answered). It
+// reports whether the success ended a failure after an earlier success: a
+// reconnect.
+func (t *ConnTracker) Succeeded() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	rec := t.down != nil && t.everOK
+	if rec {
+		t.reconnects++
+	}
+	t.everOK, t.down = true, nil
+	return rec
+}
+
+// Failed records a connection failure with its cause.
+func (t *ConnTracker) Failed(err error) {
+	t.mu.Lock()
+	t.down = err
+	t.mu.Unlock()
+}
+
+// Status returns the state: ConnConnecting (with the last failure, if
+// any) before the first success, ConnReconnecting after a later failure,
+// else ConnReady.
+func (t *ConnTracker) Status() ConnStatus {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case !t.everOK:
+		return ConnStatus{State: ConnConnecting, Err: t.down}
+	case t.down != nil:
+		return ConnStatus{State: ConnReconnecting, Err: t.down, Reconnects: t.reconnects}
+	}
+	return ConnStatus{State: ConnReady, Reconnects: t.reconnects}
 }

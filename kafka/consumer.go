@@ -267,7 +267,7 @@ type session struct {
 	// kgo.NewClient returned.
 	clSet chan struct{}
 	// conn follows the session's connections, for the listener's health.
-	conn connTrack
+	conn backend.ConnTracker
 
 	mu    sync.Mutex
 	parts map[tp]*partition

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -14,47 +13,6 @@ import (
 
 // Health: the connection state of producers and consumer sessions (for
 // dispytch.Emitter.Health and Listener.Health) and the consumer's lag.
-
-// connTrack follows a client's broker connections: a failed connection
-// (or group session) makes the client reconnecting until one succeeds.
-type connTrack struct {
-	mu         sync.Mutex
-	everOK     bool
-	down       error // the last failure since the last success
-	reconnects int64
-}
-
-// ok records a success; it reports whether it ended a failure after an
-// earlier success (a reconnect).
-func (t *connTrack) ok() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	rec := t.down != nil && t.everOK
-	if rec {
-		t.reconnects++
-	}
-	t.everOK, t.down = true, nil
-	return rec
-}
-
-// failed records a failure.
-func (t *connTrack) failed(err error) {
-	t.mu.Lock()
-	t.down = err
-	t.mu.Unlock()
-}
-
-func (t *connTrack) status() backend.ConnStatus {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	switch {
-	case !t.everOK:
-		return backend.ConnStatus{State: backend.ConnConnecting, Err: t.down}
-	case t.down != nil:
-		return backend.ConnStatus{State: backend.ConnReconnecting, Err: t.down, Reconnects: t.reconnects}
-	}
-	return backend.ConnStatus{State: backend.ConnReady, Reconnects: t.reconnects}
-}
 
 // connPing is how often ConnStatus pings the brokers at most.
 const connPing = 2 * time.Second
@@ -85,20 +43,20 @@ func (p *Producer) ConnStatus() backend.ConnStatus {
 			_ = p.cl.Ping(ctx) // its outcome reaches the hooks
 		}()
 	}
-	return p.obs.conn.status()
+	return p.obs.conn.Status()
 }
 
 // sessionConn reports a session's connection to the listener's inbox
 // (backend.ConnObserver) as it changes.
 func (s *session) connFailed(err error) {
-	s.conn.failed(err)
+	s.conn.Failed(err)
 	if o, ok := s.inbox.(backend.ConnObserver); ok {
 		o.Disconnected(err)
 	}
 }
 
 func (s *session) connOK() {
-	s.conn.ok()
+	s.conn.Succeeded()
 	if o, ok := s.inbox.(backend.ConnObserver); ok {
 		o.Reconnected()
 	}

@@ -717,9 +717,9 @@ func (p *Producer) notWritten(x *produced, err error) bool {
 // that cannot have been written, and errors can name the last broker
 // error.
 type observer struct {
-	conn      connTrack    // for ConnStatus
-	connected atomic.Bool  // some broker connection succeeded
-	writes    atomic.Int64 // produce requests written to a broker
+	conn      backend.ConnTracker // for ConnStatus
+	connected atomic.Bool         // some broker connection succeeded
+	writes    atomic.Int64        // produce requests written to a broker
 	mu        sync.Mutex
 	last      error
 	// auth is the last refused authentication (SASL, TLS verification),
@@ -747,7 +747,7 @@ var (
 // OnBrokerConnect records the connection, or its error.
 func (o *observer) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
 	if err == nil {
-		o.conn.ok()
+		o.conn.Succeeded()
 		o.connected.Store(true)
 		o.mu.Lock()
 		o.auth = nil
@@ -756,7 +756,7 @@ func (o *observer) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ n
 	}
 	err = fmt.Errorf("broker %s: %w", net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port))), err)
 	refused := isAuthRefusal(err)
-	o.conn.failed(err)
+	o.conn.Failed(err)
 	o.mu.Lock()
 	o.last = err
 	if refused {

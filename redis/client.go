@@ -184,40 +184,20 @@ func (c *Client) Close(ctx context.Context) error {
 
 // connTrack follows whether the client's commands reach Redis.
 type connTrack struct {
-	mu         sync.Mutex
-	everOK     bool
-	down       error
-	reconnects int64
-	lastPing   atomic.Int64
-	pinging    atomic.Bool
-}
-
-func (t *connTrack) ok() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	rec := t.down != nil && t.everOK
-	if rec {
-		t.reconnects++
-	}
-	t.everOK, t.down = true, nil
-	return rec
-}
-
-func (t *connTrack) failed(err error) {
-	t.mu.Lock()
-	t.down = err
-	t.mu.Unlock()
+	backend.ConnTracker
+	lastPing atomic.Int64
+	pinging  atomic.Bool
 }
 
 // observe records the outcome of a command: a network failure marks the
 // connection down, anything else (a reply, even an error reply) up.
 func (t *connTrack) observe(err error) {
 	if err == nil || isReplyError(err) {
-		t.ok()
+		t.Succeeded()
 		return
 	}
 	if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, goredis.ErrClosed) {
-		t.failed(err)
+		t.Failed(err)
 	}
 }
 
@@ -243,13 +223,5 @@ func (c *Client) ConnStatus() backend.ConnStatus {
 			t.observe(c.rc.Ping(ctx).Err())
 		}()
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	switch {
-	case !t.everOK:
-		return backend.ConnStatus{State: backend.ConnConnecting, Err: t.down}
-	case t.down != nil:
-		return backend.ConnStatus{State: backend.ConnReconnecting, Err: t.down, Reconnects: t.reconnects}
-	}
-	return backend.ConnStatus{State: backend.ConnReady, Reconnects: t.reconnects}
+	return t.Status()
 }

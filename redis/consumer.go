@@ -157,14 +157,14 @@ func signal(ch chan struct{}) {
 
 func (s *session) disconnected(err error) {
 	s.down.Store(true)
-	s.c.health.failed(err)
+	s.c.health.Failed(err)
 	if s.obs != nil {
 		s.obs.Disconnected(err)
 	}
 }
 
 func (s *session) reconnected() {
-	s.c.health.ok()
+	s.c.health.Succeeded()
 	if s.down.CompareAndSwap(true, false) && s.obs != nil {
 		s.obs.Reconnected()
 	}

@@ -153,7 +153,7 @@ func (s *psSession) subscribe(ctx context.Context, globs []string) (*goredis.Pub
 }
 
 func (s *psSession) disconnect(err error) {
-	s.c.health.failed(err)
+	s.c.health.Failed(err)
 	s.mu.Lock()
 	s.down = true
 	s.mu.Unlock()
@@ -163,7 +163,7 @@ func (s *psSession) disconnect(err error) {
 }
 
 func (s *psSession) reconnect() {
-	s.c.health.ok()
+	s.c.health.Succeeded()
 	s.mu.Lock()
 	was := s.down
 	s.down = false
